@@ -1,0 +1,152 @@
+/* OpenBLAS's cblas.h declares affinity functions with cpu_set_t, a GNU extension. */
+#define _GNU_SOURCE
+#include "blas.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "err.h"
+
+/* OpenBLAS extensions, declared here because Debian's cblas.h does not always expose them. */
+extern char *openblas_get_corename(void);
+extern char *openblas_get_config(void);
+extern int openblas_get_parallel(void);
+extern int openblas_get_num_threads(void);
+extern void openblas_set_num_threads(int);
+
+#define VEC_CHUNK 4096
+#define PAR_MIN 32768
+
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+          const float *b, float beta, float *c)
+{
+    SAMX_ASSERT(m >= 0 && n >= 0 && k >= 0);
+    if (m == 0 || n == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, trans_a ? m : k, b,
+                trans_b ? k : n, beta, c, n);
+}
+
+void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+              const float *b, float beta, float *c)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int l = 0; l < k; l++) {
+                double av = trans_a ? a[(size_t)l * m + i] : a[(size_t)i * k + l];
+                double bv = trans_b ? b[(size_t)j * k + l] : b[(size_t)l * n + j];
+                s += av * bv;
+            }
+            double old = beta == 0 ? 0 : (double)beta * c[(size_t)i * n + j];
+            c[(size_t)i * n + j] = (float)(alpha * s + old);
+        }
+}
+
+/* Sum over fixed chunks; `f` selects the summand. Partials live on the stack for vectors up to
+ * VEC_CHUNK * 4096 elements (16M), beyond which chunks grow so the count stays bounded. */
+#define MAX_CHUNKS 4096
+static double chunked_sum(size_t n, const float *x, const float *y, int kind)
+{
+    double part[MAX_CHUNKS];
+    size_t chunk = VEC_CHUNK;
+    while ((n + chunk - 1) / chunk > MAX_CHUNKS)
+        chunk *= 2;
+    long nc = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double s = 0;
+        if (kind == 0)
+            for (size_t i = lo; i < hi; i++)
+                s += (double)x[i] * y[i];
+        else
+            for (size_t i = lo; i < hi; i++)
+                s += (double)x[i] * x[i];
+        part[c] = s;
+    }
+    double s = 0;
+    for (long c = 0; c < nc; c++)
+        s += part[c];
+    return s;
+}
+
+double vec_dot(size_t n, const float *x, const float *y) { return chunked_sum(n, x, y, 0); }
+double vec_nrm2(size_t n, const float *x) { return sqrt(chunked_sum(n, x, NULL, 1)); }
+
+void vec_axpy(size_t n, float a, const float *x, float *y)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+void vec_copy(size_t n, const float *x, float *y)
+{
+    if (x != y)
+        memcpy(y, x, n * sizeof *x);
+}
+
+void vec_axpby(size_t n, float a, const float *x, float b, float *y)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        y[i] = a * x[i] + b * y[i];
+}
+
+void vec_zero(size_t n, float *x) { memset(x, 0, n * sizeof *x); }
+
+void vec_scal(size_t n, float a, float *x)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        x[i] *= a;
+}
+
+bool vec_finite(size_t n, const float *x)
+{
+    /* A NaN or Inf anywhere makes the sum non-finite; 0*x keeps finite values from overflowing. */
+    float acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc += 0.0f * x[i];
+    return acc == 0.0f;
+}
+
+void threads_set(int n)
+{
+    SAMX_ASSERT(n >= 1);
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    openblas_set_num_threads(n);
+}
+
+int threads_get(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+const char *blas_corename(void)
+{
+    const char *s = openblas_get_corename();
+    return s ? s : "";
+}
+
+const char *blas_config(void)
+{
+    const char *s = openblas_get_config();
+    return s ? s : "";
+}
+
+int blas_parallel(void) { return openblas_get_parallel(); }
+int blas_threads(void) { return openblas_get_num_threads(); }

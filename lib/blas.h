@@ -1,0 +1,46 @@
+/* blas.h: the one GEMM entry point and the vector operations over flat float buffers.
+ *
+ * gemm() wraps cblas_sgemm (the OpenMP build of OpenBLAS); gemm_ref() is a plain triple loop in
+ * double that tests check it against. Never call gemm() inside an OpenMP parallel region.
+ *
+ * Reductions (dot, nrm2, sum) are deterministic for any thread count: the vector is cut into
+ * fixed chunks of VEC_CHUNK elements, each chunk is summed in double by one thread in index
+ * order, and the chunk partials are added serially. So the same inputs give the same bits with
+ * 1 or 16 threads. Elementwise operations parallelise over the index they write.
+ */
+#ifndef SAMX_BLAS_H
+#define SAMX_BLAS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* C (m, n) = alpha * op(A) * op(B) + beta * C, row-major; op(X) = X^T when trans_X.
+ * A is (m, k) or (k, m), B is (k, n) or (n, k); leading dimensions are the row lengths. */
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+          const float *b, float beta, float *c);
+void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+              const float *b, float beta, float *c);
+
+/* Reductions, accumulated in double. */
+double vec_dot(size_t n, const float *x, const float *y);
+double vec_nrm2(size_t n, const float *x);
+/* Elementwise: y += a*x; y = x; y = a*x + b*y; x = 0; x *= a. */
+void vec_axpy(size_t n, float a, const float *x, float *y);
+void vec_copy(size_t n, const float *x, float *y);
+void vec_axpby(size_t n, float a, const float *x, float b, float *y);
+void vec_zero(size_t n, float *x);
+void vec_scal(size_t n, float a, float *x);
+/* true when every element is finite. */
+bool vec_finite(size_t n, const float *x);
+
+/* Threads: set both the OpenMP team size and OpenBLAS's thread count (n >= 1); query them. */
+void threads_set(int n);
+int threads_get(void);
+/* What OpenBLAS reports about itself: core name (e.g. "SkylakeX"), config string, whether it
+ * is the OpenMP build (openblas_get_parallel() == 2). Empty strings if unavailable. */
+const char *blas_corename(void);
+const char *blas_config(void);
+int blas_parallel(void);
+int blas_threads(void);
+
+#endif

@@ -1,0 +1,89 @@
+/* data.h: data sets, splits and batches.
+ *
+ * A data set is loaded once at build time by a dataset plugin (lib/data/<name>.c), then split,
+ * limited and corrupted (label noise) by the shared code in data.c, all seeded. Image data stays
+ * 8-bit in memory (x8) and is converted to float per batch by data_batch(); tabular data is
+ * float (xf). Nothing here allocates after data_init().
+ *
+ * Order of operations in data_init (each seeded from its own named stream):
+ *   1. the plugin loads train and test in file order;
+ *   2. limit_train / limit_test keep the first N examples (file order);
+ *   3. val_split moves a seeded random fraction of train into val ("data.val_split" stream);
+ *   4. label_noise replaces a seeded random fraction of the remaining train labels by a label
+ *      drawn uniformly from all classes, the true one included ("data.label_noise" stream).
+ *
+ * Config keys (data.*): name, val_split [0], label_noise [0], shuffle [true], limit_train [all],
+ * limit_test [all], plus the plugin's own keys (see `samx list datasets`).
+ *
+ * Errors: unreadable, truncated or mislabelled files, ragged CSV rows and non-numbers are
+ * runtime errors (exit 1) naming the file (and the CSV line); bad keys are config errors (2).
+ */
+#ifndef SAMX_DATA_H
+#define SAMX_DATA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "err.h"
+
+struct dataset {
+    int n;               /* examples */
+    int dim;             /* features per example (= channels*height*width for images) */
+    int channels, height, width; /* image shape; 0 for tabular data */
+    int n_classes;       /* > 0: classification, labels in [0, n_classes); 0: regression */
+    uint8_t *x8;         /* (n, dim) raw pixels, or NULL */
+    float *xf;           /* (n, dim) features, or NULL; exactly one of x8/xf is set when n > 0 */
+    float scale, shift;  /* x8 -> float: x = x8 * scale + shift */
+    int32_t *label;      /* (n) class labels (classification), else NULL */
+    float *y;            /* (n) regression targets (regression), else NULL */
+};
+
+struct data_file {
+    char *path;
+    char sha256[65];     /* hex digest of the file's bytes as stored (compressed if .gz) */
+};
+
+#define SAMX_MAX_DATA_FILES 8
+
+struct data {
+    const struct dataset_ops *ops;
+    struct dataset train, val, test; /* val.n == 0 without a validation split */
+    struct data_file file[SAMX_MAX_DATA_FILES];
+    int n_file;
+    bool shuffle;        /* data.shuffle: reshuffle train every epoch (else file order) */
+    int n_noisy;         /* labels actually changed by label_noise */
+};
+
+/* A dataset plugin. load() reads the plugin's own keys from `c` (the data: mapping), fills
+ * d->train and d->test in file order, and records every file it read in d->file. */
+struct dataset_ops {
+    const char *name;
+    const char *summary; /* one line for `samx list datasets` */
+    const char *keys;    /* "key [default]: meaning" lines for `samx list datasets` */
+    int (*load)(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e);
+};
+
+extern const struct dataset_ops dataset_idx_fashion_mnist, dataset_idx_mnist, dataset_csv,
+    dataset_synthetic_linear;
+/* NULL-terminated registry, in `samx list` order. */
+extern const struct dataset_ops *const dataset_registry[];
+const struct dataset_ops *dataset_find(const char *name);
+
+/* Read data.* from `c` (the data: mapping), load, limit, split and corrupt as above. */
+int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e);
+void data_free(struct data *d);
+
+/* Gather examples idx[0..n) of ds into x (n, ds->dim) as float, and their labels (classification)
+ * or targets (regression) into label / y; pass NULL for what the caller does not need. */
+void data_batch(const struct dataset *ds, const int *idx, int n, float *x, int32_t *label,
+                float *y);
+
+/* Helpers shared by plugins. */
+/* Read a whole file, gunzipping it when it starts with the gzip magic. Fills *sha with the
+ * sha256 of the bytes on disk. Errors name the path. */
+int data_read_file(const char *path, uint8_t **buf, size_t *len, char sha[65], struct err *e);
+/* sha256 of a buffer as 64 hex digits + NUL. */
+void sha256_hex(const void *buf, size_t len, char out[65]);
+
+#endif

@@ -1,0 +1,135 @@
+/* experiment.c: from a config file and overrides to a built experiment (data, model,
+ * optimizer), every key checked, the resolved config and its run id computed. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train.h"
+
+/* Run id: the overrides as given, by their last key component ("optimizer.rho=0.1" ->
+ * "rho=0.1"), joined by commas, or "default"; then '-' and 8 hex digits of the sha256 of the
+ * resolved config. Characters that are awkward in file names become '_'. */
+static void make_run_id(struct experiment *x, const struct run_opts *o)
+{
+    char ids[200] = "";
+    size_t len = 0;
+    for (int i = 0; i < o->n_overrides && len + 2 < sizeof ids; i++) {
+        const char *a = o->overrides[i], *eq = strchr(a, '=');
+        const char *k = a;
+        for (const char *p = a; p < eq; p++)
+            if (*p == '.')
+                k = p + 1;
+        if (len)
+            ids[len++] = ',';
+        for (const char *p = k; *p && len + 1 < sizeof ids; p++) {
+            char ch = *p;
+            ids[len++] = (isalnum((unsigned char)ch) || strchr("=.,-_+", ch)) ? ch : '_';
+        }
+        ids[len] = 0;
+    }
+    char sha[65];
+    sha256_hex(x->resolved, strlen(x->resolved), sha);
+    snprintf(x->run_id, sizeof x->run_id, "%s-%.8s", len ? ids : "default", sha);
+}
+
+static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
+
+static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
+{
+    bool classify = x->data.train.n_classes > 0;
+    int loss;
+    if (cfg_int(t, "epochs", 10, &x->epochs, e) < 0 ||
+        cfg_int(t, "batch_size", 128, &x->batch_size, e) < 0 ||
+        cfg_int(t, "eval_batch_size", 1000, &x->eval_batch_size, e) < 0 ||
+        cfg_bool(t, "drop_last", false, &x->drop_last, e) < 0 ||
+        cfg_enum(t, "loss", loss_names, classify ? LOSS_CROSS_ENTROPY : LOSS_MSE, &loss, e) < 0 ||
+        cfg_num(t, "label_smoothing", 0, &x->label_smoothing, e) < 0)
+        return -1;
+    x->loss = (enum loss_kind)loss;
+    if (x->epochs < 0 || x->epochs > 1000000)
+        return cfg_err(e, cfg_child(t, "epochs"), "'train.epochs' must be in [0, 1000000], "
+                                                  "got %ld", x->epochs);
+    if (x->batch_size < 1 || x->batch_size > 65536)
+        return cfg_err(e, cfg_child(t, "batch_size"), "'train.batch_size' must be in [1, 65536], "
+                                                      "got %ld", x->batch_size);
+    if (x->eval_batch_size < 1 || x->eval_batch_size > 65536)
+        return cfg_err(e, cfg_child(t, "eval_batch_size"),
+                       "'train.eval_batch_size' must be in [1, 65536], got %ld",
+                       x->eval_batch_size);
+    if (x->label_smoothing < 0 || x->label_smoothing >= 1)
+        return cfg_err(e, cfg_child(t, "label_smoothing"),
+                       "'train.label_smoothing' must be in [0, 1)");
+    if (x->loss == LOSS_CROSS_ENTROPY && !classify)
+        return cfg_err(e, cfg_child(t, "loss"), "'cross_entropy' needs a classification data set; "
+                                                "this one is regression (use mse)");
+    if (x->loss == LOSS_MSE && classify)
+        return cfg_err(e, cfg_child(t, "loss"), "'mse' needs a regression data set; this one "
+                                                "has class labels (use cross_entropy)");
+    if (x->loss == LOSS_MSE && x->label_smoothing != 0)
+        return cfg_err(e, cfg_child(t, "label_smoothing"), "label smoothing applies to "
+                                                           "cross_entropy only");
+    long n = x->data.train.n;
+    if (n == 0)
+        return err_cfg(e, "'%s': the training set is empty", x->cfg.path);
+    if (x->batch_size > n)
+        x->batch_size = n; /* a batch larger than the data set is the whole data set */
+    x->steps_per_epoch = x->drop_last ? n / x->batch_size : (n + x->batch_size - 1) / x->batch_size;
+    return 0;
+}
+
+int experiment_build(struct experiment *x, const struct run_opts *o, struct err *e)
+{
+    memset(x, 0, sizeof *x);
+    if (cfg_load(&x->cfg, o->config, e) < 0)
+        return -1;
+    for (int i = 0; i < o->n_overrides; i++)
+        if (cfg_override(&x->cfg, o->overrides[i], e) < 0)
+            return -1;
+    struct cfg_node *root = x->cfg.root;
+    /* The default name is the config file's stem: results/<stem>/... */
+    const char *base = strrchr(o->config, '/');
+    char stem[128];
+    snprintf(stem, sizeof stem, "%s", base ? base + 1 : o->config);
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem)
+        *dot = 0;
+    struct cfg_node *dn, *mn, *tn, *on;
+    if (cfg_str(root, "name", stem, &x->name, e) < 0 || cfg_int(root, "seed", 0, &x->seed, e) < 0)
+        return -1;
+    if (!x->name[0] || strchr(x->name, '/') || !strcmp(x->name, ".") || !strcmp(x->name, ".."))
+        return cfg_err(e, cfg_child(root, "name"), "'name' must be a plain directory name");
+    if (!(dn = cfg_map(root, "data", e)) || data_init(&x->data, dn, (uint64_t)x->seed, e) < 0)
+        return -1;
+    if (!(tn = cfg_map(root, "train", e)) || build_train(x, tn, e) < 0)
+        return -1;
+    int n_out = x->data.train.n_classes > 0 ? x->data.train.n_classes : 1;
+    int max_batch = (int)(x->batch_size > x->eval_batch_size ? x->batch_size : x->eval_batch_size);
+    if (!(mn = cfg_map(root, "model", e)) ||
+        model_init(&x->model, mn, x->data.train.dim, n_out, max_batch, (uint64_t)x->seed, e) < 0)
+        return -1;
+    struct optim_env env = {
+        .n = x->model.p.n,
+        .p = &x->model.p,
+        .clk = {.steps_per_epoch = x->steps_per_epoch, .epochs = (double)x->epochs},
+        .max_batch = (int)x->batch_size,
+        .seed = (uint64_t)x->seed,
+    };
+    if (!(on = cfg_map(root, "optimizer", e)) || optim_init(&x->optim, on, &env, e) < 0)
+        return -1;
+    if (cfg_check_unused(&x->cfg, e) < 0)
+        return -1;
+    x->resolved = cfg_dump(&x->cfg);
+    make_run_id(x, o);
+    return 0;
+}
+
+void experiment_free(struct experiment *x)
+{
+    optim_release(&x->optim);
+    model_release(&x->model);
+    data_free(&x->data);
+    cfg_free(&x->cfg);
+    free(x->resolved);
+    memset(x, 0, sizeof *x);
+}

@@ -1,0 +1,23 @@
+/* io.h: files that are never half-written.
+ *
+ * io_write_atomic writes to "<path>.tmp.<pid>", fsyncs, and renames over path, so a reader (or
+ * a crash) sees either the old file or the whole new one. Errors name the path.
+ */
+#ifndef SAMX_IO_H
+#define SAMX_IO_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+int io_write_atomic(const char *path, const void *data, size_t len, struct err *e);
+/* Two buffers written back to back (header + payload) as one atomic file. */
+int io_write_atomic2(const char *path, const void *a, size_t na, const void *b, size_t nb,
+                     struct err *e);
+/* mkdir -p. */
+int io_mkdir_p(const char *dir, struct err *e);
+/* Read a whole file into a NUL-terminated malloc'd buffer. */
+int io_read_all(const char *path, char **buf, size_t *len, struct err *e);
+int io_exists(const char *path);
+
+#endif

@@ -1,0 +1,62 @@
+#include "model.h"
+
+#include <string.h>
+
+#include "safetensors.h"
+
+const struct model_ops *const model_registry[] = {&model_linear, &model_mlp, NULL};
+
+const struct model_ops *model_find(const char *name)
+{
+    for (int i = 0; model_registry[i]; i++)
+        if (strcmp(model_registry[i]->name, name) == 0)
+            return model_registry[i];
+    return NULL;
+}
+
+static int model_load_weights(struct model *m, const char *path, struct err *e)
+{
+    struct st_file f;
+    if (st_open(&f, path, e) < 0)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < m->p.nt && rc == 0; i++)
+        rc = st_read_f32(&f, &m->p.t[i], m->p.w + m->p.t[i].off, e);
+    if (rc == 0 && f.n_tensors != m->p.nt)
+        rc = err_set(e, "'%s': holds %d tensors, the model has %d", path, f.n_tensors, m->p.nt);
+    st_close(&f);
+    return rc;
+}
+
+int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max_batch,
+               uint64_t seed, struct err *e)
+{
+    const char *name, *init_from;
+    memset(m, 0, sizeof *m);
+    if (cfg_str(c, "name", "mlp", &name, e) < 0)
+        return -1;
+    m->ops = model_find(name);
+    if (!m->ops)
+        return cfg_err(e, cfg_child(c, "name"), "unknown model '%s' (see 'samx list models')",
+                       name);
+    m->n_in = n_in;
+    m->n_out = n_out;
+    m->max_batch = max_batch;
+    if (m->ops->init(m, c, e) < 0)
+        return -1;
+    params_alloc(&m->p);
+    if (cfg_str(c, "init_from", NULL, &init_from, e) < 0)
+        return -1;
+    if (init_from)
+        return model_load_weights(m, init_from, e);
+    m->ops->reset(m, seed);
+    return 0;
+}
+
+void model_release(struct model *m)
+{
+    if (m->ops && m->ops->release)
+        m->ops->release(m);
+    params_free(&m->p);
+    memset(m, 0, sizeof *m);
+}

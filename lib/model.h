@@ -1,0 +1,73 @@
+/* model.h: the model plugin interface and registry.
+ *
+ * A model maps a batch of inputs x (batch, n_in) to outputs m->out (batch, n_out) and
+ * back-propagates d(loss)/d(out) into the flat gradient m->p.g. It does not compute the loss:
+ * the training closure does (loss.c). All workspace is sized for max_batch in init() and
+ * allocated once; forward/backward never allocate.
+ *
+ * Pass modes say what a forward pass may do to running statistics (BatchNorm): the first pass
+ * of an optimizer step updates them, later passes of the same step use batch statistics but
+ * leave the running averages alone, evaluation uses the running averages. Models without such
+ * state ignore the mode.
+ *
+ * Adding a model:
+ *   1. write lib/model/<name>.c: a comment block (architecture, keys with defaults), then
+ *      `const struct model_ops model_<name> = {...};`
+ *   2. add `&model_<name>` to model_registry in model.c and the file to lib/meson.build;
+ *   3. tests/test_model.c runs the gradient checks on every registered model automatically.
+ */
+#ifndef SAMX_MODEL_H
+#define SAMX_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "err.h"
+#include "params.h"
+
+enum pass_mode {
+    PASS_TRAIN_UPDATE, /* batch statistics; running statistics updated */
+    PASS_TRAIN_FROZEN, /* batch statistics; running statistics left unchanged */
+    PASS_EVAL,         /* running statistics */
+};
+
+struct model;
+
+struct model_ops {
+    const char *name;
+    const char *summary; /* one line for `samx list models` */
+    const char *keys;    /* "key [default]: meaning" lines */
+    /* Read the model's keys from c (the model: mapping), declare tensors with params_add, and
+     * allocate priv and the workspace for m->max_batch examples. m->n_in, m->n_out and
+     * m->max_batch are set before the call. */
+    int (*init)(struct model *m, struct cfg_node *c, struct err *e);
+    /* Initialise the weights as PyTorch's default does for the equivalent modules. */
+    void (*reset)(struct model *m, uint64_t seed);
+    /* x (batch, n_in) -> m->out (batch, n_out); batch <= max_batch. */
+    void (*forward)(struct model *m, const float *x, int batch, enum pass_mode mode);
+    /* After forward on the same x: dout (batch, n_out) -> adds d(loss)/dw into m->p.g. */
+    void (*backward)(struct model *m, const float *x, const float *dout, int batch);
+    void (*release)(struct model *m);
+};
+
+struct model {
+    const struct model_ops *ops;
+    struct params p;
+    int n_in, n_out, max_batch;
+    float *out;  /* (max_batch, n_out), owned by the plugin */
+    void *priv;
+};
+
+extern const struct model_ops model_linear, model_mlp;
+extern const struct model_ops *const model_registry[]; /* NULL-terminated */
+const struct model_ops *model_find(const char *name);
+
+/* Read model.name, build the model for inputs of n_in features and n_out outputs, allocate its
+ * parameters, and initialise them: from model.init_from (a safetensors file, names and shapes
+ * must match exactly) or by ops->reset with the "init" stream of seed. */
+int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max_batch,
+               uint64_t seed, struct err *e);
+void model_release(struct model *m);
+
+#endif

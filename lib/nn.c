@@ -1,0 +1,152 @@
+#include "nn.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "blas.h"
+#include "err.h"
+
+#define PAR_MIN 16384
+
+const char *const act_names[] = {"relu", "tanh", "gelu", NULL};
+
+void linear_forward(float *out, const float *x, const float *w, const float *b, int batch,
+                    int n_in, int n_out)
+{
+    SAMX_ASSERT(batch > 0 && n_in > 0 && n_out > 0);
+    if (b) {
+#pragma omp parallel for schedule(static) if ((size_t)batch * n_out > PAR_MIN)
+        for (int i = 0; i < batch; i++)
+            for (int j = 0; j < n_out; j++)
+                out[(size_t)i * n_out + j] = b[j];
+    }
+    gemm(false, true, batch, n_out, n_in, 1.0f, x, w, b ? 1.0f : 0.0f, out);
+}
+
+void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                     const float *w, int batch, int n_in, int n_out)
+{
+    SAMX_ASSERT(batch > 0 && n_in > 0 && n_out > 0);
+    gemm(true, false, n_out, n_in, batch, 1.0f, dout, x, 1.0f, dw);
+    if (db) {
+        /* Column sums in a fixed order per output: deterministic for any thread count. */
+#pragma omp parallel for schedule(static) if ((size_t)batch * n_out > PAR_MIN)
+        for (int j = 0; j < n_out; j++) {
+            float s = 0;
+            for (int i = 0; i < batch; i++)
+                s += dout[(size_t)i * n_out + j];
+            db[j] += s;
+        }
+    }
+    if (dx)
+        gemm(false, false, batch, n_in, n_out, 1.0f, dout, w, 0.0f, dx);
+}
+
+static float gelu(float z) { return 0.5f * z * (1.0f + erff(z * (float)M_SQRT1_2)); }
+
+static float gelu_grad(float z)
+{
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    return 0.5f * (1.0f + erff(z * (float)M_SQRT1_2)) + z * inv_sqrt_2pi * expf(-0.5f * z * z);
+}
+
+void act_forward(enum act a, float *y, const float *z, size_t n)
+{
+    switch (a) {
+    case ACT_RELU:
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            y[i] = z[i] > 0 ? z[i] : 0;
+        break;
+    case ACT_TANH:
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            y[i] = tanhf(z[i]);
+        break;
+    case ACT_GELU:
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            y[i] = gelu(z[i]);
+        break;
+    }
+}
+
+void act_backward(enum act a, float *dz, const float *dy, const float *z, const float *y,
+                  size_t n)
+{
+    switch (a) {
+    case ACT_RELU:
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            dz[i] = z[i] > 0 ? dy[i] : 0;
+        break;
+    case ACT_TANH:
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            dz[i] = dy[i] * (1.0f - y[i] * y[i]);
+        break;
+    case ACT_GELU:
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            dz[i] = dy[i] * gelu_grad(z[i]);
+        break;
+    }
+}
+
+double xent_forward_backward(float *dlogits, double *loss_ex, uint8_t *hit, const float *logits,
+                             const int32_t *label, int batch, int k, float smoothing,
+                             float scale)
+{
+    SAMX_ASSERT(batch > 0 && k > 1 && smoothing >= 0 && smoothing < 1);
+#pragma omp parallel for schedule(static) if ((size_t)batch * k > PAR_MIN)
+    for (int i = 0; i < batch; i++) {
+        const float *z = logits + (size_t)i * k;
+        int y = label[i];
+        SAMX_ASSERT(y >= 0 && y < k);
+        float zmax = z[0];
+        int arg = 0;
+        for (int j = 1; j < k; j++)
+            if (z[j] > zmax) {
+                zmax = z[j];
+                arg = j;
+            }
+        double se = 0, zsum = 0;
+        for (int j = 0; j < k; j++) {
+            se += exp((double)z[j] - zmax);
+            zsum += (double)z[j] - zmax;
+        }
+        double lse = log(se);
+        /* -log p_y = lse - (z_y - max); smoothing adds the mean over classes of -log p_j. */
+        double nll = lse - ((double)z[y] - zmax);
+        double smooth = lse - zsum / k;
+        loss_ex[i] = (1.0 - smoothing) * nll + smoothing * smooth;
+        hit[i] = arg == y;
+        if (dlogits) {
+            float *d = dlogits + (size_t)i * k;
+            for (int j = 0; j < k; j++) {
+                double p = exp((double)z[j] - zmax) / se;
+                double t = (j == y ? 1.0 - smoothing : 0.0) + smoothing / k;
+                d[j] = (float)(scale * (p - t));
+            }
+        }
+    }
+    double total = 0;
+    for (int i = 0; i < batch; i++)
+        total += loss_ex[i];
+    return total;
+}
+
+double mse_forward_backward(float *dpred, double *loss_ex, const float *pred, const float *y,
+                            int batch, float scale)
+{
+    SAMX_ASSERT(batch > 0);
+    double total = 0;
+    for (int i = 0; i < batch; i++) {
+        double r = (double)pred[i] - y[i];
+        loss_ex[i] = r * r;
+        total += r * r;
+        if (dpred)
+            dpred[i] = (float)(scale * 2.0 * r);
+    }
+    return total;
+}

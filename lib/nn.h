@@ -1,0 +1,46 @@
+/* nn.h: layer and loss kernels as forward/backward pairs.
+ *
+ * Argument order (llm.c): outputs, then inputs, then weights, then dimensions. Shapes are given
+ * in comments as (rows, cols), row-major. Backward functions ADD into weight gradients (dw, db)
+ * and OVERWRITE input gradients (dx), which the caller owns. Kernels never fail: they assert.
+ * Parallel loops run over the index they write, with static schedules.
+ */
+#ifndef SAMX_NN_H
+#define SAMX_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out (batch, n_out) = x (batch, n_in) @ w^T (n_out, n_in) + b (n_out); b may be NULL. */
+void linear_forward(float *out, const float *x, const float *w, const float *b, int batch,
+                    int n_in, int n_out);
+/* dw (n_out, n_in) += dout^T x; db (n_out) += column sums of dout; dx (batch, n_in) = dout w.
+ * dx and db may be NULL. */
+void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                     const float *w, int batch, int n_in, int n_out);
+
+enum act { ACT_RELU, ACT_TANH, ACT_GELU };
+extern const char *const act_names[]; /* "relu", "tanh", "gelu", NULL */
+
+/* y = act(z), n elements. GELU is the exact erf form (PyTorch's default). */
+void act_forward(enum act a, float *y, const float *z, size_t n);
+/* dz = dy * act'(z) (overwrites dz; dz may alias dy). ReLU'(0) = 0, as PyTorch. */
+void act_backward(enum act a, float *dz, const float *dy, const float *z, const float *y,
+                  size_t n);
+
+/* Softmax cross-entropy on logits (batch, k) with labels, PyTorch semantics for label
+ * smoothing s: target = (1-s) onehot + s/k. Writes per-example losses to loss_ex (batch,
+ * required: the caller's workspace) and 1/0 for a correct argmax to hit (batch, required).
+ * Returns the SUM of per-example losses, added in index order. When dlogits is not NULL it gets
+ * d(sum loss)/d(logits) times `scale` (1/examples for the gradient of a mean); it may alias
+ * logits. */
+double xent_forward_backward(float *dlogits, double *loss_ex, uint8_t *hit, const float *logits,
+                             const int32_t *label, int batch, int k, float smoothing,
+                             float scale);
+/* Squared error of predictions (batch, 1) against targets y: loss_ex[i] = (p - y)^2 (required).
+ * Returns the SUM; dpred = scale * 2 (p - y) when not NULL (may alias pred). PyTorch's MSELoss
+ * is the mean: pass scale = 1/batch. */
+double mse_forward_backward(float *dpred, double *loss_ex, const float *pred, const float *y,
+                            int batch, float scale);
+
+#endif

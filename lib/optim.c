@@ -1,0 +1,213 @@
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+
+const struct optim_ops *const optim_registry[] = {&optim_sgd, &optim_adamw, &optim_sam, NULL};
+
+const struct optim_ops *optim_find(const char *name)
+{
+    for (int i = 0; optim_registry[i]; i++)
+        if (strcmp(optim_registry[i]->name, name) == 0)
+            return optim_registry[i];
+    return NULL;
+}
+
+double closure_grad(struct closure *f, struct params *p, int pass, const int *sel, int n)
+{
+    double loss = f->grad(f, p, pass, sel, n);
+    f->evals += sel ? (double)n / f->batch : 1.0;
+    return loss;
+}
+
+static int optim_build(struct optim *o, struct cfg_node *c, const struct optim_env *env,
+                       const char *def_name, bool want_base, struct err *e)
+{
+    const char *name;
+    memset(o, 0, sizeof *o);
+    o->env = *env;
+    if (cfg_str(c, "name", def_name, &name, e) < 0)
+        return -1;
+    o->ops = optim_find(name);
+    struct cfg_node *nn = cfg_child(c, "name");
+    if (!o->ops)
+        return cfg_err(e, nn, "unknown optimizer '%s' (see 'samx list optimizers')", name);
+    if (want_base && o->ops->wrapper)
+        return cfg_err(e, nn, "'%s' is a SAM-family method; the base optimizer must be sgd or "
+                              "adamw", name);
+    if (o->ops->wrapper) {
+        struct cfg_node *bc = cfg_map(c, "base", e);
+        if (!bc)
+            return -1;
+        o->base = xcalloc(1, sizeof *o->base);
+        if (optim_build(o->base, bc, env, "sgd", true, e) < 0)
+            return -1;
+        if (cfg_int(c, "m", 0, &o->m, e) < 0)
+            return -1;
+        if (o->m < 0)
+            return cfg_err(e, cfg_child(c, "m"), "'optimizer.m' must be >= 0 (0: whole batch)");
+        o->ramp = xmalloc((size_t)env->max_batch * sizeof *o->ramp);
+        for (int i = 0; i < env->max_batch; i++)
+            o->ramp[i] = i;
+    }
+    return o->ops->init(o, c, e);
+}
+
+int optim_init(struct optim *o, struct cfg_node *c, const struct optim_env *env, struct err *e)
+{
+    return optim_build(o, c, env, "sgd", false, e);
+}
+
+void optim_release(struct optim *o)
+{
+    if (o->base) {
+        optim_release(o->base);
+        free(o->base);
+    }
+    if (o->ops && o->ops->release)
+        o->ops->release(o);
+    for (int i = 0; i < o->n_buf; i++)
+        free(o->buf[i]);
+    for (int i = 0; i < o->n_scratch; i++)
+        free(o->scratch[i]);
+    free(o->ramp);
+    free(o->priv);
+    memset(o, 0, sizeof *o);
+}
+
+void optim_begin_step(struct optim *o, long t)
+{
+    for (struct optim *x = o; x; x = x->base) {
+        x->t = t;
+        for (int i = 0; i < x->n_hp; i++)
+            if (!x->hp[i].adaptive)
+                x->hp[i].v = sched_at(&x->hp[i].s, t);
+    }
+}
+
+void optim_step(struct optim *o, struct params *p, struct closure *f, struct step_info *info)
+{
+    info->loss_perturbed = NAN;
+    if (o->ops->step) {
+        o->ops->step(o, p, f, info);
+        return;
+    }
+    info->loss = closure_grad(f, p, PASS_FIRST, NULL, 0);
+    info->grad_norm = vec_nrm2(p->n, p->g);
+    o->ops->apply(o, p, p->g);
+}
+
+struct hparam *optim_hparam(struct optim *o, struct cfg_node *c, const char *key, double def,
+                            double lo, double hi, struct err *e)
+{
+    SAMX_ASSERT(o->n_hp < OPTIM_MAX_HP);
+    struct hparam *h = &o->hp[o->n_hp];
+    h->name = key;
+    if (sched_parse(&h->s, c, key, def, lo, hi, &o->env.clk, e) < 0)
+        return NULL;
+    h->v = sched_at(&h->s, 0);
+    o->n_hp++;
+    return h;
+}
+
+struct hparam *optim_adaptive(struct optim *o, const char *name, double v)
+{
+    SAMX_ASSERT(o->n_hp < OPTIM_MAX_HP);
+    struct hparam *h = &o->hp[o->n_hp++];
+    h->name = name;
+    sched_constant(&h->s, v);
+    h->v = v;
+    h->adaptive = true;
+    optim_state(o, name, &h->v);
+    return h;
+}
+
+float *optim_buf(struct optim *o, const char *name)
+{
+    SAMX_ASSERT(o->n_buf < OPTIM_MAX_BUF);
+    o->buf_name[o->n_buf] = name;
+    return o->buf[o->n_buf++] = xfloats(o->env.n);
+}
+
+float *optim_scratch(struct optim *o)
+{
+    SAMX_ASSERT(o->n_scratch < OPTIM_MAX_BUF);
+    return o->scratch[o->n_scratch++] = xfloats(o->env.n);
+}
+
+void optim_state(struct optim *o, const char *name, double *v)
+{
+    SAMX_ASSERT(o->n_state < OPTIM_MAX_STATE);
+    o->state_name[o->n_state] = name;
+    o->state[o->n_state++] = v;
+}
+
+void optim_each_hparam(const struct optim *o, void (*fn)(void *ctx, const struct hparam *h),
+                       void *ctx)
+{
+    for (const struct optim *x = o; x; x = x->base)
+        for (int i = 0; i < x->n_hp; i++)
+            fn(ctx, &x->hp[i]);
+}
+
+double sam_ascent(size_t n, const float *g, double rho, float *e)
+{
+    double norm = vec_nrm2(n, g);
+    if (norm == 0 || rho == 0) {
+        vec_zero(n, e);
+        return norm;
+    }
+    float s = (float)(rho / (norm + 1e-12));
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++)
+        e[i] = s * g[i];
+    return norm;
+}
+
+void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,
+                       const float *signs, const int *pass_of, int n_signs, float *g,
+                       float *const *gs, float *saved, float *e, struct step_info *info)
+{
+    size_t n = p->n;
+    int batch = f->batch;
+    int m = o->m > 0 && o->m < batch ? (int)o->m : batch;
+    int n_group = (batch + m - 1) / m;
+    SAMX_ASSERT(batch <= o->env.max_batch);
+    double loss = 0, loss_p = 0;
+    vec_copy(n, p->w, saved);
+    for (int c = 0; c < n_group; c++) {
+        int lo = c * m, cnt = lo + m <= batch ? m : batch - lo;
+        /* Groups are consecutive examples of the (already shuffled) batch. */
+        const int *sel = n_group == 1 ? NULL : o->ramp + lo;
+        float wgt = (float)cnt / (float)batch;
+        double l0 = closure_grad(f, p, c == 0 ? PASS_FIRST : PASS_EXTRA, sel, cnt);
+        loss += l0 * cnt / batch;
+        if (n_group == 1)
+            vec_copy(n, p->g, g);
+        else if (c == 0)
+            vec_axpby(n, wgt, p->g, 0.0f, g);
+        else
+            vec_axpy(n, wgt, p->g, g);
+        /* The perturbation is built from this group's own gradient (m-sharpness). */
+        perturb(o, p, p->g, e);
+        for (int k = 0; k < n_signs; k++) {
+            vec_axpy(n, signs[k], e, p->w);
+            double lk = closure_grad(f, p, pass_of[k], sel, cnt);
+            vec_copy(n, saved, p->w);
+            if (k == 0)
+                loss_p += lk * cnt / batch;
+            if (n_group == 1)
+                vec_copy(n, p->g, gs[k]);
+            else if (c == 0)
+                vec_axpby(n, wgt, p->g, 0.0f, gs[k]);
+            else
+                vec_axpy(n, wgt, p->g, gs[k]);
+        }
+    }
+    info->loss = loss;
+    info->loss_perturbed = loss_p;
+    info->grad_norm = vec_nrm2(n, g);
+}

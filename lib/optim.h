@@ -1,0 +1,183 @@
+/* optim.h: optimizers, the gradient closure, and the shared SAM-family machinery.
+ *
+ * The optimizer drives. Each training step the trainer calls optim_step(), and the optimizer
+ * calls the gradient closure as many times as its method needs (SGD once, SAM twice, CR-SAM three
+ * times), always on the same batch, then updates the weights. A SAM-family method ("wrapper")
+ * owns a base optimizer (sgd or adamw) and hands it the direction to step along; the base's
+ * apply() updates w in place at the current, unperturbed weights.
+ *
+ * Invariants:
+ *   - all state is flat: weights p->w, gradient p->g and every optimizer buffer are n floats;
+ *     buffers are allocated in init (optim_buf), never in step, and are checkpointed by name;
+ *   - a wrapper saves w before perturbing and restores it with a copy (vec_copy), never by
+ *     subtracting the perturbation, so w after the step is exactly base_apply(saved w, d);
+ *   - every scalar hyperparameter is a schedule (struct hparam); optim_begin_step() evaluates
+ *     them for step t before the step, and they are reported in every epoch record;
+ *   - norms and dot products are taken in double with deterministic reductions (blas.h).
+ *
+ * Adding an optimizer:
+ *   1. write lib/optim/<name>.c: a comment block (paper, algorithm in a few lines, keys with
+ *      defaults), then `const struct optim_ops optim_<name> = {...};`
+ *   2. add `&optim_<name>` to optim_registry in optim.c and the file to lib/meson.build;
+ *   3. add its closed-form step test and reduction identity to tests/test_optim.c; the
+ *      registry-driven tests (decreases a quadratic, counts passes, rejects unknown keys) run on
+ *      it automatically; add configs/<name>.yaml.
+ */
+#ifndef SAMX_OPTIM_H
+#define SAMX_OPTIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "err.h"
+#include "params.h"
+#include "schedule.h"
+
+/* Pass flags for the closure: the first evaluation of a step is PASS_FIRST; later ones are
+ * PASS_EXTRA. A model with running statistics (BatchNorm) updates them on PASS_FIRST only, unless
+ * the run asks otherwise (train.bn_update); PASS_REF_UPDATE marks an extra pass on which a
+ * method's reference code also updated them (CR-SAM's pass at w - e). */
+enum {
+    PASS_FIRST = 0,
+    PASS_EXTRA = 1,
+    PASS_REF_UPDATE = 2,
+};
+
+/* The gradient closure: evaluates the loss of the CURRENT batch at p->w. */
+struct closure {
+    /* Zero p->g, then fill it with the gradient of the mean loss over examples sel[0..n) of the
+     * batch (sel == NULL: all `batch` examples, n ignored) and return that mean loss. */
+    double (*grad)(struct closure *f, struct params *p, int pass, const int *sel, int n);
+    /* Forward only: per-example losses of sel[0..n) (NULL: all) into out. */
+    void (*losses)(struct closure *f, const struct params *p, int pass, const int *sel, int n,
+                   float *out);
+    int batch;     /* examples in the current batch */
+    double evals;  /* gradient evaluations so far, in units of full batches (a call on k of the
+                      batch's examples adds k/batch); updated by closure_grad */
+    void *ctx;
+};
+
+/* Call f->grad and count the evaluation. */
+double closure_grad(struct closure *f, struct params *p, int pass, const int *sel, int n);
+
+/* A scheduled scalar hyperparameter; `v` is its value for the current step. Adaptive ones (set by
+ * the method itself, like SAMAR's lambda) have adaptive = true and keep v across steps. */
+struct hparam {
+    const char *name;
+    struct sched s;
+    double v;
+    bool adaptive;
+};
+
+#define OPTIM_MAX_HP 16
+#define OPTIM_MAX_BUF 8
+#define OPTIM_MAX_STATE 8
+
+/* What a step reports for the epoch record. */
+struct step_info {
+    double loss;           /* clean mean loss at w (first pass) */
+    double loss_perturbed; /* mean loss at the perturbed weights, or NAN (no perturbed pass) */
+    double grad_norm;      /* ||g|| of the clean gradient */
+};
+
+/* Everything a run tells its optimizer at build time. */
+struct optim_env {
+    size_t n;                     /* parameters */
+    const struct params *p;       /* tensor layout (ASAM, per-tensor methods); not the values */
+    struct sched_clock clk;       /* time base for schedules */
+    int max_batch;
+    uint64_t seed;                /* for methods that draw random numbers (stream "optim.*") */
+};
+
+struct optim;
+
+struct optim_ops {
+    const char *name;
+    const char *summary;  /* one line */
+    const char *paper;    /* reference, e.g. "Foret et al., ICLR 2021, arXiv:2010.01412" */
+    const char *keys;     /* "key [default]: meaning" lines for `samx list optimizers` */
+    bool wrapper;         /* SAM-family: has base: and m: */
+    /* Read keys (optim_hparam, cfg getters), allocate buffers (optim_buf) and state. */
+    int (*init)(struct optim *o, struct cfg_node *c, struct err *e);
+    /* One step on the closure's batch. NULL for base optimizers: optim_step evaluates once and
+     * calls apply(p->g). */
+    void (*step)(struct optim *o, struct params *p, struct closure *f, struct step_info *info);
+    /* Base optimizers: update p->w along direction d (n floats) at the current hyperparameter
+     * values; d may be p->g and may be read after w changes only where the method says so. */
+    void (*apply)(struct optim *o, struct params *p, const float *d);
+    void (*release)(struct optim *o); /* frees priv extras; may be NULL */
+};
+
+struct optim {
+    const struct optim_ops *ops;
+    struct optim *base;               /* wrappers: the base optimizer; NULL for bases */
+    struct optim_env env;
+    long m;                           /* wrappers: examples per perturbation group, 0 = batch */
+    struct hparam hp[OPTIM_MAX_HP];
+    int n_hp;
+    float *buf[OPTIM_MAX_BUF];        /* n floats each, checkpointed */
+    const char *buf_name[OPTIM_MAX_BUF];
+    int n_buf;
+    float *scratch[OPTIM_MAX_BUF];    /* n floats each, not state: not checkpointed */
+    int n_scratch;
+    int *ramp;                        /* wrappers: 0, 1, ..., max_batch-1 (group selections) */
+    double *state[OPTIM_MAX_STATE];   /* scalar state, checkpointed (points into priv) */
+    const char *state_name[OPTIM_MAX_STATE];
+    int n_state;
+    long t;                           /* step index of the current / next step */
+    void *priv;
+};
+
+extern const struct optim_ops optim_sgd, optim_adamw, optim_sam;
+extern const struct optim_ops *const optim_registry[]; /* NULL-terminated */
+const struct optim_ops *optim_find(const char *name);
+
+/* Build an optimizer from the optimizer: mapping: read name, build the base (wrappers), read m
+ * (wrappers), call init. */
+int optim_init(struct optim *o, struct cfg_node *c, const struct optim_env *env, struct err *e);
+void optim_release(struct optim *o);
+
+/* Evaluate every hyperparameter (this optimizer's and its base's) for step t. */
+void optim_begin_step(struct optim *o, long t);
+/* One step: ops->step, or for a base optimizer one evaluation and apply(p->g). */
+void optim_step(struct optim *o, struct params *p, struct closure *f, struct step_info *info);
+
+/* For plugins, in init: */
+/* Declare a scheduled hyperparameter read from c[key] with default def, valid in [lo, hi];
+ * returns a pointer to its struct (stable until release). */
+struct hparam *optim_hparam(struct optim *o, struct cfg_node *c, const char *key, double def,
+                            double lo, double hi, struct err *e);
+/* An adaptive hyperparameter the method sets itself (reported, checkpointed), initial value v. */
+struct hparam *optim_adaptive(struct optim *o, const char *name, double v);
+/* A zeroed, checkpointed buffer of n floats (state that carries across steps). */
+float *optim_buf(struct optim *o, const char *name);
+/* A zeroed buffer of n floats for use within one step (not checkpointed). */
+float *optim_scratch(struct optim *o);
+/* Register a double in priv as checkpointed scalar state. */
+void optim_state(struct optim *o, const char *name, double *v);
+/* Visit every hyperparameter of o and its base (wrapper's first), e.g. to report them. */
+void optim_each_hparam(const struct optim *o, void (*fn)(void *ctx, const struct hparam *h),
+                       void *ctx);
+
+/* Shared SAM-family helpers, for wrappers. */
+
+/* Perturbation rule: given the group's clean gradient g (n floats), write e (n floats). */
+typedef void (*perturb_fn)(struct optim *o, const struct params *p, const float *g, float *e);
+
+/* The common SAM-family evaluation. For each perturbation group (the whole batch when o->m == 0,
+ * else consecutive groups of m examples): evaluate g_c at w (PASS_FIRST for the first group),
+ * form e_c = perturb(g_c), and for each k < n_signs evaluate the gradient at w + sign[k] * e_c,
+ * restoring w by copy after each. Returns the batch-weighted averages: g (n floats) of the clean
+ * gradients and gs[k] of the gradients at the perturbed points; losses in info (loss_perturbed is
+ * the loss at sign[0]) and ||g|| in info->grad_norm. `saved` (n floats) holds w meanwhile and
+ * `e` (n floats) is scratch. pass_of[k] gives the pass flag of each perturbed evaluation. */
+void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,
+                       const float *signs, const int *pass_of, int n_signs, float *g,
+                       float *const *gs, float *saved, float *e, struct step_info *info);
+
+/* e = rho * g / (||g|| + 1e-12) (SAM's normalized ascent); e = 0 when ||g|| == 0. Returns ||g||.*/
+double sam_ascent(size_t n, const float *g, double rho, float *e);
+
+#endif

@@ -1,0 +1,63 @@
+/* sam: sharpness-aware minimization (Foret et al., ICLR 2021, arXiv:2010.01412).
+ *     g  = grad L_B(w)                                   (pass 1, running stats updated)
+ *     e  = rho * g / (||g|| + 1e-12)   or, normalize: false, e = rho * g   (un-normalized SAM)
+ *     gs = grad L_B(w + e)                               (pass 2, same batch)
+ *     w  = saved w (copy), then the base optimizer steps along gs at w
+ * With m > 0 each group of m examples gets its own e from its own gradient and the perturbed
+ * gradients are averaged (m-sharpness).
+ * Keys: rho [0.05] (schedulable), normalize [true], m [0], base [sgd].
+ */
+#include "blas.h"
+#include "optim.h"
+
+struct sam {
+    struct hparam *rho;
+    bool normalize;
+    float *saved, *e, *g, *gs;
+};
+
+static int sam_init(struct optim *o, struct cfg_node *c, struct err *e)
+{
+    struct sam *s = o->priv = xcalloc(1, sizeof *s);
+    if (!(s->rho = optim_hparam(o, c, "rho", 0.05, 0, 1e6, e)) ||
+        cfg_bool(c, "normalize", true, &s->normalize, e) < 0)
+        return -1;
+    s->saved = optim_scratch(o);
+    s->e = optim_scratch(o);
+    s->g = optim_scratch(o);
+    s->gs = optim_scratch(o);
+    return 0;
+}
+
+static void sam_perturb(struct optim *o, const struct params *p, const float *g, float *e)
+{
+    struct sam *s = o->priv;
+    if (s->normalize) {
+        sam_ascent(p->n, g, s->rho->v, e);
+    } else {
+        vec_zero(p->n, e);
+        vec_axpy(p->n, (float)s->rho->v, g, e);
+    }
+}
+
+static void sam_step(struct optim *o, struct params *p, struct closure *f, struct step_info *info)
+{
+    struct sam *s = o->priv;
+    static const float plus[] = {1.0f};
+    static const int pass[] = {PASS_EXTRA};
+    sam_family_passes(o, p, f, sam_perturb, plus, pass, 1, s->g, &s->gs, s->saved, s->e, info);
+    o->base->ops->apply(o->base, p, s->gs);
+}
+
+const struct optim_ops optim_sam = {
+    .name = "sam",
+    .summary = "sharpness-aware minimization: base step along the gradient at w + rho g/||g||",
+    .paper = "Foret et al., ICLR 2021, arXiv:2010.01412",
+    .keys = "rho [0.05]: perturbation radius\n"
+            "normalize [true]: e = rho g/||g||; false: un-normalized SAM, e = rho g\n"
+            "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
+            "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
+    .wrapper = true,
+    .init = sam_init,
+    .step = sam_step,
+};

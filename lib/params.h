@@ -1,0 +1,41 @@
+/* params.h: model parameters as one flat float array, with named tensor views.
+ *
+ * A model declares its tensors with params_add() (name and shape, PyTorch conventions: a linear
+ * layer's weight is (out, in)), then params_alloc() allocates w and g, n floats each, once.
+ * A tensor is an offset into them. Invariants:
+ *   - w and g are never reallocated after params_alloc; views stay valid until params_free;
+ *   - g is zeroed only by the gradient closure; backward passes only add into g;
+ *   - every optimizer, checkpoint and measurement treats w, g and its own state as n floats.
+ */
+#ifndef SAMX_PARAMS_H
+#define SAMX_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SAMX_MAX_TENSORS 128
+#define SAMX_MAX_DIMS 4
+
+struct tensor {
+    char name[64];             /* PyTorch state_dict name, e.g. "2.weight" */
+    int ndim;
+    int shape[SAMX_MAX_DIMS];
+    size_t off, n;             /* view: w[off .. off+n) */
+    bool is_weight;            /* a "weight" tensor (ASAM scales these), not a bias */
+};
+
+struct params {
+    size_t n;                  /* total floats */
+    float *w, *g;              /* (n) weights and gradient */
+    struct tensor t[SAMX_MAX_TENSORS];
+    int nt;
+};
+
+/* Declare a tensor; returns its index. Before params_alloc only. */
+int params_add(struct params *p, const char *name, int ndim, const int *shape);
+void params_alloc(struct params *p);
+void params_free(struct params *p);
+/* Index of the tensor named `name`, or -1. */
+int params_find(const struct params *p, const char *name);
+
+#endif

@@ -1,0 +1,69 @@
+/* train.h: one experiment, from a resolved config to a complete run directory.
+ *
+ * Build order (everything allocated here, nothing in the step loop):
+ *   config -> data -> model -> optimizer -> check unused keys -> run directory.
+ * Then: epoch 0 is measured at initialization; each epoch shuffles with the stream
+ * (seed, "shuffle", epoch), steps the optimizer over the batches, evaluates, appends one record
+ * to metrics.jsonl and replaces checkpoint.safetensors. A non-finite loss ends the run with
+ * status "diverged" (exit 0: a diverged run is a result). SIGINT/SIGTERM finish the current
+ * step, write a checkpoint positioned inside the epoch and a summary with status "interrupted",
+ * and the run returns SAMX_EXIT_INTERRUPTED; running the same config again resumes from the
+ * checkpoint and produces the records an uninterrupted run would have.
+ */
+#ifndef SAMX_TRAIN_H
+#define SAMX_TRAIN_H
+
+#include <stdbool.h>
+
+#include "cfg.h"
+#include "data.h"
+#include "err.h"
+#include "model.h"
+#include "optim.h"
+
+struct run_opts {
+    const char *config;         /* YAML file */
+    const char *const *overrides; /* "a.b=v" strings */
+    int n_overrides;
+    const char *out_dir;        /* -o DIR, or NULL for results/<name>/<run-id> */
+    const char *results_root;   /* default "results" */
+    int threads;                /* > 0 */
+    bool force, dry_run, quiet;
+    bool progress;              /* draw a progress line on stderr (a terminal) */
+    const char *command_line;   /* for meta.json */
+};
+
+/* Losses (train.loss). */
+enum loss_kind { LOSS_CROSS_ENTROPY, LOSS_MSE };
+
+/* The resolved experiment: every part built, nothing run yet. */
+struct experiment {
+    struct cfg cfg;
+    const char *name;
+    long seed;
+    struct data data;
+    struct model model;
+    struct optim optim;
+    long epochs, batch_size, eval_batch_size;
+    bool drop_last;
+    enum loss_kind loss;
+    double label_smoothing;
+    long steps_per_epoch;
+    char *resolved;             /* cfg_dump of the resolved config */
+    char run_id[256];           /* "<overrides or default>-<8 hex>" */
+};
+
+/* Load the config, apply overrides, build data, model and optimizer, and check every key.
+ * Config errors have status 2, data errors status 1. */
+int experiment_build(struct experiment *x, const struct run_opts *o, struct err *e);
+void experiment_free(struct experiment *x);
+
+/* samx run: build, then train into the run directory (resuming or skipping as the directory
+ * says). Returns SAMX_EXIT_OK or SAMX_EXIT_INTERRUPTED, or -1 with e set. */
+int train_run(const struct run_opts *o, struct err *e);
+
+/* Mean loss and accuracy (classification; NAN for regression) of the model over a whole split,
+ * in evaluation mode, in chunks of eval_batch_size. No gradients. */
+void evaluate_split(struct experiment *x, const struct dataset *ds, double *loss, double *acc);
+
+#endif
