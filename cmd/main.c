@@ -38,11 +38,14 @@ static void die(int status, const char *msg)
     exit(status);
 }
 
+/* One line, like every error; the usage text itself is one 'samx help' away. */
 static void usage_error(const char *usage, const char *fmt, const char *arg)
 {
+    char cmd[32] = "";
+    sscanf(usage, "usage: samx %31s", cmd);
     fprintf(stderr, "samx: error: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s", usage);
+    fprintf(stderr, " (see 'samx help %s')\n", cmd);
     exit(SAMX_EXIT_CONFIG);
 }
 
@@ -229,8 +232,10 @@ static int cmd_help(int argc, char **argv, char *cmdline)
                 fputs(*commands[i].usage, stdout);
                 return 0;
             }
-    if (argc > 1 && strcmp(argv[1], "help"))
-        usage_error("", "unknown command '%s'", argv[1]);
+    if (argc > 1 && strcmp(argv[1], "help")) {
+        fprintf(stderr, "samx: error: unknown command '%s' (see 'samx help')\n", argv[1]);
+        return SAMX_EXIT_CONFIG;
+    }
     print_main_usage(stdout);
     return 0;
 }
@@ -275,7 +280,6 @@ int main(int argc, char **argv)
             free(cmdline);
             return rc;
         }
-    fprintf(stderr, "samx: error: unknown command '%s'\n", argv[1]);
-    print_main_usage(stderr);
+    fprintf(stderr, "samx: error: unknown command '%s' (see 'samx help')\n", argv[1]);
     return SAMX_EXIT_CONFIG;
 }

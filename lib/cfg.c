@@ -20,7 +20,7 @@
 
 #include <yaml.h>
 
-/* Bounds the recursion of every tree walk below. */
+/* Deeper YAML is rejected, which bounds the recursion of the tree walks below. */
 enum { CFG_MAX_DEPTH = 64 };
 
 struct cfg_buf {
@@ -378,8 +378,10 @@ static int cfg_copy(struct cfg_src *s, yaml_node_t *y, struct cfg_node *parent, 
             if (k->type != YAML_SCALAR_NODE)
                 return cfg_src_err(s, k->start_mark, "keys must be strings");
             const char *key = (const char *)k->data.scalar.value;
-            if (!*key || strlen(key) != k->data.scalar.length)
+            if (!*key)
                 return cfg_src_err(s, k->start_mark, "empty key");
+            if (strlen(key) != k->data.scalar.length)
+                return cfg_src_err(s, k->start_mark, "nul character in a key");
             if (cfg_child(n, key)) {
                 char *path = cfg_path(n);
                 cfg_src_err(s, k->start_mark, "duplicate key '%s%s%s'", path, *path ? "." : "",
