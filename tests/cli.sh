@@ -56,6 +56,13 @@ ok $? "rerunning a completed run exits 0"
 cmp -s "$T/before" "$T/a/metrics.jsonl" && grep -q "already complete" "$T/err"
 ok $? "rerunning a completed run does nothing"
 
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    /usr/bin/python3 "$SRC/tests/torch_load.py" "$T/a" >"$T/torch" 2>&1
+    ok $? "PyTorch load_state_dict of model.safetensors gives samx's test loss ($(head -1 "$T/torch"))"
+else
+    n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: PyTorch weight loading not checked"
+fi
+
 # --- determinism ------------------------------------------------------------------------------
 "$SAMX" run "$T/tiny.yaml" -o "$T/b" -t 2 -q
 cmp -s <(strip_timing "$T/a/metrics.jsonl") <(strip_timing "$T/b/metrics.jsonl")
