@@ -8,13 +8,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "blas.h"
 #include "data.h"
 #include "model.h"
 #include "optim.h"
+#include "plot.h"
 #include "schedule.h"
+#include "sweep.h"
+#include "table.h"
 #include "train.h"
 #include "version.h"
 
@@ -29,6 +33,43 @@ static const char *const usage_run =
 static const char *const usage_check =
     "usage: samx check CONFIG [KEY=VALUE ...]\n"
     "  validate CONFIG (loading its data) and print the resolved config, every default included\n";
+static const char *const usage_sweep =
+    "usage: samx sweep SWEEP|CONFIG [KEY=V1,V2 ...] [-j JOBS] [--emit sh|parallel|slurm]\n"
+    "                  [--dry-run] [-o ROOT]\n"
+    "  SWEEP          a sweep file: config (relative to it), method grid|random (samples: N,\n"
+    "                 seed), parameters: {key: [values]}; or a CONFIG and KEY=V1,V2 arguments\n"
+    "  KEY=V1,V2      sweep a key over values (commas inside [] or {} do not split); seed=0..4\n"
+    "                 is a range; with a sweep file, adds or replaces a parameter\n"
+    "  -j JOBS        runs at once here, each with max(1, cores/JOBS) threads [1]\n"
+    "  --emit ENGINE  write the manifest and print a script that runs it instead: sh, parallel\n"
+    "                 (GNU parallel, --joblog/--resume-failed) or slurm (an sbatch array job)\n"
+    "  --dry-run      print the run commands; write and run nothing\n"
+    "  -o ROOT        results root [results]: runs in ROOT/<name>/<run-id>, the manifest in\n"
+    "                 ROOT/<name>/manifest.jsonl\n"
+    "  Every run's config is checked before anything runs. Completed runs are skipped and\n"
+    "  interrupted ones resume, so rerunning a sweep finishes it. Exit 0 when every run\n"
+    "  completed or diverged, 1 when one failed, 130 when interrupted.\n";
+static const char *const usage_table =
+    "usage: samx table DIR ... [--group KEYS] [--metric NAME] [--at final|best:NAME]\n"
+    "                  [--format md|latex|csv|json]\n"
+    "  DIR            a run directory or a root searched for them (and manifest.jsonl files)\n"
+    "  --group KEYS   comma-separated config keys to group by (optimizer.name,optimizer.rho);\n"
+    "                 runs of a group must not differ in any other key but seed [one group]\n"
+    "  --metric NAME  a key of metrics.jsonl [test_acc]\n"
+    "  --at WHEN      final: the last record; best:NAME: the record where NAME is best (max\n"
+    "                 for *_acc, min for *_loss) [final]\n"
+    "  --format F     md, latex (booktabs), csv or json [md]\n"
+    "  Per group: mean ± sample std (n-1) over completed runs, n, and counts of diverged,\n"
+    "  failed, interrupted and missing (planned in a manifest, never run) runs.\n";
+static const char *const usage_plot =
+    "usage: samx plot DIR ... --y NAME [--x epoch] [--group KEYS] [-o FILE]\n"
+    "  DIR            a run directory or a root searched for them\n"
+    "  --y NAME       the record key to plot (test_acc, train_loss, sharpness, ...)\n"
+    "  --x NAME       the record key along x [epoch]\n"
+    "  --group KEYS   one curve per group, as samx table [one curve]\n"
+    "  -o FILE        FILE.png, .svg, .pdf or .txt (a terminal chart) [NAME.png]\n"
+    "  Mean over completed runs with a ±std band, drawn by gnuplot; FILE's .dat and .gp are\n"
+    "  written beside it (without gnuplot, only they are, with a warning, exit 0).\n";
 static const char *const usage_list =
     "usage: samx list [optimizers|models|datasets|schedules]\n";
 
@@ -149,6 +190,147 @@ static int cmd_check(int argc, char **argv, char *cmdline)
     return 0;
 }
 
+static int parse_count(const char *usage, const char *opt, const char *arg)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (end == arg || *end || v < 1 || v > 4096)
+        usage_error(usage, opt, arg);
+    return (int)v;
+}
+
+static int cmd_sweep(int argc, char **argv, char *cmdline)
+{
+    (void)cmdline;
+    static const struct option opts[] = {{"emit", required_argument, NULL, 'E'},
+                                         {"dry-run", no_argument, NULL, 'D'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    struct sweep_opts o = {.jobs = 1, .cores = default_threads(), .progress = isatty(2)};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "j:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            o.jobs = parse_count(usage_sweep, "-j needs a number of jobs >= 1, got '%s'", optarg);
+            break;
+        case 'o':
+            o.results_root = optarg;
+            break;
+        case 'E':
+            if (strcmp(optarg, "sh") && strcmp(optarg, "parallel") && strcmp(optarg, "slurm"))
+                usage_error(usage_sweep, "--emit takes sh, parallel or slurm, got '%s'", optarg);
+            o.emit = optarg;
+            break;
+        case 'D':
+            o.dry_run = true;
+            break;
+        case 'h':
+            fputs(usage_sweep, stdout);
+            exit(0);
+        default:
+            usage_error(usage_sweep, "unknown option or missing argument: '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        usage_error(usage_sweep, "%s", "missing SWEEP or CONFIG");
+    o.spec = argv[optind];
+    o.args = (const char *const *)argv + optind + 1;
+    o.n_args = argc - optind - 1;
+    struct err e = {0};
+    int rc = sweep_main(&o, &e);
+    if (rc < 0)
+        die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
+    return rc;
+}
+
+static int cmd_table(int argc, char **argv, char *cmdline)
+{
+    (void)cmdline;
+    static const struct option opts[] = {
+        {"group", required_argument, NULL, 'g'}, {"metric", required_argument, NULL, 'm'},
+        {"at", required_argument, NULL, 'a'},    {"format", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+    struct table_opts o = {0};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'g':
+            o.group = optarg;
+            break;
+        case 'm':
+            o.metric = optarg;
+            break;
+        case 'a':
+            o.at = optarg;
+            break;
+        case 'f':
+            o.format = optarg;
+            break;
+        case 'h':
+            fputs(usage_table, stdout);
+            exit(0);
+        default:
+            usage_error(usage_table, "unknown option or missing argument: '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        usage_error(usage_table, "%s", "missing DIR");
+    o.dirs = (const char *const *)argv + optind;
+    o.n_dirs = argc - optind;
+    struct err e = {0};
+    if (table_main(&o, &e) < 0)
+        die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
+    return 0;
+}
+
+static int cmd_plot(int argc, char **argv, char *cmdline)
+{
+    (void)cmdline;
+    static const struct option opts[] = {
+        {"y", required_argument, NULL, 'y'}, {"x", required_argument, NULL, 'x'},
+        {"group", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    struct plot_opts o = {0};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'y':
+            o.y = optarg;
+            break;
+        case 'x':
+            o.x = optarg;
+            break;
+        case 'g':
+            o.group = optarg;
+            break;
+        case 'o':
+            o.out = optarg;
+            break;
+        case 'h':
+            fputs(usage_plot, stdout);
+            exit(0);
+        default:
+            usage_error(usage_plot, "unknown option or missing argument: '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        usage_error(usage_plot, "%s", "missing DIR");
+    if (!o.y)
+        usage_error(usage_plot, "%s", "missing --y NAME");
+    o.dirs = (const char *const *)argv + optind;
+    o.n_dirs = argc - optind;
+    struct err e = {0};
+    if (plot_main(&o, &e) < 0)
+        die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
+    return 0;
+}
+
 static void print_keys(const char *keys)
 {
     for (const char *p = keys; p && *p;) {
@@ -211,6 +393,11 @@ static const struct command {
     {"run", cmd_run, "train a model from a YAML config into a run directory", &usage_run},
     {"check", cmd_check, "validate a config and print it resolved, every default included",
      &usage_check},
+    {"sweep", cmd_sweep, "run a grid or random sweep of configs, here or through an engine",
+     &usage_sweep},
+    {"table", cmd_table, "tabulate a metric over runs: mean ± std per group", &usage_table},
+    {"plot", cmd_plot, "plot a per-epoch metric over runs: mean and ±std band per group",
+     &usage_plot},
     {"list", cmd_list, "list optimizers, models, data sets and schedules with their keys",
      &usage_list},
     {"help", cmd_help, "show help for samx or one command", NULL},
@@ -241,12 +428,16 @@ static int cmd_help(int argc, char **argv, char *cmdline)
 }
 
 /* OpenBLAS 0.3.21 does not recognise recent AVX-512 CPUs and falls back to its Haswell
- * kernels, at half the speed. The core type can only be chosen before the library loads, so on
- * such a CPU samx sets OPENBLAS_CORETYPE and re-executes itself once. A user's own setting
- * wins. */
+ * (AVX2) kernels, at about half the speed. The core type can only be chosen before the library
+ * loads, so on such a CPU samx sets OPENBLAS_CORETYPE=SkylakeX and re-executes itself once.
+ * OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU only restates what 0.3.21 detects by itself, so it
+ * is upgraded too; any other value is the user's choice and is kept, and SAMX_BLAS_CORE=keep
+ * keeps whatever OpenBLAS loaded. meta.json records the core that ran. */
 static void pick_blas_core(char **argv)
 {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("SAMX_NO_REEXEC"))
+    const char *env = getenv("OPENBLAS_CORETYPE"), *keep = getenv("SAMX_BLAS_CORE");
+    if ((env && strcasecmp(env, "Haswell") != 0) || (keep && !strcmp(keep, "keep")) ||
+        getenv("SAMX_REEXECED"))
         return;
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
@@ -255,7 +446,7 @@ static void pick_blas_core(char **argv)
     if (!avx512 || strcmp(blas_corename(), "Haswell") != 0)
         return;
     setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-    setenv("SAMX_NO_REEXEC", "1", 1);
+    setenv("SAMX_REEXECED", "1", 1);
     execv("/proc/self/exe", argv);
 }
 

@@ -33,6 +33,29 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
                 trans_b ? k : n, beta, c, n);
 }
 
+/* Rows per block are a multiple of 16 so blocks align with the kernels' register tiles. */
+void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+              const float *b, float beta, float *c)
+{
+    int nt = threads_get();
+    if (nt <= 1 || m < 32 || (double)m * n * k < 1e6) {
+        gemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c);
+        return;
+    }
+    int lda = trans_a ? m : k, ldb = trans_b ? k : n;
+    int rows = ((m + nt - 1) / nt + 15) / 16 * 16;
+    int blocks = (m + rows - 1) / rows;
+#pragma omp parallel for schedule(static)
+    for (int bi = 0; bi < blocks; bi++) {
+        int i0 = bi * rows, mi = i0 + rows <= m ? rows : m - i0;
+        /* A's block: rows i0.. of A, or columns i0.. of A^T; same leading dimension. */
+        const float *ab = trans_a ? a + i0 : a + (size_t)i0 * lda;
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, mi, n, k, alpha, ab, lda, b, ldb, beta,
+                    c + (size_t)i0 * n, n);
+    }
+}
+
 void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c)
 {

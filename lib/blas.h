@@ -18,6 +18,15 @@
  * A is (m, k) or (k, m), B is (k, n) or (n, k); leading dimensions are the row lengths. */
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
           const float *b, float beta, float *c);
+/* The same product with C's rows split into one block per OpenMP thread, each block a
+ * single-threaded sgemm. This is the one place samx calls BLAS inside a parallel region, and it
+ * is safe by construction: the OpenMP build of OpenBLAS runs single-threaded when called from a
+ * parallel region, so the two runtimes never oversubscribe the cores. For the small products of
+ * a mini-batch step (128 x 512 x 784) this keeps every core busy where OpenBLAS's own
+ * threading does not. Each element of C is computed by one thread, so results are
+ * deterministic for a given thread count. Falls back to gemm() for one thread or tiny m. */
+void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+              const float *b, float beta, float *c);
 void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c);
 

@@ -20,14 +20,14 @@ void linear_forward(float *out, const float *x, const float *w, const float *b, 
             for (int j = 0; j < n_out; j++)
                 out[(size_t)i * n_out + j] = b[j];
     }
-    gemm(false, true, batch, n_out, n_in, 1.0f, x, w, b ? 1.0f : 0.0f, out);
+    gemm_par(false, true, batch, n_out, n_in, 1.0f, x, w, b ? 1.0f : 0.0f, out);
 }
 
 void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                      const float *w, int batch, int n_in, int n_out)
 {
     SAMX_ASSERT(batch > 0 && n_in > 0 && n_out > 0);
-    gemm(true, false, n_out, n_in, batch, 1.0f, dout, x, 1.0f, dw);
+    gemm_par(true, false, n_out, n_in, batch, 1.0f, dout, x, 1.0f, dw);
     if (db) {
         /* Column sums in a fixed order per output: deterministic for any thread count. */
 #pragma omp parallel for schedule(static) if ((size_t)batch * n_out > PAR_MIN)
@@ -39,7 +39,7 @@ void linear_backward(float *dx, float *dw, float *db, const float *dout, const f
         }
     }
     if (dx)
-        gemm(false, false, batch, n_in, n_out, 1.0f, dout, w, 0.0f, dx);
+        gemm_par(false, false, batch, n_in, n_out, 1.0f, dout, w, 0.0f, dx);
 }
 
 static float gelu(float z) { return 0.5f * z * (1.0f + erff(z * (float)M_SQRT1_2)); }

@@ -45,6 +45,11 @@ lab = gzip.open(f"{d}/t10k-labels-idx1-ubyte.gz").read()[8:]
 x = torch.frombuffer(bytearray(img), dtype=torch.uint8).reshape(-1, 784).float() / 255.0
 x = (x - 0.2860) / 0.3530
 y = torch.frombuffer(bytearray(lab), dtype=torch.uint8).long()
+# The run evaluated the first limit_test examples (data.limit_test in the resolved config).
+limit = next((l.split(":")[1].strip() for l in cfg_text.splitlines()
+              if l.strip().startswith("limit_test:")), "null")
+if limit not in ("null", "all", "~", ""):
+    x, y = x[:int(limit)], y[:int(limit)]
 with torch.no_grad():
     out = net(x)
     loss = torch.nn.functional.cross_entropy(out, y).item()
