@@ -1,0 +1,33 @@
+/* plot.h: samx plot, a per-epoch metric per group as mean with a ±std band (interface.md 1).
+ *
+ * Runs are collected and grouped as by samx table (table.h), and only completed runs are
+ * plotted (a partial curve would drag the mean at the epochs it reached). At each x value
+ * (any record key, default epoch) the group's curve is the mean of y over the runs that have
+ * both, with the sample std (n - 1; a zero band for one run).
+ *
+ * Three files, always written beside each other (atomically): FILE.dat (one gnuplot data block
+ * per group: x, mean, mean - std, mean + std, n), FILE.gp (the gnuplot script; run it in its
+ * directory: `gnuplot FILE.gp`) and FILE itself, drawn by gnuplot for .png (pngcairo), .svg,
+ * .pdf (pdfcairo) or .txt (dumb, a terminal chart). When gnuplot is not installed the figure
+ * is skipped with one warning line on stderr and the command still succeeds: the .dat and .gp
+ * are the result, and can be drawn on any machine that has gnuplot. A gnuplot that fails is an
+ * error.
+ */
+#ifndef SAMX_PLOT_H
+#define SAMX_PLOT_H
+
+#include "err.h"
+
+struct plot_opts {
+    const char *const *dirs;
+    int n_dirs;
+    const char *group; /* comma-separated config keys, or NULL */
+    const char *x;     /* [epoch] */
+    const char *y;     /* required */
+    const char *out;   /* FILE.png|.svg|.pdf|.txt [<y>.png] */
+};
+
+/* samx plot. 0, or -1 with e set (status 2 for usage/config, 1 for gnuplot failing). */
+int plot_main(const struct plot_opts *o, struct err *e);
+
+#endif

@@ -1,0 +1,844 @@
+/* sweep.c: expand a sweep into runs, plan them, write the manifest, and run them here or print a
+ * script for another engine (contract in sweep.h). */
+#include "sweep.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "rng.h"
+#include "rundir.h"
+#include "train.h"
+
+/* More runs than this is a typo in a range, not a sweep. */
+enum { SWEEP_MAX_RUNS = 100000 };
+
+struct param {
+    char *key;
+    char **val; /* YAML flow text of each value */
+    int n;
+};
+
+struct plan {
+    char *config; /* absolute path of the base config */
+    struct param *p;
+    int np;
+    bool random;
+    long samples, seed;
+};
+
+struct run {
+    char **ov;           /* "key=value", the parameters in order */
+    int n_ov;
+    char *run_id, *dir;  /* dir: absolute ROOT/<name>/<run_id> */
+    char **argv;         /* samx run ... -o DIR, NULL-terminated, room for "-t T -q" */
+    int argc;
+    char *command;       /* argv shell-quoted */
+    const char *status;  /* a static string */
+    pid_t pid;
+    double started;
+};
+
+/* ---- values ---- */
+
+static bool plain_key(const char *s)
+{
+    if (!*s)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_-.", *p))
+            return false;
+    return true;
+}
+
+/* A scalar written plainly in a block may not survive flow syntax ("a,b"); those are quoted,
+ * which keeps them strings. Numbers and names never need it. */
+static bool plain_flow_ok(const char *s)
+{
+    size_t len = strlen(s);
+    return len && !strchr("?:,[]{}#&*!|>'\"%@` -", s[0]) && !strpbrk(s, ",[]{}") &&
+           !strstr(s, ": ") && !strstr(s, " #") && s[len - 1] != ' ' && s[len - 1] != ':';
+}
+
+static void put_quoted(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (const char *p = s; *p; p++) {
+        fputc(*p, f);
+        if (*p == '\'')
+            fputc('\'', f);
+    }
+    fputc('\'', f);
+}
+
+static void put_flow(FILE *f, const struct cfg_node *n)
+{
+    switch (n->type) {
+    case CFG_NULL:
+        fputs("null", f);
+        break;
+    case CFG_SCALAR:
+        if (!n->quoted && (plain_flow_ok(n->str) || (n->str[0] == '-' && isdigit(
+                                                                  (unsigned char)n->str[1]))))
+            fputs(n->str, f);
+        else
+            put_quoted(f, n->str);
+        break;
+    case CFG_SEQ:
+        fputc('[', f);
+        for (int i = 0; i < n->n_kid; i++) {
+            if (i)
+                fputc(',', f);
+            put_flow(f, n->kid[i]);
+        }
+        fputc(']', f);
+        break;
+    case CFG_MAP:
+        fputc('{', f);
+        for (int i = 0; i < n->n_kid; i++) {
+            if (i)
+                fputs(", ", f);
+            if (plain_key(n->kid[i]->key))
+                fputs(n->kid[i]->key, f);
+            else
+                put_quoted(f, n->kid[i]->key);
+            fputs(": ", f);
+            put_flow(f, n->kid[i]);
+        }
+        fputc('}', f);
+        break;
+    }
+}
+
+char *sweep_value_text(const struct cfg_node *n)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    put_flow(f, n);
+    fclose(f);
+    return s;
+}
+
+/* "a..b" with integers a <= b. */
+static bool parse_range(const char *s, long *a, long *b)
+{
+    char *end;
+    errno = 0;
+    *a = strtol(s, &end, 10);
+    if (end == s || strncmp(end, "..", 2) != 0)
+        return false;
+    const char *t = end + 2;
+    *b = strtol(t, &end, 10);
+    return end != t && !*end && errno == 0;
+}
+
+static int param_add(struct param *p, const char *val, struct err *e)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->val[i], val))
+            return err_cfg(e, "sweep parameter '%s' lists '%s' twice", p->key, val);
+    p->val = xrealloc(p->val, (size_t)(p->n + 1) * sizeof *p->val);
+    p->val[p->n++] = xstrdup(val);
+    return 0;
+}
+
+/* One value text, or a range expanded into its integers. */
+static int param_add_text(struct param *p, const char *text, struct err *e)
+{
+    long a, b;
+    if (!parse_range(text, &a, &b))
+        return param_add(p, text, e);
+    if (b < a || b - a >= SWEEP_MAX_RUNS)
+        return err_cfg(e, "sweep parameter '%s': range '%s' must run upwards, at most %d values",
+                       p->key, text, SWEEP_MAX_RUNS);
+    for (long v = a; v <= b; v++) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%ld", v);
+        if (param_add(p, buf, e) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void param_clear(struct param *p)
+{
+    for (int i = 0; i < p->n; i++)
+        free(p->val[i]);
+    free(p->val);
+    p->val = NULL;
+    p->n = 0;
+}
+
+static struct param *plan_param(struct plan *pl, const char *key, size_t klen, bool *existed)
+{
+    for (int i = 0; i < pl->np; i++)
+        if (strlen(pl->p[i].key) == klen && !strncmp(pl->p[i].key, key, klen)) {
+            *existed = true;
+            return &pl->p[i];
+        }
+    *existed = false;
+    pl->p = xrealloc(pl->p, (size_t)(pl->np + 1) * sizeof *pl->p);
+    struct param *p = &pl->p[pl->np++];
+    memset(p, 0, sizeof *p);
+    p->key = memcpy(xcalloc(klen + 1, 1), key, klen);
+    return p;
+}
+
+/* "key=v1,v2,...": split at commas outside brackets, braces and quotes. */
+static int plan_arg(struct plan *pl, const char *arg, bool *seen_on_cli, struct err *e)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg)
+        return err_cfg(e, "'%s' is not KEY=V1,V2,... (see 'samx help sweep')", arg);
+    bool existed;
+    struct param *p = plan_param(pl, arg, (size_t)(eq - arg), &existed);
+    if (existed && seen_on_cli[p - pl->p])
+        return err_cfg(e, "sweep parameter '%s' is given twice", p->key);
+    seen_on_cli[p - pl->p] = true;
+    param_clear(p); /* the command line replaces a sweep file's values */
+    int depth = 0;
+    char quote = 0;
+    const char *start = eq + 1;
+    for (const char *s = start;; s++) {
+        if (quote) {
+            if (*s == quote)
+                quote = 0;
+            else if (!*s)
+                return err_cfg(e, "'%s': unterminated quote", arg);
+            continue;
+        }
+        if (*s == '\'' || *s == '"')
+            quote = *s;
+        else if (*s == '[' || *s == '{')
+            depth++;
+        else if (*s == ']' || *s == '}')
+            depth--;
+        else if ((*s == ',' && depth == 0) || !*s) {
+            char *v = memcpy(xcalloc((size_t)(s - start) + 1, 1), start, (size_t)(s - start));
+            int rc = *v ? param_add_text(p, v, e)
+                        : err_cfg(e, "'%s': empty value in the list", arg);
+            free(v);
+            if (rc < 0)
+                return -1;
+            start = s + 1;
+            if (!*s)
+                break;
+        }
+    }
+    return 0;
+}
+
+/* ---- the sweep file ---- */
+
+static char *abs_path(const char *path, struct err *e)
+{
+    char *r = realpath(path, NULL);
+    if (!r)
+        err_cfg(e, "cannot read '%s': %s", path, strerror(errno));
+    return r;
+}
+
+static int plan_sweep_file(struct plan *pl, struct cfg *c, struct err *e)
+{
+    static const char *const methods[] = {"grid", "random", NULL};
+    struct cfg_node *root = c->root, *cn = cfg_child(root, "config"), *pm;
+    const char *config;
+    int method;
+    if (cfg_str(root, "config", NULL, &config, e) < 0)
+        return -1;
+    if (!config)
+        return cfg_err(e, cn, "'config' must name the base config file");
+    char *dir = xstrdup(c->path), *slash = strrchr(dir, '/');
+    if (slash)
+        slash[1] = 0;
+    char *joined = config[0] == '/' || !slash ? xstrdup(config) : xasprintf("%s%s", dir, config);
+    free(dir);
+    pl->config = realpath(joined, NULL);
+    if (!pl->config) {
+        cfg_err(e, cn, "cannot read config '%s': %s", joined, strerror(errno));
+        free(joined);
+        return -1;
+    }
+    free(joined);
+    if (cfg_enum(root, "method", methods, 0, &method, e) < 0)
+        return -1;
+    pl->random = method == 1;
+    if (pl->random) {
+        if (cfg_int(root, "samples", 0, &pl->samples, e) < 0 ||
+            cfg_int(root, "seed", 0, &pl->seed, e) < 0)
+            return -1;
+        if (pl->samples < 1 || pl->samples > SWEEP_MAX_RUNS)
+            return cfg_err(e, cfg_child(root, "samples") ? cfg_child(root, "samples") : root,
+                           "method random needs 'samples' in [1, %d]", SWEEP_MAX_RUNS);
+    }
+    if (!(pm = cfg_map(root, "parameters", e)))
+        return -1;
+    for (int i = 0; i < pm->n_kid; i++) {
+        struct cfg_node *v = pm->kid[i];
+        bool existed;
+        struct param *p = plan_param(pl, v->key, strlen(v->key), &existed);
+        cfg_take(pm, v->key);
+        int rc = 0;
+        if (v->type == CFG_SEQ && v->n_kid == 0)
+            rc = cfg_err(e, v, "sweep parameter '%s' lists no values", v->key);
+        for (int j = 0; v->type == CFG_SEQ && j < v->n_kid && rc == 0; j++) {
+            char *t = sweep_value_text(v->kid[j]);
+            rc = param_add(p, t, e);
+            free(t);
+        }
+        if (v->type == CFG_SCALAR && !v->quoted)
+            rc = param_add_text(p, v->str, e);
+        else if (v->type != CFG_SEQ) {
+            char *t = sweep_value_text(v);
+            rc = param_add(p, t, e);
+            free(t);
+        }
+        if (rc < 0)
+            return err_prefix(e, "'%s'", c->path);
+    }
+    return cfg_check_unused(c, e);
+}
+
+static int plan_load(struct plan *pl, const struct sweep_opts *o, struct err *e)
+{
+    struct cfg c;
+    memset(&c, 0, sizeof c);
+    int rc = cfg_load(&c, o->spec, e);
+    /* A sweep file names its config; a config never has a top-level 'config' key. */
+    if (rc == 0 && cfg_child(c.root, "config"))
+        rc = plan_sweep_file(pl, &c, e);
+    else if (rc == 0 && !(pl->config = abs_path(o->spec, e)))
+        rc = -1;
+    cfg_free(&c);
+    if (rc < 0)
+        return -1;
+    bool *seen = xcalloc((size_t)(pl->np + o->n_args) + 1, sizeof *seen);
+    for (int i = 0; i < o->n_args && rc == 0; i++)
+        rc = plan_arg(pl, o->args[i], seen, e);
+    free(seen);
+    return rc;
+}
+
+static void plan_free(struct plan *pl)
+{
+    for (int i = 0; i < pl->np; i++) {
+        param_clear(&pl->p[i]);
+        free(pl->p[i].key);
+    }
+    free(pl->p);
+    free(pl->config);
+}
+
+/* ---- expansion and planning ---- */
+
+static char *shell_quote(const char *s)
+{
+    bool plain = *s != 0;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("@%_+=:,./-", *p))
+            plain = false;
+    if (plain)
+        return xstrdup(s);
+    size_t n = 3;
+    for (const char *p = s; *p; p++)
+        n += *p == '\'' ? 4 : 1;
+    char *q = xmalloc(n), *d = q;
+    *d++ = '\'';
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'') {
+            memcpy(d, "'\\''", 4);
+            d += 4;
+        } else {
+            *d++ = *p;
+        }
+    }
+    *d++ = '\'';
+    *d = 0;
+    return q;
+}
+
+static char *join_quoted(char *const *argv, int argc)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    for (int i = 0; i < argc; i++) {
+        char *q = shell_quote(argv[i]);
+        fprintf(f, "%s%s", i ? " " : "", q);
+        free(q);
+    }
+    fclose(f);
+    return s;
+}
+
+/* The combinations, as value indices per parameter: the grid (last parameter fastest) or
+ * `samples` distinct draws from it. */
+static int expand(const struct plan *pl, int **combo, long *n_combo, struct err *e)
+{
+    long total = 1;
+    for (int i = 0; i < pl->np; i++) {
+        total *= pl->p[i].n;
+        if (total > SWEEP_MAX_RUNS)
+            return err_cfg(e, "the sweep has more than %d runs", SWEEP_MAX_RUNS);
+    }
+    int np = pl->np ? pl->np : 1;
+    long n = pl->random ? pl->samples : total;
+    if (pl->random && n > total)
+        return err_cfg(e, "method random: 'samples: %ld' exceeds the %ld distinct combinations",
+                       n, total);
+    int *c = xcalloc((size_t)(n * np), sizeof *c);
+    struct rng r;
+    rng_init(&r, (uint64_t)pl->seed, "sweep", 0);
+    for (long k = 0; k < n; k++) {
+        int *ck = c + k * np;
+        if (!pl->random) {
+            long rest = k;
+            for (int i = pl->np - 1; i >= 0; i--) {
+                ck[i] = (int)(rest % pl->p[i].n);
+                rest /= pl->p[i].n;
+            }
+            continue;
+        }
+        /* Rejection keeps draws distinct; n <= total bounds the expected number of tries. */
+        for (bool dup = true; dup;) {
+            for (int i = 0; i < pl->np; i++)
+                ck[i] = (int)rng_below(&r, (uint64_t)pl->p[i].n);
+            dup = false;
+            for (long j = 0; j < k && !dup; j++)
+                dup = !memcmp(c + j * np, ck, (size_t)pl->np * sizeof *ck);
+        }
+    }
+    *combo = c;
+    *n_combo = n;
+    return 0;
+}
+
+const char *sweep_run_status(const char *dir)
+{
+    static const char *const known[] = {"completed", "diverged", "interrupted", "failed", NULL};
+    char *p = xasprintf("%s/summary.json", dir), *s = NULL;
+    const char *status = NULL;
+    struct err ignored = {0};
+    if (io_exists(p) && io_read_all(p, &s, NULL, &ignored) == 0) {
+        cJSON *j = cJSON_Parse(s);
+        const cJSON *st = j ? cJSON_GetObjectItemCaseSensitive(j, "status") : NULL;
+        for (int i = 0; known[i] && cJSON_IsString(st); i++)
+            if (!strcmp(st->valuestring, known[i]))
+                status = known[i];
+        cJSON_Delete(j);
+        free(s);
+    }
+    free(p);
+    if (status)
+        return status;
+    char *c = xasprintf("%s/config.yaml", dir), *k = xasprintf("%s/checkpoint.safetensors", dir);
+    status = io_exists(c) || io_exists(k) ? "interrupted" : "planned";
+    free(c);
+    free(k);
+    return status;
+}
+
+static void run_free(struct run *r)
+{
+    for (int i = 0; i < r->n_ov; i++)
+        free(r->ov[i]);
+    free(r->ov);
+    free(r->run_id);
+    free(r->dir);
+    for (int i = 0; i < r->argc; i++)
+        free(r->argv[i]);
+    free(r->argv);
+    free(r->command);
+}
+
+/* Resolve every run's config (the full validation samx run does), giving its run id, name and
+ * directory. Nothing is written. */
+static int plan_runs(const struct plan *pl, const char *root, const char *exe, struct run **out,
+                     int *n_out, char **name_out, struct err *e)
+{
+    int *combo = NULL;
+    long n = 0;
+    if (expand(pl, &combo, &n, e) < 0)
+        return -1;
+    int np = pl->np ? pl->np : 1;
+    struct run *runs = xcalloc((size_t)n, sizeof *runs);
+    char *name = NULL;
+    int rc = 0;
+    for (long k = 0; k < n && rc == 0; k++) {
+        struct run *r = &runs[k];
+        r->n_ov = pl->np;
+        r->ov = xcalloc((size_t)np, sizeof *r->ov);
+        for (int i = 0; i < pl->np; i++)
+            r->ov[i] = xasprintf("%s=%s", pl->p[i].key, pl->p[i].val[combo[k * np + i]]);
+        struct run_opts ro = {.config = pl->config, .overrides = (const char *const *)r->ov,
+                              .n_overrides = r->n_ov, .threads = 1};
+        struct experiment x;
+        if (experiment_build(&x, &ro, e) < 0) {
+            char *what = join_quoted(r->ov, r->n_ov);
+            /* strict config: say how a sweep carries method-specific keys (sweep.h) */
+            if (strstr(e->msg, "unknown key"))
+                snprintf(e->msg + strlen(e->msg), sizeof e->msg - strlen(e->msg), "%s",
+                         "; a sweep runs each config as is: give each method its own config, or "
+                         "sweep the whole subtree (see 'samx help sweep')");
+            err_prefix(e, "sweep run %ld of %ld (%s)", k + 1, n, r->n_ov ? what : "no overrides");
+            free(what);
+            experiment_free(&x);
+            rc = -1;
+            break;
+        }
+        if (!name) {
+            name = xstrdup(x.name);
+        } else if (strcmp(name, x.name) != 0) {
+            rc = err_cfg(e, "sweep runs have different names ('%s', '%s'); a sweep writes one "
+                            "results/<name>/manifest.jsonl, so sweep 'name' separately",
+                         name, x.name);
+        }
+        r->run_id = xstrdup(x.run_id);
+        r->dir = xasprintf("%s/%s/%s", root, x.name, x.run_id);
+        experiment_free(&x);
+        for (long j = 0; j < k && rc == 0; j++)
+            if (!strcmp(runs[j].run_id, r->run_id))
+                rc = err_cfg(e, "sweep runs %ld and %ld are the same run '%s'", j + 1, k + 1,
+                             r->run_id);
+        r->argv = xcalloc((size_t)r->n_ov + 10, sizeof *r->argv);
+        r->argv[r->argc++] = xstrdup(exe);
+        r->argv[r->argc++] = xstrdup("run");
+        r->argv[r->argc++] = xstrdup(pl->config);
+        for (int i = 0; i < r->n_ov; i++)
+            r->argv[r->argc++] = xstrdup(r->ov[i]);
+        r->argv[r->argc++] = xstrdup("-o");
+        r->argv[r->argc++] = xstrdup(r->dir);
+        r->command = join_quoted(r->argv, r->argc);
+        r->status = sweep_run_status(r->dir);
+    }
+    free(combo);
+    if (rc < 0) {
+        for (long k = 0; k < n; k++)
+            run_free(&runs[k]);
+        free(runs);
+        free(name);
+        return -1;
+    }
+    *out = runs;
+    *n_out = (int)n;
+    *name_out = name;
+    return 0;
+}
+
+/* ---- files ---- */
+
+static int write_manifest(const char *path, const struct plan *pl, const struct run *runs, int n,
+                          struct err *e)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    for (int k = 0; k < n; k++) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "run_id", runs[k].run_id);
+        cJSON *ov = cJSON_AddArrayToObject(j, "overrides");
+        for (int i = 0; i < runs[k].n_ov; i++)
+            cJSON_AddItemToArray(ov, cJSON_CreateString(runs[k].ov[i]));
+        cJSON_AddStringToObject(j, "command", runs[k].command);
+        cJSON_AddStringToObject(j, "status", runs[k].status);
+        cJSON_AddStringToObject(j, "config", pl->config);
+        char *line = cJSON_PrintUnformatted(j);
+        fprintf(f, "%s\n", line);
+        free(line);
+        cJSON_Delete(j);
+    }
+    fclose(f);
+    int rc = io_write_atomic(path, s, len, e);
+    free(s);
+    return rc;
+}
+
+/* commands.txt, and GNU parallel's joblog dropped when the commands change: --resume-failed
+ * matches jobs by their line number, so an old joblog would skip the wrong runs. */
+static int write_commands(const char *dir, const struct run *runs, int n, struct err *e)
+{
+    char *s = NULL, *old = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    for (int k = 0; k < n; k++)
+        fprintf(f, "%s\n", runs[k].command);
+    fclose(f);
+    char *path = xasprintf("%s/commands.txt", dir), *joblog = xasprintf("%s/joblog", dir);
+    struct err ignored = {0};
+    if (!io_exists(path) || io_read_all(path, &old, NULL, &ignored) < 0 || strcmp(old, s) != 0)
+        unlink(joblog);
+    int rc = io_write_atomic(path, s, len, e);
+    free(old);
+    free(s);
+    free(path);
+    free(joblog);
+    return rc;
+}
+
+/* ---- scripts for other engines ---- */
+
+static void emit_script(const char *engine, const char *name, const char *dir, int n, int jobs,
+                        int threads, const struct run *runs)
+{
+    char *qdir = shell_quote(dir), *cmds = xasprintf("%s/commands.txt", dir);
+    char *qcmds = shell_quote(cmds), *jl = xasprintf("%s/joblog", dir), *qjl = shell_quote(jl);
+    if (!strcmp(engine, "sh")) {
+        printf("#!/bin/sh\n"
+               "# samx sweep '%s': %d runs, one after another. Rerunning skips completed runs and\n"
+               "# resumes interrupted ones; Ctrl-C checkpoints the current run and stops.\n"
+               "status=0\n"
+               "run() { \"$@\"; rc=$?; [ $rc -eq 130 ] && exit 130; [ $rc -eq 0 ] || status=1; }\n",
+               name, n);
+        for (int k = 0; k < n; k++)
+            printf("run %s\n", runs[k].command);
+        printf("exit $status\n");
+    } else if (!strcmp(engine, "parallel")) {
+        printf("#!/bin/sh\n"
+               "# samx sweep '%s': the %d commands of %s\n"
+               "# through GNU parallel, %d at a time, OMP_NUM_THREADS=%d each. Rerunning skips the\n"
+               "# runs that completed (--resume-failed reruns failed and interrupted ones, which\n"
+               "# resume from their checkpoints).\n"
+               "OMP_NUM_THREADS=%d exec parallel --joblog %s --resume-failed -j %d :::: %s\n",
+               name, n, cmds, jobs, threads, threads, qjl, jobs, qcmds);
+    } else {
+        printf("#!/bin/bash\n"
+               "#SBATCH --job-name=samx-%s\n"
+               "#SBATCH --array=0-%d\n"
+               "#SBATCH --cpus-per-task=%d\n"
+               "#SBATCH --output=%s/slurm-%%A_%%a.out\n"
+               "# samx sweep '%s': array task i runs line i+1 of %s (%d runs).\n"
+               "# Resubmitting skips completed runs and resumes interrupted ones; samx\n"
+               "# checkpoints on the SIGTERM Slurm sends at the time limit.\n"
+               "export OMP_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n"
+               "line=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" %s)\n"
+               "[ -n \"$line\" ] || { echo \"no line $((SLURM_ARRAY_TASK_ID + 1)) in %s\" >&2; "
+               "exit 2; }\n"
+               "eval \"exec $line\"\n",
+               name, n - 1, threads, dir, name, cmds, n, qcmds, cmds);
+    }
+    free(qdir);
+    free(cmds);
+    free(qcmds);
+    free(jl);
+    free(qjl);
+}
+
+/* ---- running here ---- */
+
+static volatile sig_atomic_t got_signal, n_signals;
+static void on_signal(int sig)
+{
+    got_signal = sig;
+    n_signals++;
+}
+
+static bool finished(const char *status)
+{
+    return !strcmp(status, "completed") || !strcmp(status, "diverged");
+}
+
+/* The run's status from how its process ended and what it left on disk. */
+static const char *reap_status(const struct run *r, int ws)
+{
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0) {
+        const char *s = sweep_run_status(r->dir);
+        return finished(s) ? s : "failed";
+    }
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == SAMX_EXIT_INTERRUPTED)
+        return "interrupted";
+    if (WIFSIGNALED(ws) && (WTERMSIG(ws) == SIGINT || WTERMSIG(ws) == SIGTERM ||
+                            WTERMSIG(ws) == SIGKILL || WTERMSIG(ws) == SIGHUP))
+        return "interrupted";
+    return "failed";
+}
+
+static int run_here(const struct sweep_opts *o, const struct plan *pl, struct run *runs, int n,
+                    const char *manifest, int threads, bool *stopped, struct err *e)
+{
+    int *todo = xcalloc((size_t)n + 1, sizeof *todo), n_todo = 0, next = 0, running = 0, done = 0;
+    for (int k = 0; k < n; k++)
+        if (!finished(runs[k].status))
+            todo[n_todo++] = k;
+    char tbuf[16];
+    snprintf(tbuf, sizeof tbuf, "%d", threads);
+    if (o->progress)
+        fprintf(stderr, "samx: %d runs, %d to run, %d at a time with %d threads each\n", n, n_todo,
+                o->jobs, threads);
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int forwarded = 0, rc = 0;
+    while (((next < n_todo && !n_signals) || running > 0) && rc == 0) {
+        /* Children share the terminal's process group, so a Ctrl-C reaches them directly; a
+         * signal sent to the sweep alone (kill, Slurm, a parent script) is passed on here. A
+         * second SIGINT is harmless: samx run only sets a flag. */
+        if (n_signals != forwarded) {
+            forwarded = n_signals;
+            for (int k = 0; k < n; k++)
+                if (runs[k].pid > 0)
+                    kill(runs[k].pid, got_signal);
+        }
+        while (!n_signals && running < o->jobs && next < n_todo) {
+            struct run *r = &runs[todo[next++]];
+            r->argv[r->argc] = "-t";
+            r->argv[r->argc + 1] = tbuf;
+            r->argv[r->argc + 2] = "-q";
+            r->argv[r->argc + 3] = NULL;
+            fflush(stdout);
+            fflush(stderr);
+            r->started = rundir_now();
+            r->pid = fork();
+            if (r->pid == 0) {
+                execv(r->argv[0], r->argv);
+                fprintf(stderr, "samx: error: cannot run '%s': %s\n", r->argv[0], strerror(errno));
+                _exit(SAMX_EXIT_RUNTIME);
+            }
+            r->argv[r->argc] = NULL;
+            if (r->pid < 0) {
+                rc = err_set(e, "cannot start a run: %s", strerror(errno));
+                break;
+            }
+            running++;
+        }
+        int ws;
+        pid_t pid = waitpid(-1, &ws, WNOHANG);
+        if (pid <= 0) {
+            if (pid < 0 && errno != EINTR && errno != ECHILD)
+                rc = err_set(e, "waiting for runs: %s", strerror(errno));
+            if (pid < 0 && errno == ECHILD)
+                running = 0;
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        for (int k = 0; k < n; k++) {
+            struct run *r = &runs[k];
+            if (r->pid != pid)
+                continue;
+            r->pid = 0;
+            running--;
+            done++;
+            r->status = reap_status(r, ws);
+            if (!strcmp(r->status, "failed"))
+                fprintf(stderr, "samx: error: run '%s' failed (see its error above; rerun: %s)\n",
+                        r->run_id, r->command);
+            else if (o->progress)
+                fprintf(stderr, "samx: [%d/%d] %s %s (%.1f s)\n", done, n_todo, r->run_id,
+                        r->status, rundir_now() - r->started);
+        }
+        if (write_manifest(manifest, pl, runs, n, e) < 0)
+            rc = -1;
+    }
+    /* On an error above, let the runs already started finish: they checkpoint and exit. */
+    for (int k = 0; k < n; k++)
+        if (runs[k].pid > 0) {
+            int ws;
+            kill(runs[k].pid, SIGINT);
+            while (waitpid(runs[k].pid, &ws, 0) < 0 && errno == EINTR)
+                ;
+            runs[k].status = reap_status(&runs[k], ws);
+            runs[k].pid = 0;
+        }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    *stopped = n_signals > 0;
+    free(todo);
+    return rc;
+}
+
+int sweep_main(const struct sweep_opts *o, struct err *e)
+{
+    struct plan pl;
+    memset(&pl, 0, sizeof pl);
+    struct run *runs = NULL;
+    int n = 0, rc = 0;
+    char *name = NULL, *root = NULL, *dir = NULL, *manifest = NULL;
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) {
+        rc = err_set(e, "cannot find the samx binary: %s", strerror(errno));
+        goto out;
+    }
+    exe[len] = 0;
+    const char *r0 = o->results_root ? o->results_root : "results";
+    if (r0[0] == '/') {
+        root = xstrdup(r0);
+    } else {
+        char cwd[PATH_MAX];
+        if (!getcwd(cwd, sizeof cwd)) {
+            rc = err_set(e, "cannot find the current directory: %s", strerror(errno));
+            goto out;
+        }
+        root = xasprintf("%s/%s", cwd, r0);
+    }
+    if (plan_load(&pl, o, e) < 0 || plan_runs(&pl, root, exe, &runs, &n, &name, e) < 0) {
+        rc = -1;
+        goto out;
+    }
+    int threads = o->cores / o->jobs > 1 ? o->cores / o->jobs : 1;
+    dir = xasprintf("%s/%s", root, name);
+    manifest = xasprintf("%s/manifest.jsonl", dir);
+    if (o->dry_run && !o->emit) {
+        for (int k = 0; k < n; k++)
+            printf("%s\n", runs[k].command);
+        goto out;
+    }
+    if (!o->dry_run && (io_mkdir_p(dir, e) < 0 || write_manifest(manifest, &pl, runs, n, e) < 0 ||
+                        write_commands(dir, runs, n, e) < 0)) {
+        rc = -1;
+        goto out;
+    }
+    if (o->emit) {
+        emit_script(o->emit, name, dir, n, o->jobs, threads, runs);
+        goto out;
+    }
+    bool stopped = false;
+    if (run_here(o, &pl, runs, n, manifest, threads, &stopped, e) < 0 ||
+        write_manifest(manifest, &pl, runs, n, e) < 0) {
+        rc = -1;
+        goto out;
+    }
+    int counts[5] = {0};
+    static const char *const names[] = {"completed", "diverged", "interrupted", "failed",
+                                        "planned"};
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < 5; i++)
+            counts[i] += !strcmp(runs[k].status, names[i]);
+    if (o->progress)
+        fprintf(stderr, "samx: sweep '%s': %d completed, %d diverged, %d interrupted, %d failed, "
+                        "%d not run; manifest %s\n",
+                name, counts[0], counts[1], counts[2], counts[3], counts[4], manifest);
+    rc = stopped ? SAMX_EXIT_INTERRUPTED
+                 : counts[0] + counts[1] == n ? SAMX_EXIT_OK : SAMX_EXIT_RUNTIME;
+out:
+    for (int k = 0; k < n; k++)
+        run_free(&runs[k]);
+    free(runs);
+    plan_free(&pl);
+    free(name);
+    free(root);
+    free(dir);
+    free(manifest);
+    return rc;
+}

@@ -1,0 +1,67 @@
+/* table.h: samx table, and the run collection it shares with samx plot (interface.md 1 and 6).
+ *
+ * Collecting runs: each DIR is a run directory (it holds summary.json or config.yaml) or a root
+ * searched recursively for them. A run's status is its summary's (completed, diverged,
+ * interrupted, failed), or "interrupted" when it has a config but no summary (killed, or still
+ * running). Every manifest.jsonl found under a root adds the runs it plans that have no
+ * directory yet, as "missing".
+ *
+ * Grouping: runs are grouped by the values of the --group keys (dotted config keys, read from
+ * each run's resolved config.yaml; a key a run lacks reads "-"). Within a group, runs must
+ * agree on every other key but `seed`: pooling runs that differ in, say, optimizer.rho would
+ * average two experiments into one number, so that is a config error naming the key and two
+ * of its values. Groups are sorted by their values (numbers numerically).
+ *
+ * Aggregation: over the completed runs of a group, the metric at the final record (summary.json
+ * "final") or at the record where NAME is best (--at best:NAME; max for *_acc, min for *_loss;
+ * the first such record on ties), as mean and sample standard deviation (n - 1; none for
+ * n = 1). A completed run whose metric is null (non-finite) counts as diverged.
+ */
+#ifndef SAMX_TABLE_H
+#define SAMX_TABLE_H
+
+#include "err.h"
+
+struct table_run {
+    char *dir;
+    const char *status;  /* completed | diverged | interrupted | failed | missing */
+    char **key, **val;   /* the resolved config flattened to dotted keys and flow text */
+    int n_kv;            /* 0 for missing runs */
+    char **gval;         /* the group keys' values */
+};
+
+struct table_group {
+    char **gval;         /* borrowed from its first run */
+    int *run;            /* indices into runset.run, sorted by directory */
+    int n_run;
+};
+
+struct runset {
+    char **keys;         /* group keys */
+    int n_keys;
+    struct table_run *run;
+    int n_run;
+    struct table_group *grp;
+    int n_grp;
+};
+
+/* Collect the runs under dirs, group them by the comma-separated keys in `group` (NULL or ""
+ * for one group) and check that each group may be pooled. Config errors (exit 2): a DIR that
+ * does not exist, no runs found, runs that differ in an ungrouped key. */
+int runset_load(struct runset *rs, const char *const *dirs, int n_dirs, const char *group,
+                struct err *e);
+void runset_free(struct runset *rs);
+
+struct table_opts {
+    const char *const *dirs;
+    int n_dirs;
+    const char *group;   /* "a.b,c" or NULL */
+    const char *metric;  /* [test_acc] */
+    const char *at;      /* final | best:NAME [final] */
+    const char *format;  /* md | latex | csv | json [md] */
+};
+
+/* samx table: print the table on stdout. 0, or -1 with e set. */
+int table_main(const struct table_opts *o, struct err *e);
+
+#endif
