@@ -1,2 +1,744 @@
+/* test_optim: every optimizer on a quadratic, through the real optimizer/closure interface.
+ *
+ * The model is a struct params with two tensors, "0.weight" (3, 2) and "0.bias" (3), and the loss
+ * of example j is l_j(w) = s_j * 1/2 sum_i a_i w_i^2, so the gradient of the mean over a
+ * selection S is sbar(S) * a (.) w. With every s_j = 1 this is f(w) = 1/2 sum a_i w_i^2.
+ * Checks:
+ *   - one step (two for methods with state) against the closed form computed in double;
+ *   - gradient evaluations per step (closure_grad's count);
+ *   - the reduction identities of algorithms.md 12.7, bit for bit (memcmp) over several steps
+ *     with momentum and weight decay on;
+ *   - no drift: the base optimizer is always handed exactly the saved weights;
+ *   - m-sharpness: m = batch is m = 0 bitwise, m < batch against a closed form, and methods that
+ *     reject m > 0 say so;
+ *   - over the registry: each method lowers the quadratic, rejects an unknown key with a
+ *     suggestion, and reports a scheduled rho/gamma at its scheduled value.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "blas.h"
+#include "cfg.h"
+#include "optim.h"
+#include "params.h"
 #include "tap.h"
-int main(void) { return done(); }
+
+#define NP 9       /* parameters: 6 weights then 3 biases */
+#define NW 19      /* floats in p->w, padding included */
+#define MAXB 8     /* largest batch */
+
+/* Where logical parameter i lives in p->w: tensors start on 16-float boundaries (params.h). */
+static const size_t OFF[NP] = {0, 1, 2, 3, 4, 5, 16, 17, 18};
+
+static const double A[NP] = {1.0, 0.5, 2.0, 1.5, 0.8, 1.2, 0.6, 1.8, 0.9};
+static const float W0[NP] = {0.7f, -1.2f, 0.4f, 0.9f, -0.5f, 1.1f, -0.3f, 0.8f, -1.0f};
+
+struct quad {
+    struct closure f;
+    float s[MAXB];
+    int n_first; /* examples evaluated with PASS_FIRST (the trainer's clean statistics) */
+};
+
+static double quad_sbar(const struct quad *q, const int *sel, int n)
+{
+    double sum = 0;
+    if (!sel)
+        n = q->f.batch;
+    for (int j = 0; j < n; j++)
+        sum += q->s[sel ? sel[j] : j];
+    return sum / n;
+}
+
+static double quad_half(const struct params *p)
+{
+    double h = 0;
+    for (int i = 0; i < NP; i++)
+        h += 0.5 * A[i] * (double)p->w[OFF[i]] * p->w[OFF[i]];
+    return h;
+}
+
+static double quad_grad(struct closure *f, struct params *p, int pass, const int *sel, int n)
+{
+    struct quad *q = f->ctx;
+    if (pass == PASS_FIRST)
+        q->n_first += sel ? n : f->batch;
+    double sb = quad_sbar(q, sel, n);
+    vec_zero(p->n, p->g);
+    for (int i = 0; i < NP; i++)
+        p->g[OFF[i]] = (float)(sb * A[i] * p->w[OFF[i]]);
+    return sb * quad_half(p);
+}
+
+static void quad_losses(struct closure *f, const struct params *p, int pass, const int *sel,
+                        int n, float *out)
+{
+    (void)pass;
+    struct quad *q = f->ctx;
+    if (!sel)
+        n = f->batch;
+    double h = quad_half(p);
+    for (int j = 0; j < n; j++)
+        out[j] = (float)(q->s[sel ? sel[j] : j] * h);
+}
+
+static void quad_init(struct quad *q, int batch)
+{
+    memset(q, 0, sizeof *q);
+    q->f.grad = quad_grad;
+    q->f.losses = quad_losses;
+    q->f.batch = batch;
+    q->f.ctx = q;
+    for (int j = 0; j < MAXB; j++)
+        q->s[j] = 1.0f;
+}
+
+static void params_make(struct params *p)
+{
+    memset(p, 0, sizeof *p);
+    params_add(p, "0.weight", 2, (const int[]){3, 2});
+    params_add(p, "0.bias", 1, (const int[]){3});
+    params_alloc(p);
+    SAMX_ASSERT(p->n == NW && OFF[NP - 1] == NW - 1);
+    for (int i = 0; i < NP; i++)
+        p->w[OFF[i]] = W0[i];
+}
+
+/* Build optimizer o from "optimizer: ..." YAML; the config is checked for unused keys. */
+static int build(struct optim *o, struct cfg *c, const char *yaml, const struct params *p,
+                 struct err *e)
+{
+    memset(e, 0, sizeof *e);
+    memset(o, 0, sizeof *o);
+    if (cfg_load_string(c, "t.yaml", yaml, e) < 0)
+        return -1;
+    struct optim_env env = {.n = p->n, .p = p, .clk = {.steps_per_epoch = 1, .epochs = 50},
+                            .max_batch = MAXB, .seed = 7};
+    struct cfg_node *on = cfg_map(c->root, "optimizer", e);
+    if (!on || optim_init(o, on, &env, e) < 0)
+        return -1;
+    return cfg_check_unused(c, e);
+}
+
+static void steps(struct optim *o, struct params *p, struct quad *q, long t0, int n)
+{
+    for (long t = t0; t < t0 + n; t++) {
+        struct step_info info;
+        optim_begin_step(o, t);
+        optim_step(o, p, &q->f, &info);
+    }
+}
+
+/* Run `yaml` for n steps from W0 on batch `batch`; weights into w, evals per step returned. */
+static double run(const char *yaml, int n, int batch, float *w)
+{
+    struct params p;
+    struct optim o;
+    struct cfg c;
+    struct err e;
+    struct quad q;
+    params_make(&p);
+    quad_init(&q, batch);
+    double evals = NAN;
+    if (build(&o, &c, yaml, &p, &e) < 0) {
+        ok(false, "build '%s': %s", yaml, e.msg);
+    } else {
+        steps(&o, &p, &q, 0, n);
+        evals = q.f.evals / n;
+        for (int i = 0; i < NP; i++)
+            w[i] = p.w[OFF[i]];
+    }
+    optim_release(&o);
+    cfg_free(&c);
+    params_free(&p);
+    return evals;
+}
+
+/* ---- closed forms in double ---- */
+
+static double dnorm(const double *x)
+{
+    double s = 0;
+    for (int i = 0; i < NP; i++)
+        s += x[i] * x[i];
+    return sqrt(s);
+}
+
+static void dgrad(double sbar, const double *w, double *g)
+{
+    for (int i = 0; i < NP; i++)
+        g[i] = sbar * A[i] * w[i];
+}
+
+/* w + rho g / (||g|| + delta) */
+static void dascent(const double *w, const double *g, double rho, double delta, double *out)
+{
+    double s = rho / (dnorm(g) + delta);
+    for (int i = 0; i < NP; i++)
+        out[i] = w[i] + s * g[i];
+}
+
+/* First SGD step (momentum's first step is d itself): w - lr (d + wd w). */
+static void dsgd(double *w, const double *d, double lr, double wd)
+{
+    for (int i = 0; i < NP; i++)
+        w[i] -= lr * (d[i] + wd * w[i]);
+}
+
+static void dstart(double *w)
+{
+    for (int i = 0; i < NP; i++)
+        w[i] = W0[i];
+}
+
+static void same(const float *got, const double *want, const char *what)
+{
+    double worst = 0;
+    bool good = true;
+    for (int i = 0; i < NP; i++) {
+        double err = fabs(got[i] - want[i]);
+        good = good && err <= 1e-7 + 1e-6 * fabs(want[i]);
+        double rel = err / (fabs(want[i]) + 1e-12);
+        worst = rel > worst ? rel : worst;
+    }
+    ok(good, "%s: matches the closed form (max rel err %.2g)", what, worst);
+}
+
+#define SGD "base: {name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 0.01}"
+
+static void test_closed_forms(void)
+{
+    float w[NP];
+    double x[NP], g[NP], gs[NP], gm[NP], pt[NP], d[NP];
+    const double lr = 0.1, wd = 0.01;
+
+    run("optimizer: {name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 0.01}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dsgd(x, g, lr, wd);
+    same(w, x, "sgd one step");
+
+    run("optimizer: {name: adamw, lr: 0.01, weight_decay: 0.1}", 1, 4, w);
+    dstart(x), dgrad(1, x, g);
+    for (int i = 0; i < NP; i++) {
+        double m = 0.1 * g[i], v = 0.001 * g[i] * g[i];
+        x[i] *= 1 - 0.01 * 0.1;
+        x[i] -= 0.01 / 0.1 * m / (sqrt(v) / sqrt(0.001) + 1e-8);
+    }
+    same(w, x, "adamw one step");
+
+    run("optimizer: {name: sam, rho: 0.2, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent(x, g, 0.2, 1e-12, pt), dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
+    same(w, x, "sam one step");
+
+    /* asam, official scaling: t = |w| + eta on the weight (first 6), 1 on the biases. */
+    run("optimizer: {name: asam, rho: 0.5, eta: 0.01, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g);
+    {
+        double tg[NP], t[NP];
+        for (int i = 0; i < NP; i++) {
+            t[i] = i < 6 ? fabs(x[i]) + 0.01 : 1;
+            tg[i] = t[i] * g[i];
+        }
+        double s = 0.5 / (dnorm(tg) + 1e-16);
+        for (int i = 0; i < NP; i++)
+            pt[i] = x[i] + s * t[i] * t[i] * g[i];
+    }
+    dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
+    same(w, x, "asam (scale weights) one step");
+
+    run("optimizer: {name: asam, rho: 0.5, scale: all, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g);
+    {
+        double tg[NP];
+        for (int i = 0; i < NP; i++)
+            tg[i] = fabs(x[i]) * g[i];
+        double s = 0.5 / (dnorm(tg) + 1e-12);
+        for (int i = 0; i < NP; i++)
+            pt[i] = x[i] + s * x[i] * x[i] * g[i];
+    }
+    dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
+    same(w, x, "asam (scale all) one step");
+
+    /* wsam coupled, gamma 0.9: alpha = 9, d = -8 g + 9 gs. */
+    run("optimizer: {name: wsam, rho: 0.1, gamma: 0.9, decouple: false, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent(x, g, 0.1, 1e-12, pt), dgrad(1, pt, gs);
+    for (int i = 0; i < NP; i++)
+        d[i] = -8 * g[i] + 9 * gs[i];
+    dsgd(x, d, lr, wd);
+    same(w, x, "wsam coupled one step");
+
+    /* wsam decoupled with clipping: both gradients clipped to 0.5, base step along g, then a
+     * plain step lr * alpha * (gs - g). */
+    run("optimizer: {name: wsam, rho: 0.1, gamma: 0.8, max_norm: 0.5, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent(x, g, 0.1, 1e-12, pt), dgrad(1, pt, gs);
+    {
+        double cg = 0.5 / (dnorm(g) + 1e-6), cs = 0.5 / (dnorm(gs) + 1e-6);
+        for (int i = 0; i < NP; i++)
+            g[i] *= cg < 1 ? cg : 1, gs[i] *= cs < 1 ? cs : 1;
+        dsgd(x, g, lr, wd);
+        for (int i = 0; i < NP; i++)
+            x[i] -= lr * 4 * (gs[i] - g[i]);
+    }
+    same(w, x, "wsam decoupled, max_norm one step");
+
+    double ev = run("optimizer: {name: crsam, rho: 0.1, gamma: 0.3, beta: 0.2, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent(x, g, 0.1, 1e-12, pt), dgrad(1, pt, gs);
+    dascent(x, g, -0.1, 1e-12, pt), dgrad(1, pt, gm);
+    for (int i = 0; i < NP; i++)
+        d[i] = gs[i] + 0.3 * (gs[i] + gm[i] - 2 * g[i]) + 0.2 * (gs[i] - gm[i]);
+    dsgd(x, d, lr, wd);
+    same(w, x, "crsam one step");
+    approx(ev, 3, 0, 0, "crsam: 3 gradient evaluations per step");
+
+    run("optimizer: {name: samar, rho: 0.1, lambda: 2.0, frozen: true, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent(x, g, 0.1, 1e-12, pt), dgrad(1, pt, gs);
+    for (int i = 0; i < NP; i++)
+        d[i] = -g[i] + 2 * gs[i];
+    dsgd(x, d, lr, wd);
+    same(w, x, "samar (lambda 2, coupled) one step");
+
+    run("optimizer: {name: gsam, rho: 0.1, alpha: 0.4, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent(x, g, 0.1, 1e-12, pt), dgrad(1, pt, gs);
+    {
+        double dot = 0, ng = dnorm(g), ngs = dnorm(gs);
+        for (int i = 0; i < NP; i++)
+            dot += g[i] * gs[i];
+        double cosine = dot / (ng * ngs + 1e-12);
+        for (int i = 0; i < NP; i++)
+            d[i] = gs[i] - 0.4 * (g[i] - cosine * ng * gs[i] / (ngs + 1e-12));
+    }
+    dsgd(x, d, lr, wd);
+    same(w, x, "gsam one step");
+
+    /* vasso, two steps without momentum: d1 = g1, d2 = (1 - theta) d1 + theta g2. */
+    run("optimizer: {name: vasso, rho: 0.1, theta: 0.4, base: {name: sgd, lr: 0.1}}", 2, 4, w);
+    {
+        double d1[NP];
+        dstart(x), dgrad(1, x, g), dascent(x, g, 0.1, 1e-7, pt), dgrad(1, pt, gs);
+        dsgd(x, gs, lr, 0);
+        memcpy(d1, g, sizeof d1);
+        dgrad(1, x, g);
+        for (int i = 0; i < NP; i++)
+            d[i] = 0.6 * d1[i] + 0.4 * g[i];
+        dascent(x, d, 0.1, 1e-7, pt), dgrad(1, pt, gs), dsgd(x, gs, lr, 0);
+    }
+    same(w, x, "vasso two steps");
+
+    /* looksam k = 2: a SAM step keeping gv per tensor, then g + alpha ||g||/||gv|| gv. */
+    run("optimizer: {name: looksam, rho: 0.1, k: 2, alpha: 0.7, base: {name: sgd, lr: 0.1}}", 2,
+        4, w);
+    {
+        double gv[NP];
+        dstart(x), dgrad(1, x, g), dascent(x, g, 0.1, 1e-8, pt), dgrad(1, pt, gs);
+        for (int lo = 0, hi = 6; lo < NP; lo = hi, hi = NP) {
+            double gg = 0, ggs = 0;
+            for (int i = lo; i < hi; i++)
+                gg += g[i] * g[i], ggs += g[i] * gs[i];
+            for (int i = lo; i < hi; i++)
+                gv[i] = gs[i] - ggs / gg * g[i];
+        }
+        dsgd(x, gs, lr, 0);
+        dgrad(1, x, g);
+        for (int lo = 0, hi = 6; lo < NP; lo = hi, hi = NP) {
+            double ng = 0, nv = 0;
+            for (int i = lo; i < hi; i++)
+                ng += g[i] * g[i], nv += gv[i] * gv[i];
+            for (int i = lo; i < hi; i++)
+                d[i] = g[i] + 0.7 * sqrt(ng) / (sqrt(nv) + 1e-8) * gv[i];
+        }
+        dsgd(x, d, lr, 0);
+    }
+    same(w, x, "looksam two steps (k = 2)");
+}
+
+/* ESAM on a batch of 8 examples with distinct weights s_j: SDS keeps the examples whose loss
+ * rose more than the 4th largest rise, i.e. the 3 largest s_j. */
+static void test_esam(void)
+{
+    static const float s[MAXB] = {1.0f, 1.6f, 0.4f, 1.3f, 0.7f, 1.9f, 0.9f, 1.1f};
+    struct params p;
+    struct optim o;
+    struct cfg c;
+    struct err e;
+    struct quad q;
+    params_make(&p);
+    quad_init(&q, 8);
+    memcpy(q.s, s, sizeof s);
+    if (!ok(build(&o, &c, "optimizer: {name: esam, rho: 0.1, beta: 1.0, gamma: 0.5, " SGD "}", &p,
+                  &e) == 0, "esam builds: %s", e.msg))
+        return;
+    steps(&o, &p, &q, 0, 1);
+    double x[NP], g[NP], gs[NP], pt[NP], sbar = 0;
+    for (int j = 0; j < 8; j++)
+        sbar += s[j] / 8.0;
+    dstart(x), dgrad(sbar, x, g), dascent(x, g, 0.1, 1e-7, pt);
+    dgrad((1.6 + 1.9 + 1.3) / 3, pt, gs), dsgd(x, gs, 0.1, 0.01);
+    float got[NP];
+    for (int i = 0; i < NP; i++)
+        got[i] = p.w[OFF[i]];
+    same(got, x, "esam (SDS, gamma 0.5) one step");
+    approx(q.f.evals, 1 + 3.0 / 8, 1e-12, 0, "esam: 1 + kept/batch = 1.375 gradient evaluations");
+    optim_release(&o);
+    cfg_free(&c);
+
+    /* SWP: with beta < 1 some steps perturb fewer tensors, so the run differs from beta = 1. */
+    float w1[NP], w2[NP];
+    run("optimizer: {name: esam, beta: 1.0, gamma: 1.0, " SGD "}", 20, 4, w1);
+    run("optimizer: {name: esam, beta: 0.5, gamma: 1.0, " SGD "}", 20, 4, w2);
+    ok(memcmp(w1, w2, sizeof w1) != 0, "esam: beta 0.5 (SWP) changes the trajectory");
+    double a = run("optimizer: {name: esam, beta: 0.5, gamma: 1.0, " SGD "}", 20, 4, w2);
+    approx(a, 2, 0, 0, "esam: gamma >= 0.99 keeps every example (2 evaluations per step)");
+    params_free(&p);
+}
+
+static void test_evals(void)
+{
+    float w[NP];
+    struct { const char *yaml; double want; } cases[] = {
+        {"optimizer: {name: sgd}", 1},
+        {"optimizer: {name: adamw}", 1},
+        {"optimizer: {name: sam}", 2},
+        {"optimizer: {name: asam}", 2},
+        {"optimizer: {name: wsam}", 2},
+        {"optimizer: {name: crsam}", 3},
+        {"optimizer: {name: samar}", 2},
+        {"optimizer: {name: gsam}", 2},
+        {"optimizer: {name: vasso}", 2},
+        {"optimizer: {name: looksam, k: 5}", 1.2},
+        {"optimizer: {name: looksam, k: 1}", 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        double ev = run(cases[i].yaml, 10, 4, w);
+        approx(ev, cases[i].want, 1e-12, 0, "%s: %g gradient evaluations per step",
+               cases[i].yaml, cases[i].want);
+    }
+}
+
+/* Weights of A and B after `n` steps from W0, compared with memcmp. reset_pm1 sets the weights
+ * to +-1 (the signs of W0) before every step, in both runs. */
+static void identical(const char *ya, const char *yb, int n, int batch, bool reset_pm1,
+                      const char *what)
+{
+    struct params pa, pb;
+    struct optim oa, ob;
+    struct cfg ca, cb;
+    struct err e;
+    struct quad q;
+    params_make(&pa);
+    params_make(&pb);
+    quad_init(&q, batch);
+    if (build(&oa, &ca, ya, &pa, &e) < 0 || build(&ob, &cb, yb, &pb, &e) < 0) {
+        ok(false, "%s: build: %s", what, e.msg);
+        return;
+    }
+    bool same_w = true;
+    for (long t = 0; t < n; t++) {
+        if (reset_pm1)
+            for (int i = 0; i < NP; i++)
+                pa.w[OFF[i]] = pb.w[OFF[i]] = W0[i] < 0 ? -1.0f : 1.0f;
+        steps(&oa, &pa, &q, t, 1);
+        steps(&ob, &pb, &q, t, 1);
+        same_w = same_w && memcmp(pa.w, pb.w, sizeof(float) * pa.n) == 0;
+    }
+    ok(same_w, "%s: bitwise identical over %d steps", what, n);
+    optim_release(&oa);
+    optim_release(&ob);
+    cfg_free(&ca);
+    cfg_free(&cb);
+    params_free(&pa);
+    params_free(&pb);
+}
+
+#define MOM "base: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}"
+#define MOMA "base: {name: adamw, lr: 0.01, weight_decay: 0.05}"
+
+static void test_identities(void)
+{
+    identical("optimizer: {name: sam, rho: 0, " MOM "}",
+              "optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}", 6, 4,
+              false, "sam rho=0 = sgd");
+    identical("optimizer: {name: sam, rho: 0, " MOMA "}",
+              "optimizer: {name: adamw, lr: 0.01, weight_decay: 0.05}", 6, 4, false,
+              "sam rho=0 = adamw");
+    identical("optimizer: {name: wsam, rho: 0.1, gamma: 0.5, decouple: false, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "wsam coupled gamma=0.5 = sam");
+    identical("optimizer: {name: wsam, rho: 0.1, gamma: 0, " MOM "}",
+              "optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}", 6, 4,
+              false, "wsam decoupled gamma=0 = sgd");
+    identical("optimizer: {name: wsam, rho: 0.1, gamma: 0, " MOMA "}",
+              "optimizer: {name: adamw, lr: 0.01, weight_decay: 0.05}", 6, 4, false,
+              "wsam decoupled gamma=0 = adamw");
+    identical("optimizer: {name: crsam, rho: 0.1, gamma: 0, beta: 0, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "crsam gamma=beta=0 = sam");
+    identical("optimizer: {name: gsam, rho: 0.1, alpha: 0, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false, "gsam alpha=0 = sam");
+    identical("optimizer: {name: vasso, rho: 0.1, theta: 1, perturb_eps: 1.0e-12, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "vasso theta=1 (perturb_eps 1e-12) = sam");
+    identical("optimizer: {name: asam, rho: 0.1, scale: all, eta: 0, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, true,
+              "asam scale=all eta=0 at |w|=1 = sam");
+    identical("optimizer: {name: asam, rho: 0.1, eta: 0, perturb_eps: 1.0e-12, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, true,
+              "asam scale=weights eta=0 perturb_eps=1e-12 at |w|=1 = sam");
+    identical("optimizer: {name: samar, rho: 0.1, lambda: 1, frozen: true, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "samar frozen at lambda=1 = sam");
+    identical("optimizer: {name: looksam, rho: 0.1, k: 1, perturb_eps: 1.0e-12, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "looksam k=1 (perturb_eps 1e-12) = sam");
+    identical("optimizer: {name: esam, rho: 0.1, beta: 1, gamma: 1, perturb_eps: 1.0e-12, " MOM
+              "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "esam beta=gamma=1 (perturb_eps 1e-12) = sam");
+    /* m-sharpness: m = batch is the same computation as m = 0. */
+    static const char *const msharp[] = {"sam", "asam", "wsam", "crsam", "samar", "gsam"};
+    for (int i = 0; i < 6; i++) {
+        char a[256], b[256];
+        snprintf(a, sizeof a, "optimizer: {name: %s, m: 4, " MOM "}", msharp[i]);
+        snprintf(b, sizeof b, "optimizer: {name: %s, m: 0, " MOM "}", msharp[i]);
+        char what[64];
+        snprintf(what, sizeof what, "%s m=batch = m=0", msharp[i]);
+        identical(a, b, 6, 4, false, what);
+    }
+    identical("optimizer: {name: gsam, rho: 0.1, alpha: 0, m: 2, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, m: 2, " MOM "}", 6, 8, false,
+              "gsam alpha=0 m=2 = sam m=2");
+    identical("optimizer: {name: crsam, rho: 0.1, gamma: 0, beta: 0, m: 3, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, m: 3, " MOM "}", 6, 8, false,
+              "crsam gamma=beta=0 m=3 = sam m=3");
+}
+
+/* m < batch: each group of m examples has its own e from its own gradient. */
+static void test_msharp(void)
+{
+    static const float s[4] = {0.5f, 1.5f, 1.0f, 3.0f};
+    struct params p;
+    struct optim o;
+    struct cfg c;
+    struct err e;
+    struct quad q;
+    params_make(&p);
+    quad_init(&q, 4);
+    memcpy(q.s, s, sizeof s);
+    if (!ok(build(&o, &c, "optimizer: {name: sam, rho: 0.2, m: 2, " SGD "}", &p, &e) == 0,
+            "sam m=2 builds: %s", e.msg))
+        return;
+    steps(&o, &p, &q, 0, 1);
+    double x[NP], g[NP], gs[NP], pt[NP], d[NP] = {0};
+    dstart(x);
+    for (int c2 = 0; c2 < 2; c2++) {
+        double sb = (s[2 * c2] + s[2 * c2 + 1]) / 2.0;
+        dgrad(sb, x, g), dascent(x, g, 0.2, 1e-12, pt), dgrad(sb, pt, gs);
+        for (int i = 0; i < NP; i++)
+            d[i] += 0.5 * gs[i];
+    }
+    dsgd(x, d, 0.1, 0.01);
+    float got[NP];
+    for (int i = 0; i < NP; i++)
+        got[i] = p.w[OFF[i]];
+    same(got, x, "sam m=2 on a batch of 4 one step");
+    approx(q.f.evals, 2, 1e-12, 0, "sam m=2: still 2 gradient evaluations per step");
+    ok(q.n_first == 4, "sam m=2: the clean passes cover the batch once (%d of 4)", q.n_first);
+    optim_release(&o);
+    cfg_free(&c);
+    static const char *const rejects[] = {"vasso", "looksam", "esam"};
+    for (int i = 0; i < 3; i++) {
+        char y[128];
+        snprintf(y, sizeof y, "optimizer: {name: %s, m: 2}", rejects[i]);
+        int rc = build(&o, &c, y, &p, &e);
+        ok(rc < 0 && e.status == SAMX_EXIT_CONFIG && strstr(e.msg, rejects[i]) &&
+               strstr(e.msg, "m-sharpness"),
+           "%s rejects m > 0: %s", rejects[i], e.msg);
+        optim_release(&o);
+        cfg_free(&c);
+    }
+    params_free(&p);
+}
+
+/* The base optimizer must see exactly the weights from before the step (copy-back, no drift). */
+static const struct optim_ops *spy_real;
+static float spy_w[NW];
+static int spy_calls;
+
+static void spy_apply(struct optim *o, struct params *p, const float *d)
+{
+    memcpy(spy_w, p->w, sizeof spy_w);
+    spy_calls++;
+    spy_real->apply(o, p, d);
+}
+
+static void test_no_drift(void)
+{
+    for (int i = 0; optim_registry[i]; i++) {
+        const struct optim_ops *op = optim_registry[i];
+        if (!op->wrapper)
+            continue;
+        char y[256];
+        /* A large rho, so subtracting e instead of copying back would show. */
+        snprintf(y, sizeof y, "optimizer: {name: %s, rho: 0.7, %s}", op->name,
+                 !strcmp(op->name, "looksam") ? "k: 2, " MOM : MOM);
+        struct params p;
+        struct optim o;
+        struct cfg c;
+        struct err e;
+        struct quad q;
+        params_make(&p);
+        quad_init(&q, 4);
+        bool good = build(&o, &c, y, &p, &e) == 0;
+        struct optim_ops spy = *o.base->ops;
+        if (good) {
+            spy_real = o.base->ops;
+            spy.apply = spy_apply;
+            o.base->ops = &spy;
+            for (long t = 0; t < 4 && good; t++) {
+                float before[NW];
+                memcpy(before, p.w, sizeof before);
+                spy_calls = 0;
+                steps(&o, &p, &q, t, 1);
+                good = spy_calls == 1 && memcmp(before, spy_w, sizeof before) == 0;
+            }
+            o.base->ops = spy_real;
+        }
+        ok(good, "%s: the base step starts from exactly the saved weights (%s)", op->name, e.msg);
+        optim_release(&o);
+        cfg_free(&c);
+        params_free(&p);
+    }
+}
+
+static void test_samar_rule(void)
+{
+    struct params p;
+    struct optim o;
+    struct cfg c;
+    struct err e;
+    struct quad q;
+    params_make(&p);
+    quad_init(&q, 4);
+    /* rule relative: r = Shat/Lhat > 0 > c_hi on a convex quadratic, so lambda doubles each
+     * step up to lam_max. */
+    if (!ok(build(&o, &c,
+                  "optimizer: {name: samar, rule: relative, c_hi: 0, c_lo: -1, up: 2, "
+                  "lam_max: 3, period: 1, " SGD "}",
+                  &p, &e) == 0, "samar builds: %s", e.msg))
+        return;
+    static const double want[] = {2, 3, 3};
+    struct hparam *lam = optim_hparam_find(&o, "lambda");
+    for (int t = 0; t < 3; t++) {
+        steps(&o, &p, &q, t, 1);
+        approx(lam->v, want[t], 0, 0, "samar: lambda after step %d is %g", t, want[t]);
+    }
+    ok(lam->adaptive, "samar: lambda is an adaptive hyperparameter");
+    optim_release(&o);
+    cfg_free(&c);
+    /* trend with a falling sharpness (gradient descent on a quadratic): lambda goes down. */
+    build(&o, &c, "optimizer: {name: samar, tau: 2, period: 2, beta_s: 0, " SGD "}", &p, &e);
+    lam = optim_hparam_find(&o, "lambda");
+    steps(&o, &p, &q, 0, 8);
+    ok(lam->v < 1 && lam->v >= 0.1, "samar trend: lambda decreased to %g as sharpness fell",
+       lam->v);
+    optim_release(&o);
+    cfg_free(&c);
+    params_free(&p);
+}
+
+static void test_gsam_rho_t(void)
+{
+    struct params p;
+    struct optim o;
+    struct cfg c;
+    struct err e;
+    struct quad q;
+    params_make(&p);
+    quad_init(&q, 4);
+    if (!ok(build(&o, &c,
+                  "optimizer: {name: gsam, rho: 0.1, rho_min: 0.02, base: {name: sgd, "
+                  "lr: {schedule: cosine, start: 0.2, end: 0.0}}}",
+                  &p, &e) == 0, "gsam builds: %s", e.msg))
+        return;
+    struct hparam *rt = optim_hparam_find(&o, "rho_t");
+    for (long t = 0; t <= 50; t += 25) {
+        steps(&o, &p, &q, t, 1);
+        double lr = 0.1 * (1 + cos(M_PI * t / 50.0));
+        approx(rt->v, 0.02 + 0.08 * lr / 0.2, 1e-12, 1e-15, "gsam: rho_t at step %ld", t);
+    }
+    optim_release(&o);
+    cfg_free(&c);
+    params_free(&p);
+}
+
+/* Over the registry: lowers the quadratic, rejects a misspelt key, schedules show in hp. */
+static void test_registry(void)
+{
+    for (int i = 0; optim_registry[i]; i++) {
+        const struct optim_ops *op = optim_registry[i];
+        bool wr = op->wrapper;
+        char y[512];
+        if (wr)
+            snprintf(y, sizeof y, "optimizer: {name: %s, " MOM "}", op->name);
+        else
+            snprintf(y, sizeof y, "optimizer: {name: %s, lr: 0.05}", op->name);
+        struct params p;
+        struct optim o;
+        struct cfg c;
+        struct err e;
+        struct quad q;
+        params_make(&p);
+        quad_init(&q, 4);
+        if (build(&o, &c, y, &p, &e) == 0) {
+            double f0 = quad_half(&p);
+            steps(&o, &p, &q, 0, 50);
+            double f1 = quad_half(&p);
+            ok(f1 < 0.5 * f0, "%s: 50 steps lower the quadratic %.4g -> %.4g", op->name, f0, f1);
+        } else {
+            ok(false, "%s builds: %s", op->name, e.msg);
+        }
+        optim_release(&o);
+        cfg_free(&c);
+
+        snprintf(y, sizeof y, "optimizer: {name: %s, %s: 0.1}", op->name, wr ? "rhoo" : "lrr");
+        int rc = build(&o, &c, y, &p, &e);
+        ok(rc < 0 && strstr(e.msg, "unknown key") && strstr(e.msg, wr ? "'rho'" : "'lr'"),
+           "%s: a misspelt key is rejected with a suggestion: %s", op->name, e.msg);
+        optim_release(&o);
+        cfg_free(&c);
+
+        if (wr) {
+            bool has_gamma = !strcmp(op->name, "wsam") || !strcmp(op->name, "crsam") ||
+                             !strcmp(op->name, "esam");
+            const char *gamma = ", gamma: {schedule: linear, start: 0.5, end: 0.1}";
+            snprintf(y, sizeof y,
+                     "optimizer: {name: %s, rho: {schedule: linear, start: 0.1, end: 0}%s}",
+                     op->name, has_gamma ? gamma : "");
+            if (build(&o, &c, y, &p, &e) == 0) {
+                optim_begin_step(&o, 25);
+                approx(optim_hparam_find(&o, "rho")->v, 0.05, 1e-12, 0,
+                       "%s: scheduled rho is 0.05 at step 25 of 50", op->name);
+                if (has_gamma)
+                    approx(optim_hparam_find(&o, "gamma")->v, 0.3, 1e-12, 0,
+                           "%s: scheduled gamma is 0.3 at step 25 of 50", op->name);
+            } else {
+                ok(false, "%s with schedules builds: %s", op->name, e.msg);
+            }
+            optim_release(&o);
+            cfg_free(&c);
+        }
+        params_free(&p);
+    }
+}
+
+int main(void)
+{
+    test_closed_forms();
+    test_esam();
+    test_evals();
+    test_identities();
+    test_msharp();
+    test_no_drift();
+    test_samar_rule();
+    test_gsam_rho_t();
+    test_registry();
+    return done();
+}

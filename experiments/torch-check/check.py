@@ -1,0 +1,448 @@
+#!/usr/bin/python3
+"""Compare samx's optimizers with independent PyTorch implementations.
+
+For each method: train the same small MLP full-batch (shuffle off, one batch = the whole data
+set, so 20 epochs = 20 steps) from the same initial weights, once with `samx run` and once with
+the PyTorch code below, then print the largest relative weight difference after 20 steps:
+max over tensors of max|w_samx - w_torch| / max|w_torch|.
+
+The PyTorch side is written from the papers' update rules and the authors' public code (as
+summarized in the project's algorithms.md), not from samx's C. Data: a synthetic 4-class problem (512 x 20)
+written as CSV, so both sides read the same float32 values.
+
+    python3 experiments/torch-check/check.py [--samx PATH] [--only NAME,...] [--keep DIR]
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+STEPS = 20
+N, D, C, H = 512, 20, 4, 32
+LR0 = 0.1  # base lr: cosine from LR0 to 0 over the 20 steps
+MOM, WD = 0.9, 5e-4
+
+
+# ---------------------------------------------------------------- data, weights, files
+
+def make_data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N + 128, D, generator=g)
+    teacher = torch.randn(D, C, generator=g)
+    y = (torch.tanh(x) @ teacher + 0.5 * torch.randn(N + 128, C, generator=g)).argmax(1)
+    return x, y
+
+
+def write_csv(path, x, y):
+    with open(path, "w") as f:
+        for row, lab in zip(x.tolist(), y.tolist()):
+            f.write(",".join("%.9g" % v for v in row) + ",%d\n" % lab)
+
+
+def read_csv_back(path):
+    """The floats exactly as written (float32 of the printed decimals)."""
+    xs, ys = [], []
+    with open(path) as f:
+        for line in f:
+            v = line.strip().split(",")
+            xs.append([float(t) for t in v[:-1]])
+            ys.append(int(v[-1]))
+    return torch.tensor(xs, dtype=torch.float32), torch.tensor(ys)
+
+
+def init_weights(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [("0.weight", (H, D)), ("0.bias", (H,)), ("2.weight", (H, H)), ("2.bias", (H,)),
+              ("4.weight", (C, H)), ("4.bias", (C,))]
+    out = {}
+    for name, shp in shapes:
+        fan_in = shp[1] if len(shp) == 2 else (D if name.startswith("0") else H)
+        out[name] = (torch.rand(shp, generator=g) * 2 - 1) / math.sqrt(fan_in)
+    return out
+
+
+def save_safetensors(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        b = t.contiguous().to(torch.float32).numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def load_safetensors(path):
+    import numpy as np
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        arr = np.frombuffer(raw[8 + n + a:8 + n + b], dtype="<f4").reshape(info["shape"])
+        out[name] = torch.from_numpy(arr.copy())
+    return out
+
+
+# ---------------------------------------------------------------- the PyTorch side
+
+class Run:
+    """Model, data and a base optimizer (torch.optim.SGD or AdamW) for one method."""
+
+    def __init__(self, x, y, w0, base="sgd", lr0=LR0):
+        self.model = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.Tanh(),
+                                         torch.nn.Linear(H, H), torch.nn.Tanh(),
+                                         torch.nn.Linear(H, C))
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(w0[name])
+        self.ps = list(self.model.parameters())
+        self.names = [n for n, _ in self.model.named_parameters()]
+        self.x, self.y, self.lr0 = x, y, lr0
+        if base == "sgd":
+            self.opt = torch.optim.SGD(self.ps, lr=lr0, momentum=MOM, weight_decay=WD)
+        else:
+            self.opt = torch.optim.AdamW(self.ps, lr=lr0, weight_decay=0.05)
+
+    def lr(self, t):
+        return self.lr0 * (1 + math.cos(math.pi * t / STEPS)) / 2
+
+    def grad(self, idx=None):
+        self.model.zero_grad()
+        x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        return loss.item(), [p.grad.detach().clone() for p in self.ps]
+
+    def losses(self):
+        with torch.no_grad():
+            return F.cross_entropy(self.model(self.x), self.y, reduction="none")
+
+    def save(self):
+        return [p.detach().clone() for p in self.ps]
+
+    def restore(self, saved):
+        with torch.no_grad():
+            for p, s in zip(self.ps, saved):
+                p.copy_(s)
+
+    def add(self, e, sign=1.0):
+        with torch.no_grad():
+            for p, ei in zip(self.ps, e):
+                p.add_(ei, alpha=sign)
+
+    def base_step(self, t, d):
+        for gr in self.opt.param_groups:
+            gr["lr"] = self.lr(t)
+        for p, di in zip(self.ps, d):
+            p.grad = di.clone()
+        self.opt.step()
+
+    def weights(self):
+        return {n: p.detach().clone() for n, p in zip(self.names, self.ps)}
+
+
+def norm(ts):
+    return torch.norm(torch.stack([t.norm() for t in ts]))
+
+
+def ascent(g, rho, delta):
+    s = rho / (norm(g) + delta)
+    return [gi * s for gi in g]
+
+
+def sam_grad(r, rho, delta=1e-12, idx=None):
+    """g, gs at w + rho g/(||g|| + delta), weights restored."""
+    saved = r.save()
+    _, g = r.grad(idx)
+    r.add(ascent(g, rho, delta))
+    _, gs = r.grad(idx)
+    r.restore(saved)
+    return g, gs
+
+
+def m_sam(r, t, rho, m):
+    n_groups = N // m
+    acc = None
+    for c in range(n_groups):
+        idx = torch.arange(c * m, (c + 1) * m)
+        _, gs = sam_grad(r, rho, idx=idx)
+        acc = gs if acc is None else [a + b for a, b in zip(acc, gs)]
+    r.base_step(t, [a / n_groups for a in acc])
+
+
+def run_torch(method, x, y, w0):
+    name, kw, base = method["name"], method.get("torch", {}), method.get("base", "sgd")
+    r = Run(x, y, w0, base=base, lr0=0.01 if base == "adamw" else LR0)
+    state = {}
+    for t in range(STEPS):
+        if name == "sgd" or name == "adamw":
+            _, g = r.grad()
+            r.base_step(t, g)
+        elif name == "sam" and kw.get("m"):
+            m_sam(r, t, kw["rho"], kw["m"])
+        elif name == "sam":
+            _, gs = sam_grad(r, kw["rho"])
+            r.base_step(t, gs)
+        elif name == "asam":
+            # Kwon et al.: e = rho T^2 g / ||T g||, T = |w| + eta (weights only, or all tensors).
+            saved = r.save()
+            _, g = r.grad()
+            T = [(p.detach().abs() + kw["eta"]) if (kw["all"] or n.endswith("weight"))
+                 else torch.ones_like(p) for n, p in zip(r.names, r.ps)]
+            tg = [ti * gi for ti, gi in zip(T, g)]
+            nrm = norm(tg) + kw["delta"]
+            r.add([kw["rho"] * ti * ti * gi / nrm for ti, gi in zip(T, g)])
+            _, gs = r.grad()
+            r.restore(saved)
+            r.base_step(t, gs)
+        elif name == "wsam":
+            g, gs = sam_grad(r, kw["rho"])
+            if kw.get("max_norm"):
+                for lst in (g, gs):
+                    total = norm(lst)
+                    coef = kw["max_norm"] / (total + 1e-6)
+                    if coef < 1:
+                        for v in lst:
+                            v.mul_(coef)
+            a = kw["gamma"] / (1 - kw["gamma"])
+            if kw["decouple"]:
+                r.base_step(t, g)
+                with torch.no_grad():
+                    for p, gi, gsi in zip(r.ps, g, gs):
+                        p.add_(gsi - gi, alpha=-r.lr(t) * a)
+            else:
+                r.base_step(t, [a * gsi + (1 - a) * gi for gi, gsi in zip(g, gs)])
+        elif name == "crsam":
+            saved = r.save()
+            _, g = r.grad()
+            e = ascent(g, kw["rho"], 1e-12)
+            r.add(e)
+            _, gp = r.grad()
+            r.restore(saved)
+            r.add(e, -1.0)
+            _, gm = r.grad()
+            r.restore(saved)
+            d = [a + kw["gamma"] * (a + b - 2 * c) + kw["beta"] * (a - b)
+                 for a, b, c in zip(gp, gm, g)]
+            r.base_step(t, d)
+        elif name == "samar":
+            saved = r.save()
+            l0, g = r.grad()
+            r.add(ascent(g, kw["rho"], 1e-12))
+            l1, gs = r.grad()
+            r.restore(saved)
+            lam = state.get("lam", kw["lambda"])
+            r.base_step(t, [(1 - lam) * gi + lam * gsi for gi, gsi in zip(g, gs)])
+            S = l1 - l0
+            b = kw["beta_s"]
+            sh = S if "sh" not in state else b * state["sh"] + (1 - b) * S
+            state["sh"] = sh
+            hist = state.setdefault("hist", {})
+            hist[t] = float(torch.tensor(sh, dtype=torch.float32))
+            if (t + 1) % kw["period"] == 0 and t >= kw["tau"] and hist[t - kw["tau"]] > 0:
+                ratio = sh / hist[t - kw["tau"]]
+                if ratio > kw["c_hi"]:
+                    lam = min(lam * kw["up"], kw["lam_max"])
+                elif ratio < kw["c_lo"]:
+                    lam = max(lam * kw["down"], kw["lam_min"])
+            state["lam"] = lam
+        elif name == "gsam":
+            lr, lr_max, lr_min = r.lr(t), r.lr0, 0.0
+            rho_t = kw["rho_min"] + (kw["rho"] - kw["rho_min"]) * (lr - lr_min) / (lr_max - lr_min)
+            g, gp = sam_grad(r, rho_t)
+            inner = sum((a * b).sum() for a, b in zip(g, gp))
+            ng, ngp = norm(g), norm(gp)
+            cosine = inner / (ng * ngp + 1e-12)
+            d = [b - kw["alpha"] * (a - cosine * ng * b / (ngp + 1e-12)) for a, b in zip(g, gp)]
+            r.base_step(t, d)
+        elif name == "vasso":
+            saved = r.save()
+            _, g = r.grad()
+            if "ema" not in state:
+                state["ema"] = [gi.clone() for gi in g]
+            else:
+                state["ema"] = [(1 - kw["theta"]) * a + kw["theta"] * b
+                                for a, b in zip(state["ema"], g)]
+            r.add(ascent(state["ema"], kw["rho"], 1e-7))
+            _, gs = r.grad()
+            r.restore(saved)
+            r.base_step(t, gs)
+        elif name == "looksam":
+            if t % kw["k"] == 0:
+                g, gs = sam_grad(r, kw["rho"], 1e-8)
+                gv = []
+                for a, b in zip(g, gs):
+                    ga, gb = a / a.norm(), b / b.norm()
+                    gv.append(b - b.norm() * (ga * gb).sum() * ga)
+                state["gv"] = gv
+                r.base_step(t, gs)
+            else:
+                _, g = r.grad()
+                d = [a + kw["alpha"] * (a.norm() / (v.norm() + 1e-8)) * v
+                     for a, v in zip(g, state["gv"])]
+                r.base_step(t, d)
+        elif name == "esam":
+            # beta = 1 (no tensor dropped: samx's SWP draws come from its own stream).
+            saved = r.save()
+            _, g = r.grad()
+            l_before = r.losses()
+            s = kw["rho"] / (norm(g) + 1e-7) / 1.0
+            r.add([gi * s for gi in g])
+            l_after = r.losses()
+            sharp = l_after - l_before
+            q = int(N * kw["gamma"])
+            cutoff = torch.topk(sharp, q).values[-1]
+            idx = torch.nonzero(sharp > cutoff).flatten()
+            _, gs = r.grad(idx)
+            r.restore(saved)
+            r.base_step(t, gs)
+        else:
+            raise ValueError(name)
+    return r.weights()
+
+
+# ---------------------------------------------------------------- methods and samx configs
+
+def methods():
+    sgd = {"name": "sgd", "lr": {"schedule": "cosine", "start": LR0, "end": 0},
+           "momentum": MOM, "weight_decay": WD}
+    adamw = {"name": "adamw", "lr": {"schedule": "cosine", "start": 0.01, "end": 0},
+             "weight_decay": 0.05}
+    samar = {"rho": 0.05, "lambda": 1.0, "tau": 2, "period": 2, "beta_s": 0.5, "up": 1.5,
+             "down": 0.8, "c_lo": 0.99, "c_hi": 1.01, "lam_min": 0.1, "lam_max": 10}
+    return [
+        {"label": "sgd", "name": "sgd", "samx": dict(sgd)},
+        {"label": "adamw", "name": "adamw", "base": "adamw", "samx": dict(adamw)},
+        {"label": "sam", "name": "sam", "torch": {"rho": 0.05}, "samx": {"rho": 0.05}},
+        {"label": "sam/adamw", "name": "sam", "base": "adamw", "torch": {"rho": 0.05},
+         "samx": {"rho": 0.05}},
+        {"label": "sam m=128", "name": "sam", "torch": {"rho": 0.05, "m": 128},
+         "samx": {"rho": 0.05, "m": 128}},
+        {"label": "asam weights", "name": "asam",
+         "torch": {"rho": 0.5, "eta": 0.01, "all": False, "delta": 1e-16},
+         "samx": {"rho": 0.5, "eta": 0.01, "scale": "weights"}},
+        {"label": "asam all", "name": "asam",
+         "torch": {"rho": 0.5, "eta": 0.0, "all": True, "delta": 1e-12},
+         "samx": {"rho": 0.5, "scale": "all"}},
+        {"label": "wsam decoupled", "name": "wsam",
+         "torch": {"rho": 0.05, "gamma": 0.9, "decouple": True},
+         "samx": {"rho": 0.05, "gamma": 0.9, "decouple": True}},
+        {"label": "wsam coupled clip", "name": "wsam",
+         "torch": {"rho": 0.05, "gamma": 0.6, "decouple": False, "max_norm": 0.3},
+         "samx": {"rho": 0.05, "gamma": 0.6, "decouple": False, "max_norm": 0.3}},
+        {"label": "crsam", "name": "crsam", "torch": {"rho": 0.1, "gamma": 0.1, "beta": 0.01},
+         "samx": {"rho": 0.1, "gamma": 0.1, "beta": 0.01}},
+        {"label": "samar (trend)", "name": "samar", "torch": samar, "samx": dict(samar)},
+        {"label": "gsam", "name": "gsam", "torch": {"rho": 0.1, "rho_min": 0.02, "alpha": 0.4},
+         "samx": {"rho": 0.1, "rho_min": 0.02, "alpha": 0.4}},
+        {"label": "vasso", "name": "vasso", "torch": {"rho": 0.05, "theta": 0.4},
+         "samx": {"rho": 0.05, "theta": 0.4}},
+        {"label": "looksam", "name": "looksam", "torch": {"rho": 0.1, "k": 5, "alpha": 0.7},
+         "samx": {"rho": 0.1, "k": 5, "alpha": 0.7}},
+        {"label": "esam (beta 1)", "name": "esam", "torch": {"rho": 0.05, "gamma": 0.5},
+         "samx": {"rho": 0.05, "beta": 1.0, "gamma": 0.5}},
+    ]
+
+
+def yaml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{" + ", ".join("%s: %s" % (k, yaml_value(x)) for k, x in v.items()) + "}"
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def samx_config(method, work, train_csv, test_csv, init):
+    base = method.get("base", "sgd")
+    if method["name"] in ("sgd", "adamw"):
+        opt = method["samx"]
+    else:
+        opt = {"name": method["name"]}
+        opt.update(method["samx"])
+        opt["base"] = ({"name": "sgd", "lr": {"schedule": "cosine", "start": LR0, "end": 0},
+                        "momentum": MOM, "weight_decay": WD} if base == "sgd" else
+                       {"name": "adamw", "lr": {"schedule": "cosine", "start": 0.01, "end": 0},
+                        "weight_decay": 0.05})
+    lines = [
+        "name: torch-check",
+        "seed: 0",
+        "data: {name: csv, train: %s, test: %s, shuffle: false}" % (train_csv, test_csv),
+        "model: {name: mlp, hidden: [%d, %d], activation: tanh, init_from: %s}" % (H, H, init),
+        "train: {epochs: %d, batch_size: %d}" % (STEPS, N),
+        "optimizer: " + yaml_value(opt),
+    ]
+    path = os.path.join(work, method["label"].replace(" ", "_").replace("/", "_") + ".yaml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def rel_diff(a, b):
+    worst = 0.0
+    for name in b:
+        d = (a[name] - b[name]).abs().max().item() / b[name].abs().max().item()
+        worst = max(worst, d)
+    return worst
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samx", default=os.path.join(here, "..", "..", "build", "cmd", "samx"))
+    ap.add_argument("--only", default="", help="comma-separated labels to run")
+    ap.add_argument("--keep", default="", help="work directory to keep (default: a temp dir)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    work = args.keep or tempfile.mkdtemp(prefix="samx-torch-check-")
+    os.makedirs(work, exist_ok=True)
+    x, y = make_data()
+    train_csv, test_csv = os.path.join(work, "train.csv"), os.path.join(work, "test.csv")
+    write_csv(train_csv, x[:N], y[:N])
+    write_csv(test_csv, x[N:], y[N:])
+    xt, yt = read_csv_back(train_csv)
+    w0 = init_weights()
+    init = os.path.join(work, "init.safetensors")
+    save_safetensors(init, w0)
+    only = set(s.strip() for s in args.only.split(",") if s.strip())
+    print("%-20s %s" % ("method", "max rel weight diff after %d full-batch steps" % STEPS))
+    worst = 0.0
+    for m in methods():
+        if only and m["label"] not in only:
+            continue
+        cfg = samx_config(m, work, train_csv, test_csv, init)
+        out = os.path.join(work, "run-" + os.path.basename(cfg)[:-5])
+        proc = subprocess.run([args.samx, "run", cfg, "-o", out, "-t", "1", "-q", "--force"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print("%-20s samx failed: %s" % (m["label"], proc.stderr.strip()))
+            worst = math.inf
+            continue
+        ws = load_safetensors(os.path.join(out, "model.safetensors"))
+        wt = run_torch(m, xt, yt, w0)
+        d = rel_diff(ws, wt)
+        worst = max(worst, d)
+        print("%-20s %.3g" % (m["label"], d))
+    if not args.keep:
+        shutil.rmtree(work)
+    print("largest: %.3g" % worst)
+    return 0 if worst < 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
