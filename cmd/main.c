@@ -46,9 +46,12 @@ static const char *const usage_sweep =
     "  --dry-run      print the run commands; write and run nothing\n"
     "  -o ROOT        results root [results]: runs in ROOT/<name>/<run-id>, the manifest in\n"
     "                 ROOT/<name>/manifest.jsonl\n"
-    "  Every run's config is checked before anything runs. Completed runs are skipped and\n"
-    "  interrupted ones resume, so rerunning a sweep finishes it. Exit 0 when every run\n"
-    "  completed or diverged, 1 when one failed, 130 when interrupted.\n";
+    "  Every run's config is checked before anything runs; a key some run does not accept\n"
+    "  (optimizer.rho with optimizer.name=sgd) is an error: give each method its own config, or\n"
+    "  sweep the subtree: 'optimizer={name: sgd, lr: 0.1},{name: sam, base: {name: sgd}}'.\n"
+    "  Completed runs are skipped and interrupted ones resume, so rerunning a sweep finishes\n"
+    "  it. Exit 0 when every run completed or diverged, 1 when one failed, 130 when\n"
+    "  interrupted (SIGINT/SIGTERM reach every run, which checkpoints).\n";
 static const char *const usage_table =
     "usage: samx table DIR ... [--group KEYS] [--metric NAME] [--at final|best:NAME]\n"
     "                  [--format md|latex|csv|json]\n"

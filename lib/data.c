@@ -21,6 +21,8 @@ const struct dataset_ops *const dataset_registry[] = {
     &dataset_idx_mnist,
     &dataset_csv,
     &dataset_synthetic_linear,
+    &dataset_cifar10, /* issue 7 */
+    &dataset_cifar100,
     NULL,
 };
 
@@ -177,6 +179,33 @@ static int data_limit_key(struct cfg_node *c, const char *key, long *out, struct
     return 0;
 }
 
+/* data.augment (issue 7). Read only when the data set has a default or the key is given, so
+ * the resolved configs (and run ids) of data sets without augmentation stay as they were. */
+static int data_augment_keys(struct data *d, struct cfg_node *c, struct err *e)
+{
+    if (!d->ops->augment && !cfg_child(c, "augment"))
+        return 0;
+    struct augment def = {.cutout_p = 0.5};
+    if (d->ops->augment)
+        def = *d->ops->augment;
+    struct cfg_node *a = cfg_map(c, "augment", e);
+    long crop, cutout;
+    if (!a || cfg_int(a, "crop", def.crop, &crop, e) || cfg_bool(a, "flip", def.flip,
+                                                                  &d->augment.flip, e) ||
+        cfg_int(a, "cutout", def.cutout, &cutout, e) ||
+        cfg_num(a, "cutout_p", def.cutout_p, &d->augment.cutout_p, e))
+        return -1;
+    if (crop < 0 || crop > 64)
+        return data_key_err(e, a, "crop", "must be a padding in [0, 64]");
+    if (cutout < 0 || cutout > 4096)
+        return data_key_err(e, a, "cutout", "must be a side in [0, 4096]");
+    if (!(d->augment.cutout_p >= 0 && d->augment.cutout_p <= 1))
+        return data_key_err(e, a, "cutout_p", "must be in [0, 1]");
+    d->augment.crop = (int)crop;
+    d->augment.cutout = (int)cutout;
+    return 0;
+}
+
 int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e)
 {
     const char *name;
@@ -210,8 +239,16 @@ int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e)
         data_limit_key(c, "limit_test", &limit_test, e))
         return -1;
 
+    if (data_augment_keys(d, c, e))
+        return -1;
     if (d->ops->load(d, c, seed, e))
         goto fail;
+    if ((d->augment.crop || d->augment.flip || d->augment.cutout) &&
+        (d->train.channels == 0 || !d->train.x8)) {
+        cfg_err(e, cfg_child(c, "augment"), "'augment' needs an image data set ('%s' is not)",
+                name);
+        goto fail;
+    }
     if (label_noise > 0 && d->train.n_classes == 0) {
         char *path = cfg_path(cfg_child(c, "label_noise"));
         cfg_err(e, cfg_child(c, "label_noise"),
@@ -249,20 +286,67 @@ void data_free(struct data *d)
     memset(d, 0, sizeof *d);
 }
 
-void data_batch(const struct dataset *ds, const int *idx, int n, float *x, int32_t *label, float *y)
+/* Normalisation of pixel value v of channel ch. */
+static float pixel(const struct dataset *ds, int ch, float v)
+{
+    return ds->chan_norm ? v * ds->chan_scale[ch] + ds->chan_shift[ch] : v * ds->scale + ds->shift;
+}
+
+/* One augmented image (augment.h order: crop, flip, cutout), its draws from stream r. */
+static void augment_image(const struct dataset *ds, const struct augment *a, struct rng *r,
+                          const uint8_t *src, float *dst)
+{
+    int c = ds->channels, h = ds->height, w = ds->width;
+    int dy = a->crop ? (int)rng_below(r, 2 * (uint64_t)a->crop + 1) : a->crop;
+    int dx = a->crop ? (int)rng_below(r, 2 * (uint64_t)a->crop + 1) : a->crop;
+    bool flip = a->flip && rng_uniform(r) < 0.5;
+    bool cut = a->cutout > 0 && rng_uniform(r) < a->cutout_p;
+    int cy = cut ? (int)rng_below(r, (uint64_t)h) : 0, cx = cut ? (int)rng_below(r, (uint64_t)w) : 0;
+    for (int ch = 0; ch < c; ch++) {
+        float zero = pixel(ds, ch, 0.0f); /* the zero padding, normalised */
+        for (int oy = 0; oy < h; oy++)
+            for (int ox = 0; ox < w; ox++) {
+                int sy = oy + dy - a->crop, sx = (flip ? w - 1 - ox : ox) + dx - a->crop;
+                dst[((size_t)ch * h + oy) * w + ox] =
+                    sy < 0 || sy >= h || sx < 0 || sx >= w
+                        ? zero
+                        : pixel(ds, ch, (float)src[((size_t)ch * h + sy) * w + sx]);
+            }
+    }
+    if (cut) {
+        int y0 = cy - a->cutout / 2, x0 = cx - a->cutout / 2;
+        int y1 = y0 + a->cutout, x1 = x0 + a->cutout;
+        y0 = y0 < 0 ? 0 : y0, x0 = x0 < 0 ? 0 : x0;
+        y1 = y1 > h ? h : y1, x1 = x1 > w ? w : x1;
+        for (int ch = 0; ch < c; ch++)
+            for (int y = y0; y < y1; y++)
+                for (int xx = x0; xx < x1; xx++)
+                    dst[((size_t)ch * h + y) * w + xx] = 0.0f;
+    }
+}
+
+/* Gather (and with a != NULL augment) examples idx[0..n) of ds; see data_batch_train. */
+static void batch_gather(const struct dataset *ds, const struct augment *a, uint64_t seed,
+                         long step, const int *idx, int n, float *x, int32_t *label, float *y)
 {
     size_t dim = (size_t)ds->dim;
     for (int i = 0; i < n; i++)
         SAMX_ASSERT(idx[i] >= 0 && idx[i] < ds->n);
     if (x) {
         SAMX_ASSERT(ds->x8 || ds->xf || n == 0);
+        SAMX_ASSERT(!a || (ds->x8 && n < 65536));
+        size_t plane = ds->chan_norm ? (size_t)ds->height * ds->width : dim;
 #pragma omp parallel for schedule(static) if ((size_t)n * dim > 65536)
         for (int i = 0; i < n; i++) {
             float *xi = x + (size_t)i * dim;
-            if (ds->x8) {
+            if (a) {
+                struct rng r;
+                rng_init(&r, seed, "augment", (uint64_t)step << 16 | (uint64_t)i);
+                augment_image(ds, a, &r, ds->x8 + (size_t)idx[i] * dim, xi);
+            } else if (ds->x8) {
                 const uint8_t *src = ds->x8 + (size_t)idx[i] * dim;
                 for (size_t j = 0; j < dim; j++)
-                    xi[j] = (float)src[j] * ds->scale + ds->shift;
+                    xi[j] = pixel(ds, (int)(j / plane), (float)src[j]);
             } else {
                 memcpy(xi, ds->xf + (size_t)idx[i] * dim, dim * sizeof *xi);
             }
@@ -278,6 +362,19 @@ void data_batch(const struct dataset *ds, const int *idx, int n, float *x, int32
         for (int i = 0; i < n; i++)
             y[i] = ds->y[idx[i]];
     }
+}
+
+void data_batch(const struct dataset *ds, const int *idx, int n, float *x, int32_t *label, float *y)
+{
+    batch_gather(ds, NULL, 0, 0, idx, n, x, label, y);
+}
+
+void data_batch_train(const struct data *d, const int *idx, int n, uint64_t seed, long step,
+                      float *x, int32_t *label, float *y)
+{
+    const struct augment *a = &d->augment;
+    bool on = a->crop || a->flip || (a->cutout && a->cutout_p > 0);
+    batch_gather(&d->train, on ? a : NULL, seed, step, idx, n, x, label, y);
 }
 
 /* ---- files ---- */

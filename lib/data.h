@@ -35,6 +35,10 @@ struct dataset {
     uint8_t *x8;         /* (n, dim) raw pixels, or NULL */
     float *xf;           /* (n, dim) features, or NULL; exactly one of x8/xf is set when n > 0 */
     float scale, shift;  /* x8 -> float: x = x8 * scale + shift */
+    /* Per-channel normalisation (issue 7, CIFAR): when chan_norm, channel ch of an NCHW image
+     * becomes x8 * chan_scale[ch] + chan_shift[ch] instead (channels <= 4). */
+    bool chan_norm;
+    float chan_scale[4], chan_shift[4];
     int32_t *label;      /* (n) class labels (classification), else NULL */
     float *y;            /* (n) regression targets (regression), else NULL */
 };
@@ -46,6 +50,18 @@ struct data_file {
 
 #define SAMX_MAX_DATA_FILES 8
 
+/* Training-time augmentation of images (issue 7), in torchvision's order: random crop of the
+ * original size from the image zero-padded by crop pixels (pad value: pixel 0, normalised as
+ * any pixel), horizontal flip with probability 1/2, then cutout: with probability cutout_p a
+ * cutout x cutout square centred at a uniform pixel (clipped at the borders) is set to 0 after
+ * normalisation, as the Cutout code the CR-SAM recipe uses. All zero: no augmentation. */
+struct augment {
+    int crop;            /* padding of the random crop, 0: off */
+    bool flip;
+    int cutout;          /* side of the square, 0: off */
+    double cutout_p;
+};
+
 struct data {
     const struct dataset_ops *ops;
     struct dataset train, val, test; /* val.n == 0 without a validation split */
@@ -53,6 +69,7 @@ struct data {
     int n_file;
     bool shuffle;        /* data.shuffle: reshuffle train every epoch (else file order) */
     int n_noisy;         /* labels actually changed by label_noise */
+    struct augment augment; /* data.augment: applied by data_batch_train to train batches */
 };
 
 /* A dataset plugin. load() reads the plugin's own keys from `c` (the data: mapping), fills
@@ -62,10 +79,13 @@ struct dataset_ops {
     const char *summary; /* one line for `samx list datasets` */
     const char *keys;    /* "key [default]: meaning" lines for `samx list datasets` */
     int (*load)(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e);
+    /* Default of data.augment, or NULL: the key is optional and off (image data sets only). */
+    const struct augment *augment;
 };
 
 extern const struct dataset_ops dataset_idx_fashion_mnist, dataset_idx_mnist, dataset_csv,
     dataset_synthetic_linear;
+extern const struct dataset_ops dataset_cifar10, dataset_cifar100; /* issue 7 */
 /* NULL-terminated registry, in `samx list` order. */
 extern const struct dataset_ops *const dataset_registry[];
 const struct dataset_ops *dataset_find(const char *name);
@@ -78,6 +98,12 @@ void data_free(struct data *d);
  * or targets (regression) into label / y; pass NULL for what the caller does not need. */
 void data_batch(const struct dataset *ds, const int *idx, int n, float *x, int32_t *label,
                 float *y);
+/* data_batch on d->train for optimizer step `step`, with d->augment applied to the images:
+ * example i of the batch draws from the stream (seed, "augment", step << 16 | i), so the batch
+ * is a pure function of (seed, step, idx): the same for every pass of a step (the closure
+ * reuses the batch gathered once) and after a resume. Needs n < 65536. */
+void data_batch_train(const struct data *d, const int *idx, int n, uint64_t seed, long step,
+                      float *x, int32_t *label, float *y);
 
 /* Helpers shared by plugins. */
 /* Read a whole file, gunzipping it when it starts with the gzip magic. Fills *sha with the

@@ -34,6 +34,7 @@ static void make_run_id(struct experiment *x, const struct run_opts *o)
 }
 
 static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
+static const char *const bn_update_names[] = {"first_pass", "all_passes", "reference", NULL};
 
 static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
 {
@@ -106,8 +107,21 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
     int n_out = x->data.train.n_classes > 0 ? x->data.train.n_classes : 1;
     int max_batch = (int)(x->batch_size > x->eval_batch_size ? x->batch_size : x->eval_batch_size);
     if (!(mn = cfg_map(root, "model", e)) ||
-        model_init(&x->model, mn, x->data.train.dim, n_out, max_batch, (uint64_t)x->seed, e) < 0)
+        (x->data.train.channels > 0 /* issue 7: image shape for convolutional models */
+             ? model_init_image(&x->model, mn, x->data.train.channels, x->data.train.height,
+                                x->data.train.width, n_out, max_batch, (uint64_t)x->seed, e)
+             : model_init(&x->model, mn, x->data.train.dim, n_out, max_batch,
+                          (uint64_t)x->seed, e)) < 0)
         return -1;
+    /* issue 7: train.bn_update, read when the model has running statistics (or the key is
+     * given), so the resolved config of a BatchNorm model says what was done and the configs
+     * (and run ids) of models without such state are unchanged. */
+    if (x->model.buf.nt > 0 || cfg_child(tn, "bn_update")) {
+        int bnu;
+        if (cfg_enum(tn, "bn_update", bn_update_names, BN_UPDATE_FIRST_PASS, &bnu, e) < 0)
+            return -1;
+        x->bn_update = (enum bn_update)bnu;
+    }
     struct optim_env env = {
         .n = x->model.p.n,
         .p = &x->model.p,
@@ -116,6 +130,9 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
         .seed = (uint64_t)x->seed,
     };
     if (!(on = cfg_map(root, "optimizer", e)) || optim_init(&x->optim, on, &env, e) < 0)
+        return -1;
+    /* issue 4: eval.* measurements, after data and model (they copy their probe sets) */
+    if (measure_init(&x->measure, root, x, false, e) < 0)
         return -1;
     if (cfg_check_unused(&x->cfg, e) < 0)
         return -1;
@@ -126,6 +143,7 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
 
 void experiment_free(struct experiment *x)
 {
+    measure_free(&x->measure);
     optim_release(&x->optim);
     model_release(&x->model);
     data_free(&x->data);

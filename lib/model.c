@@ -4,7 +4,11 @@
 
 #include "safetensors.h"
 
-const struct model_ops *const model_registry[] = {&model_linear, &model_mlp, NULL};
+const struct model_ops *const model_registry[] = {
+    &model_linear, &model_mlp,
+    &model_cnn, &model_resnet, &model_wrn, /* issue 7: convolutional networks */
+    NULL,
+};
 
 const struct model_ops *model_find(const char *name)
 {
@@ -22,17 +26,28 @@ static int model_load_weights(struct model *m, const char *path, struct err *e)
     int rc = 0;
     for (int i = 0; i < m->p.nt && rc == 0; i++)
         rc = st_read_f32(&f, &m->p.t[i], m->p.w + m->p.t[i].off, e);
-    if (rc == 0 && f.n_tensors != m->p.nt)
-        rc = err_set(e, "'%s': holds %d tensors, the model has %d", path, f.n_tensors, m->p.nt);
+    /* Buffers (BatchNorm running statistics) are part of the model's state too. */
+    for (int i = 0; i < m->buf.nt && rc == 0; i++)
+        rc = st_read_f32(&f, &m->buf.t[i], m->buf.w + m->buf.t[i].off, e);
+    if (rc == 0 && f.n_tensors != m->p.nt + m->buf.nt)
+        rc = err_set(e, "'%s': holds %d tensors, the model has %d", path, f.n_tensors,
+                     m->p.nt + m->buf.nt);
     st_close(&f);
     return rc;
 }
 
-int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max_batch,
-               uint64_t seed, struct err *e)
+/* chw: the image shape, or NULL for tabular inputs. */
+static int model_build(struct model *m, struct cfg_node *c, int n_in, const int *chw, int n_out,
+                       int max_batch, uint64_t seed, struct err *e)
 {
     const char *name, *init_from;
     memset(m, 0, sizeof *m);
+    if (chw) {
+        m->in_c = chw[0];
+        m->in_h = chw[1];
+        m->in_w = chw[2];
+    }
+    m->seed = seed;
     if (cfg_str(c, "name", "mlp", &name, e) < 0)
         return -1;
     m->ops = model_find(name);
@@ -45,6 +60,8 @@ int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max
     if (m->ops->init(m, c, e) < 0)
         return -1;
     params_alloc(&m->p);
+    if (m->buf.nt > 0)
+        params_alloc(&m->buf);
     if (cfg_str(c, "init_from", NULL, &init_from, e) < 0)
         return -1;
     if (init_from)
@@ -53,10 +70,24 @@ int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max
     return 0;
 }
 
+int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max_batch,
+               uint64_t seed, struct err *e)
+{
+    return model_build(m, c, n_in, NULL, n_out, max_batch, seed, e);
+}
+
+int model_init_image(struct model *m, struct cfg_node *c, int channels, int height, int width,
+                     int n_out, int max_batch, uint64_t seed, struct err *e)
+{
+    int chw[3] = {channels, height, width};
+    return model_build(m, c, channels * height * width, chw, n_out, max_batch, seed, e);
+}
+
 void model_release(struct model *m)
 {
     if (m->ops && m->ops->release)
         m->ops->release(m);
     params_free(&m->p);
+    params_free(&m->buf);
     memset(m, 0, sizeof *m);
 }

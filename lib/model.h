@@ -33,6 +33,7 @@ enum pass_mode {
 };
 
 struct model;
+struct hvp_loss; /* measure.h */
 
 struct model_ops {
     const char *name;
@@ -48,6 +49,14 @@ struct model_ops {
     void (*forward)(struct model *m, const float *x, int batch, enum pass_mode mode);
     /* After forward on the same x: dout (batch, n_out) -> adds d(loss)/dw into m->p.g. */
     void (*backward)(struct model *m, const float *x, const float *dout, int batch);
+    /* Optional (NULL: measurements fall back to finite differences of the gradient). Exact
+     * Hessian-vector product of the loss `l` (struct hvp_loss, measure.h: the loss kind, the
+     * targets of these `batch` examples and the per-example weight l->scale, 1/batch for the
+     * mean) at the current weights, in evaluation mode: ADDS l->scale * sum_i H_i v into hv
+     * (n floats; v is n floats, laid out like p.w). Overwrites m->out and the forward
+     * workspace; leaves m->p.w and m->p.g untouched. Costs about two gradient evaluations. */
+    void (*hvp)(struct model *m, const float *x, int batch, const struct hvp_loss *l,
+                const float *v, float *hv);
     void (*release)(struct model *m);
 };
 
@@ -57,9 +66,20 @@ struct model {
     int n_in, n_out, max_batch;
     float *out;  /* (max_batch, n_out), owned by the plugin */
     void *priv;
+    /* Convolutional models (issue 7). The image shape of the input, NCHW with
+     * n_in == in_c * in_h * in_w, or all 0 for tabular inputs; set before ops->init. */
+    int in_c, in_h, in_w;
+    /* Model state that is not trained but saved with the weights: BatchNorm running statistics,
+     * named as PyTorch buffers ("bn1.running_mean"). Declared in init with params_add, allocated
+     * by model_init when non-empty; buf.g is unused. Written to model.safetensors and
+     * checkpoint.safetensors after the weights, read back by init_from and on resume. */
+    struct params buf;
+    uint64_t seed;  /* the run's seed: dropout masks come from (seed, "dropout", step) */
+    long step;      /* the optimizer step being computed, set by the training loop */
 };
 
 extern const struct model_ops model_linear, model_mlp;
+extern const struct model_ops model_cnn, model_resnet, model_wrn; /* issue 7: convnets */
 extern const struct model_ops *const model_registry[]; /* NULL-terminated */
 const struct model_ops *model_find(const char *name);
 
@@ -68,6 +88,10 @@ const struct model_ops *model_find(const char *name);
  * must match exactly) or by ops->reset with the "init" stream of seed. */
 int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max_batch,
                uint64_t seed, struct err *e);
+/* model_init for image inputs (channels, height, width; n_in = their product), which
+ * convolutional models need; tabular models accept it too. */
+int model_init_image(struct model *m, struct cfg_node *c, int channels, int height, int width,
+                     int n_out, int max_batch, uint64_t seed, struct err *e);
 void model_release(struct model *m);
 
 #endif

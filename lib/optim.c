@@ -6,7 +6,10 @@
 
 #include "blas.h"
 
-const struct optim_ops *const optim_registry[] = {&optim_sgd, &optim_adamw, &optim_sam, NULL};
+const struct optim_ops *const optim_registry[] = {
+    &optim_sgd,   &optim_adamw, &optim_sam,   &optim_asam,    &optim_wsam, &optim_crsam,
+    &optim_samar, &optim_gsam,  &optim_vasso, &optim_looksam, &optim_esam, NULL,
+};
 
 const struct optim_ops *optim_find(const char *name)
 {
@@ -153,14 +156,27 @@ void optim_each_hparam(const struct optim *o, void (*fn)(void *ctx, const struct
             fn(ctx, &x->hp[i]);
 }
 
+struct hparam *optim_hparam_find(struct optim *o, const char *name)
+{
+    for (int i = 0; i < o->n_hp; i++)
+        if (strcmp(o->hp[i].name, name) == 0)
+            return &o->hp[i];
+    return NULL;
+}
+
 double sam_ascent(size_t n, const float *g, double rho, float *e)
+{
+    return sam_ascent_eps(n, g, rho, 1e-12, e);
+}
+
+double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e)
 {
     double norm = vec_nrm2(n, g);
     if (norm == 0 || rho == 0) {
         vec_zero(n, e);
         return norm;
     }
-    float s = (float)(rho / (norm + 1e-12));
+    float s = (float)(rho / (norm + eps));
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         e[i] = s * g[i];
@@ -183,7 +199,10 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
         /* Groups are consecutive examples of the (already shuffled) batch. */
         const int *sel = n_group == 1 ? NULL : o->ramp + lo;
         float wgt = (float)cnt / (float)batch;
-        double l0 = closure_grad(f, p, c == 0 ? PASS_FIRST : PASS_EXTRA, sel, cnt);
+        /* Every group's clean pass is a PASS_FIRST: running statistics update per group, as on
+         * a multi-device run (algorithms.md 1.4), and the trainer's clean loss and accuracy
+         * cover the whole batch. */
+        double l0 = closure_grad(f, p, PASS_FIRST, sel, cnt);
         loss += l0 * cnt / batch;
         if (n_group == 1)
             vec_copy(n, p->g, g);

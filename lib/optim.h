@@ -35,10 +35,12 @@
 #include "params.h"
 #include "schedule.h"
 
-/* Pass flags for the closure: the first evaluation of a step is PASS_FIRST; later ones are
- * PASS_EXTRA. A model with running statistics (BatchNorm) updates them on PASS_FIRST only, unless
- * the run asks otherwise (train.bn_update); PASS_REF_UPDATE marks an extra pass on which a
- * method's reference code also updated them (CR-SAM's pass at w - e). */
+/* Pass flags for the closure: the clean evaluation at w is PASS_FIRST (once per step, or once
+ * per group of m examples with m-sharpness, so that the groups' clean passes together cover the
+ * batch exactly once); later ones are PASS_EXTRA. A model with running statistics (BatchNorm)
+ * updates them on PASS_FIRST only, unless the run asks otherwise (train.bn_update);
+ * PASS_REF_UPDATE marks an extra pass on which a method's reference code also updated them
+ * (CR-SAM's pass at w - e). */
 enum {
     PASS_FIRST = 0,
     PASS_EXTRA = 1,
@@ -130,7 +132,8 @@ struct optim {
     void *priv;
 };
 
-extern const struct optim_ops optim_sgd, optim_adamw, optim_sam;
+extern const struct optim_ops optim_sgd, optim_adamw, optim_sam, optim_asam, optim_wsam,
+    optim_crsam, optim_samar, optim_gsam, optim_vasso, optim_looksam, optim_esam;
 extern const struct optim_ops *const optim_registry[]; /* NULL-terminated */
 const struct optim_ops *optim_find(const char *name);
 
@@ -167,7 +170,7 @@ void optim_each_hparam(const struct optim *o, void (*fn)(void *ctx, const struct
 typedef void (*perturb_fn)(struct optim *o, const struct params *p, const float *g, float *e);
 
 /* The common SAM-family evaluation. For each perturbation group (the whole batch when o->m == 0,
- * else consecutive groups of m examples): evaluate g_c at w (PASS_FIRST for the first group),
+ * else consecutive groups of m examples): evaluate g_c at w (PASS_FIRST for every group),
  * form e_c = perturb(g_c), and for each k < n_signs evaluate the gradient at w + sign[k] * e_c,
  * restoring w by copy after each. Returns the batch-weighted averages: g (n floats) of the clean
  * gradients and gs[k] of the gradients at the perturbed points; losses in info (loss_perturbed is
@@ -179,5 +182,13 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
 
 /* e = rho * g / (||g|| + 1e-12) (SAM's normalized ascent); e = 0 when ||g|| == 0. Returns ||g||.*/
 double sam_ascent(size_t n, const float *g, double rho, float *e);
+/* sam_ascent with the denominator term eps instead of 1e-12, for methods whose reference code
+ * uses another one (VaSSO and ESAM 1e-7, LookSAM 1e-8). With eps = 1e-12 it is bitwise
+ * sam_ascent. Returns ||g||. */
+double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e);
+
+/* The hyperparameter of o itself (not of its base) named `name`, or NULL. Wrappers use it to
+ * read the base's learning rate: o->base's "lr" (WSAM's decoupled step, GSAM's rho_t). */
+struct hparam *optim_hparam_find(struct optim *o, const char *name);
 
 #endif

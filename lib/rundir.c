@@ -221,7 +221,17 @@ static int meta_get(const struct st_file *f, const char *key, double *v, struct 
     return 0;
 }
 
-#define MAX_ENTRIES (SAMX_MAX_TENSORS + 2 * OPTIM_MAX_BUF)
+/* Weights, model buffers (BatchNorm running statistics, issue 7), optimizer buffers. */
+#define MAX_ENTRIES (2 * SAMX_MAX_TENSORS + 2 * OPTIM_MAX_BUF)
+
+/* Append the model's buffers (m->buf) to the entries after its n weight tensors. */
+static int entries_buffers(const struct model *m, struct st_entry *ent, int n)
+{
+    if (m->buf.nt == 0)
+        return n;
+    st_entries_params(&m->buf, m->buf.w, ent + n);
+    return n + m->buf.nt;
+}
 
 int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct train_state *st,
                       struct err *e)
@@ -230,7 +240,7 @@ int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct trai
     char names[2 * OPTIM_MAX_BUF][96];
     struct params *p = &x->model.p;
     st_entries_params(p, p->w, ent);
-    int n = p->nt, k = 0;
+    int n = entries_buffers(&x->model, ent, p->nt), k = 0;
     cJSON *m = cJSON_CreateObject();
     for (const struct optim *o = &x->optim; o; o = o->base) {
         const char *pre = o == &x->optim ? "optim" : "optim.base";
@@ -288,6 +298,8 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
     struct params *p = &x->model.p;
     for (int i = 0; i < p->nt && rc == 0; i++)
         rc = st_read_f32(&f, &p->t[i], p->w + p->t[i].off, e);
+    for (int i = 0; i < x->model.buf.nt && rc == 0; i++)
+        rc = st_read_f32(&f, &x->model.buf.t[i], x->model.buf.w + x->model.buf.t[i].off, e);
     for (struct optim *o = &x->optim; o && rc == 0; o = o->base) {
         const char *pre = o == &x->optim ? "optim" : "optim.base";
         for (int i = 0; i < o->n_buf && rc == 0; i++) {
@@ -452,12 +464,13 @@ int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_st
                   const char *command_line, struct err *e)
 {
     struct params *p = &x->model.p;
-    struct st_entry ent[SAMX_MAX_TENSORS];
+    struct st_entry ent[2 * SAMX_MAX_TENSORS];
     st_entries_params(p, p->w, ent);
+    int n_ent = entries_buffers(&x->model, ent, p->nt);
     char *mp = path_in(rd, "model.safetensors");
     int rc = 0;
     if (st->status != RUN_INTERRUPTED)
-        rc = st_save(mp, ent, p->nt, NULL, e);
+        rc = st_save(mp, ent, n_ent, NULL, e);
     free(mp);
     cJSON *s = cJSON_CreateObject();
     cJSON_AddStringToObject(s, "status", run_status_names[st->status]);

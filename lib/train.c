@@ -77,8 +77,18 @@ static void gather(struct batch_ctx *b, const int *sel, int n)
     }
 }
 
-static enum pass_mode pass_mode_of(int pass)
+/* BatchNorm mode of a pass under train.bn_update (issue 7, train.h enum bn_update). */
+static enum pass_mode pass_mode_of(const struct experiment *x, int pass)
 {
+    switch (x->bn_update) {
+    case BN_UPDATE_ALL_PASSES:
+        return PASS_TRAIN_UPDATE;
+    case BN_UPDATE_REFERENCE:
+        return pass == PASS_FIRST || pass == PASS_REF_UPDATE ? PASS_TRAIN_UPDATE
+                                                             : PASS_TRAIN_FROZEN;
+    case BN_UPDATE_FIRST_PASS:
+        break;
+    }
     return pass == PASS_FIRST ? PASS_TRAIN_UPDATE : PASS_TRAIN_FROZEN;
 }
 
@@ -96,7 +106,7 @@ static double closure_grad_fn(struct closure *f, struct params *p, int pass, con
         n = f->batch;
     }
     double hits;
-    double sum = forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(pass), true, &hits);
+    double sum = forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true, &hits);
     if (pass == PASS_FIRST) {
         b->sum_loss += sum;
         b->sum_hit += hits;
@@ -118,7 +128,7 @@ static void closure_losses_fn(struct closure *f, const struct params *p, int pas
     } else {
         n = f->batch;
     }
-    forward_loss(b, (struct params *)p, xin, lab, tgt, n, pass_mode_of(pass), false, NULL);
+    forward_loss(b, (struct params *)p, xin, lab, tgt, n, pass_mode_of(b->x, pass), false, NULL);
     for (int i = 0; i < n; i++)
         out[i] = (float)b->loss_ex[i];
 }
@@ -262,6 +272,8 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         struct record r;
         record_begin(&r, 0, 0, rundir_now() - t0, 0, f.evals);
         epoch_record(x, &r, &a);
+        if (measure_epoch(&x->measure, x, 0, rd->dir, &r, e) < 0) /* issue 4: eval.* */
+            goto out;
         if (rundir_append_record(rd, &r, e) < 0)
             goto out;
         st->have_epoch0 = true;
@@ -275,7 +287,10 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
             int lo = (int)(s * x->batch_size);
             int n = lo + x->batch_size <= x->data.train.n ? (int)x->batch_size
                                                            : x->data.train.n - lo;
-            data_batch(b.ds, b.order + lo, n, b.xb, b.lb, b.yb);
+            /* issue 7: augmentation drawn from (seed, "augment", step), once per step */
+            data_batch_train(&x->data, b.order + lo, n, (uint64_t)x->seed, st->step, b.xb, b.lb,
+                             b.yb);
+            x->model.step = st->step; /* dropout masks: the same for every pass of the step */
             f.batch = n;
             optim_begin_step(&x->optim, st->step);
             struct step_info info;
@@ -314,6 +329,8 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         struct record r;
         record_begin(&r, ep, st->step, secs, b.count / (secs > 0 ? secs : 1e-9), f.evals);
         epoch_record(x, &r, &a);
+        if (measure_epoch(&x->measure, x, ep, rd->dir, &r, e) < 0) /* issue 4: eval.* */
+            goto out;
         st->epoch = ep;
         st->step_in_epoch = 0;
         st->acc_loss = st->acc_hit = st->acc_count = 0;

@@ -18,6 +18,7 @@
 #include "cfg.h"
 #include "data.h"
 #include "err.h"
+#include "measure.h"
 #include "model.h"
 #include "optim.h"
 
@@ -36,6 +37,13 @@ struct run_opts {
 /* Losses (train.loss). */
 enum loss_kind { LOSS_CROSS_ENTROPY, LOSS_MSE };
 
+/* train.bn_update (issue 7, algorithms.md 1.3): which passes of an optimizer step update
+ * BatchNorm running statistics. first_pass: the clean pass at w only (PASS_FIRST; davda54,
+ * atorch, GSAM); all_passes: every pass (VaSSO's official code); reference: PASS_FIRST and the
+ * passes a method's reference code ran in train mode (PASS_REF_UPDATE: CR-SAM's pass at w - e,
+ * ESAM's ranking forward). Other passes use batch statistics and leave the averages alone. */
+enum bn_update { BN_UPDATE_FIRST_PASS, BN_UPDATE_ALL_PASSES, BN_UPDATE_REFERENCE };
+
 /* The resolved experiment: every part built, nothing run yet. */
 struct experiment {
     struct cfg cfg;
@@ -48,7 +56,9 @@ struct experiment {
     bool drop_last;
     enum loss_kind loss;
     double label_smoothing;
+    enum bn_update bn_update;   /* train.bn_update (issue 7) */
     long steps_per_epoch;
+    struct measure measure;     /* eval.* landscape measurements (issue 4, measure.h) */
     char *resolved;             /* cfg_dump of the resolved config */
     char run_id[256];           /* "<overrides or default>-<8 hex>" */
 };

@@ -1,0 +1,505 @@
+/* convnet.c: the layer graph behind the convolutional models; see convnet.h. */
+#include "convnet.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blas.h"
+#include "nn.h"
+#include "nn_conv.h"
+#include "rng.h"
+
+#define BN_MOMENTUM 0.1f /* torch.nn.BatchNorm2d defaults */
+#define BN_EPS 1e-5f
+#define MAX_BLOCKS 64    /* batch blocks of the convolutions (nn_conv.h) */
+#define PAR_MIN 16384
+
+enum cn_kind { CN_CONV, CN_BN, CN_RELU, CN_MAXPOOL, CN_AVGPOOL, CN_GAP, CN_LINEAR, CN_ADD,
+               CN_SHORTCUT_A, CN_DROPOUT };
+
+struct cn_value {
+    int c, h, w;
+    float *x, *dx;  /* (max_batch, c*h*w); value 0 (the input) has neither */
+};
+
+struct cn_node {
+    enum cn_kind kind;
+    int in, in2, out;
+    bool acc, acc2;            /* backward adds into the input's gradient (not the first) */
+    struct conv_shape cs;      /* CN_CONV */
+    int k, stride;             /* pooling, shortcut */
+    float p;                   /* dropout probability */
+    int layer;                 /* dropout: index in the stream address */
+    int wt, bt;                /* tensors in m->p (weight, bias), -1 when absent */
+    int rm, rv;                /* running mean, var in m->buf (CN_BN) */
+    float *save_mean, *save_invstd; /* (c) CN_BN statistics of the last forward */
+    int32_t *arg;              /* CN_MAXPOOL argmax (max_batch, output size) */
+    float *mask;               /* CN_DROPOUT (max_batch, size) */
+};
+
+struct convnet {
+    struct model *m;
+    struct cn_value *v;
+    int nv, cap_v;
+    struct cn_node *node;
+    int nn, cap_n, n_dropout;
+    enum cn_init conv_init, linear_init;
+    bool zero_linear_bias;
+    bool train;                /* mode of the last forward: batch statistics, dropout on */
+    enum act act;              /* nonlinearity of the CN_RELU layers */
+    struct conv_ws ws;         /* shared by every convolution: they run one at a time */
+    size_t col_floats, dw_floats;
+};
+
+static size_t value_size(const struct cn_value *v) { return (size_t)v->c * v->h * v->w; }
+
+static int add_value(struct convnet *n, int c, int h, int w)
+{
+    SAMX_ASSERT(c > 0 && h > 0 && w > 0);
+    if (n->nv == n->cap_v) {
+        n->cap_v = n->cap_v ? 2 * n->cap_v : 64;
+        n->v = xrealloc(n->v, (size_t)n->cap_v * sizeof *n->v);
+    }
+    struct cn_value *v = &n->v[n->nv];
+    *v = (struct cn_value){.c = c, .h = h, .w = w};
+    if (n->nv > 0) {
+        v->x = xfloats((size_t)n->m->max_batch * value_size(v));
+        v->dx = xfloats((size_t)n->m->max_batch * value_size(v));
+    }
+    return n->nv++;
+}
+
+static struct cn_node *add_node(struct convnet *n, enum cn_kind kind, int in)
+{
+    SAMX_ASSERT(in >= 0 && in < n->nv);
+    if (n->nn == n->cap_n) {
+        n->cap_n = n->cap_n ? 2 * n->cap_n : 64;
+        n->node = xrealloc(n->node, (size_t)n->cap_n * sizeof *n->node);
+    }
+    struct cn_node *d = &n->node[n->nn++];
+    *d = (struct cn_node){.kind = kind, .in = in, .in2 = -1, .wt = -1, .bt = -1, .rm = -1,
+                          .rv = -1};
+    return d;
+}
+
+static int add_tensor(struct params *p, const char *prefix, const char *what, int ndim,
+                      const int *shape)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.%s", prefix, what);
+    return params_add(p, name, ndim, shape);
+}
+
+struct convnet *cn_new(struct model *m, enum cn_init conv_init, enum cn_init linear_init,
+                       bool zero_linear_bias)
+{
+    SAMX_ASSERT(m->in_c > 0 && m->in_h > 0 && m->in_w > 0);
+    SAMX_ASSERT(m->in_c * m->in_h * m->in_w == m->n_in);
+    struct convnet *n = xcalloc(1, sizeof *n);
+    n->m = m;
+    n->conv_init = conv_init;
+    n->linear_init = linear_init;
+    n->zero_linear_bias = zero_linear_bias;
+    int t = threads_get();
+    n->ws.n_blk = t < 1 ? 1 : t > MAX_BLOCKS ? MAX_BLOCKS : t;
+    m->priv = n;
+    add_value(n, m->in_c, m->in_h, m->in_w);
+    return n;
+}
+
+int cn_conv(struct convnet *n, int in, int c_out, int k, int stride, int pad, bool bias,
+            const char *name)
+{
+    struct cn_value *iv = &n->v[in];
+    struct conv_shape cs;
+    SAMX_ASSERT(conv_shape_init(&cs, iv->c, iv->h, iv->w, c_out, k, stride, pad));
+    struct cn_node *d = add_node(n, CN_CONV, in);
+    d->cs = cs;
+    int shape[4] = {c_out, cs.c_in, k, k};
+    d->wt = add_tensor(&n->m->p, name, "weight", 4, shape);
+    if (bias)
+        d->bt = add_tensor(&n->m->p, name, "bias", 1, shape);
+    size_t col = conv_col_floats(&cs), dw = (size_t)c_out * cs.c_in * k * k;
+    n->col_floats = col > n->col_floats ? col : n->col_floats;
+    n->dw_floats = dw > n->dw_floats ? dw : n->dw_floats;
+    return d->out = add_value(n, c_out, cs.h_out, cs.w_out);
+}
+
+int cn_bn(struct convnet *n, int in, const char *name)
+{
+    int c = n->v[in].c;
+    struct cn_node *d = add_node(n, CN_BN, in);
+    d->wt = add_tensor(&n->m->p, name, "weight", 1, &c);
+    d->bt = add_tensor(&n->m->p, name, "bias", 1, &c);
+    d->rm = add_tensor(&n->m->buf, name, "running_mean", 1, &c);
+    d->rv = add_tensor(&n->m->buf, name, "running_var", 1, &c);
+    d->save_mean = xfloats((size_t)c);
+    d->save_invstd = xfloats((size_t)c);
+    return d->out = add_value(n, c, n->v[in].h, n->v[in].w);
+}
+
+int cn_relu(struct convnet *n, int in)
+{
+    struct cn_node *d = add_node(n, CN_RELU, in);
+    return d->out = add_value(n, n->v[in].c, n->v[in].h, n->v[in].w);
+}
+
+static int pool(struct convnet *n, enum cn_kind kind, int in, int k, int stride)
+{
+    struct cn_value iv = n->v[in];
+    SAMX_ASSERT(k > 0 && stride > 0 && iv.h >= k && iv.w >= k);
+    struct cn_node *d = add_node(n, kind, in);
+    d->k = k;
+    d->stride = stride;
+    d->out = add_value(n, iv.c, (iv.h - k) / stride + 1, (iv.w - k) / stride + 1);
+    if (kind == CN_MAXPOOL)
+        d->arg = xmalloc((size_t)n->m->max_batch * value_size(&n->v[d->out]) * sizeof *d->arg);
+    return d->out;
+}
+
+int cn_maxpool(struct convnet *n, int in, int k, int stride)
+{
+    return pool(n, CN_MAXPOOL, in, k, stride);
+}
+
+int cn_avgpool(struct convnet *n, int in, int k, int stride)
+{
+    return pool(n, CN_AVGPOOL, in, k, stride);
+}
+
+int cn_gap(struct convnet *n, int in)
+{
+    struct cn_node *d = add_node(n, CN_GAP, in);
+    return d->out = add_value(n, n->v[in].c, 1, 1);
+}
+
+int cn_linear(struct convnet *n, int in, int n_out, const char *name)
+{
+    int n_in = (int)value_size(&n->v[in]);
+    struct cn_node *d = add_node(n, CN_LINEAR, in);
+    int shape[2] = {n_out, n_in};
+    d->wt = add_tensor(&n->m->p, name, "weight", 2, shape);
+    d->bt = add_tensor(&n->m->p, name, "bias", 1, shape);
+    return d->out = add_value(n, n_out, 1, 1);
+}
+
+int cn_add(struct convnet *n, int a, int b)
+{
+    struct cn_value va = n->v[a], vb = n->v[b];
+    SAMX_ASSERT(va.c == vb.c && va.h == vb.h && va.w == vb.w && a != b);
+    struct cn_node *d = add_node(n, CN_ADD, a);
+    d->in2 = b;
+    return d->out = add_value(n, va.c, va.h, va.w);
+}
+
+int cn_shortcut_a(struct convnet *n, int in, int c_out, int stride)
+{
+    struct cn_value iv = n->v[in];
+    struct cn_node *d = add_node(n, CN_SHORTCUT_A, in);
+    d->stride = stride;
+    return d->out = add_value(n, c_out, (iv.h + stride - 1) / stride, (iv.w + stride - 1) / stride);
+}
+
+int cn_dropout(struct convnet *n, int in, float p)
+{
+    if (p <= 0)
+        return in;
+    struct cn_node *d = add_node(n, CN_DROPOUT, in);
+    d->p = p;
+    d->layer = n->n_dropout++;
+    d->out = add_value(n, n->v[in].c, n->v[in].h, n->v[in].w);
+    d->mask = xfloats((size_t)n->m->max_batch * value_size(&n->v[d->out]));
+    return d->out;
+}
+
+void cn_set_activation(struct convnet *n, int act)
+{
+    SAMX_ASSERT(n->nn == 0 && (act == ACT_RELU || act == ACT_TANH || act == ACT_GELU));
+    n->act = (enum act)act;
+}
+
+void cn_shape(const struct convnet *n, int v, int *c, int *h, int *w)
+{
+    *c = n->v[v].c;
+    *h = n->v[v].h;
+    *w = n->v[v].w;
+}
+
+int cn_finish(struct convnet *n, struct err *e)
+{
+    struct cn_value *last = &n->v[n->nv - 1];
+    if (value_size(last) != (size_t)n->m->n_out)
+        return err_set(e, "model '%s': the network ends with %zu outputs, expected %d",
+                       n->m->ops->name, value_size(last), n->m->n_out);
+    if (n->n_dropout > 256)
+        return err_set(e, "model '%s': more than 256 dropout layers", n->m->ops->name);
+    /* Which backward contribution comes first for each value (nodes in reverse order). */
+    bool *seen = xcalloc((size_t)n->nv, 1);
+    for (int i = n->nn - 1; i >= 0; i--) {
+        struct cn_node *d = &n->node[i];
+        if (d->in2 >= 0) {
+            d->acc2 = seen[d->in2];
+            seen[d->in2] = true;
+        }
+        d->acc = seen[d->in];
+        seen[d->in] = true;
+        SAMX_ASSERT(!(d->kind == CN_LINEAR && d->acc));
+    }
+    free(seen);
+    n->ws.col = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.col);
+    n->ws.dw = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.dw);
+    for (int b = 0; b < n->ws.n_blk; b++) {
+        n->ws.col[b] = n->col_floats ? xfloats(n->col_floats) : NULL;
+        n->ws.dw[b] = n->dw_floats ? xfloats(n->dw_floats) : NULL;
+    }
+    n->m->out = last->x;
+    return 0;
+}
+
+/* ---- init ---- */
+
+static void init_tensor(struct model *m, struct rng *r, int t, enum cn_init how, int fan_in,
+                        int fan_out)
+{
+    const struct tensor *tv = &m->p.t[t];
+    float *w = m->p.w + tv->off;
+    double bound = 1.0 / sqrt((double)fan_in);
+    double sd = how == CN_INIT_KAIMING_IN ? sqrt(2.0 / fan_in) : sqrt(2.0 / fan_out);
+    for (size_t i = 0; i < tv->n; i++)
+        w[i] = how == CN_INIT_TORCH ? (float)((2 * rng_uniform(r) - 1) * bound)
+                                    : (float)(sd * rng_normal(r));
+}
+
+static void fill(float *x, size_t n, float v)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = v;
+}
+
+void cn_reset(struct model *m, uint64_t seed)
+{
+    struct convnet *n = m->priv;
+    struct rng r;
+    rng_init(&r, seed, "init", 0);
+    for (int i = 0; i < n->nn; i++) {
+        struct cn_node *d = &n->node[i];
+        if (d->kind == CN_CONV) {
+            int kk = d->cs.k * d->cs.k;
+            int fan_in = d->cs.c_in * kk, fan_out = d->cs.c_out * kk;
+            init_tensor(m, &r, d->wt, n->conv_init, fan_in, fan_out);
+            if (d->bt >= 0)
+                init_tensor(m, &r, d->bt, CN_INIT_TORCH, fan_in, fan_out);
+        } else if (d->kind == CN_LINEAR) {
+            const struct tensor *w = &m->p.t[d->wt], *b = &m->p.t[d->bt];
+            init_tensor(m, &r, d->wt, n->linear_init, w->shape[1], w->shape[0]);
+            if (n->zero_linear_bias)
+                fill(m->p.w + b->off, b->n, 0.0f);
+            else
+                init_tensor(m, &r, d->bt, CN_INIT_TORCH, w->shape[1], w->shape[0]);
+        } else if (d->kind == CN_BN) {
+            const struct tensor *g = &m->p.t[d->wt], *b = &m->p.t[d->bt];
+            fill(m->p.w + g->off, g->n, 1.0f);
+            fill(m->p.w + b->off, b->n, 0.0f);
+            fill(m->buf.w + m->buf.t[d->rm].off, (size_t)n->v[d->in].c, 0.0f);
+            fill(m->buf.w + m->buf.t[d->rv].off, (size_t)n->v[d->in].c, 1.0f);
+        }
+    }
+}
+
+/* ---- forward / backward ---- */
+
+static const float *tensor_of(const struct params *p, const float *base, int t)
+{
+    return t >= 0 ? base + p->t[t].off : NULL;
+}
+
+void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
+{
+    struct convnet *n = m->priv;
+    SAMX_ASSERT(batch > 0 && batch <= m->max_batch);
+    n->train = mode != PASS_EVAL;
+    n->v[0].x = (float *)x; /* read only: no layer writes its input */
+    const float *w = m->p.w;
+    for (int i = 0; i < n->nn; i++) {
+        struct cn_node *d = &n->node[i];
+        struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
+        size_t total = (size_t)batch * value_size(ov);
+        switch (d->kind) {
+        case CN_CONV:
+            conv2d_forward(ov->x, iv->x, tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt),
+                           batch, &d->cs, &n->ws);
+            break;
+        case CN_BN: {
+            bool update = mode == PASS_TRAIN_UPDATE || mode == PASS_EVAL;
+            float *rm = update ? m->buf.w + m->buf.t[d->rm].off : NULL;
+            float *rv = update ? m->buf.w + m->buf.t[d->rv].off : NULL;
+            batchnorm_forward(ov->x, d->save_mean, d->save_invstd, iv->x,
+                              tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt), rm, rv,
+                              batch, iv->c, iv->h * iv->w, n->train, BN_MOMENTUM, BN_EPS);
+            break;
+        }
+        case CN_RELU:
+            act_forward(n->act, ov->x, iv->x, total);
+            break;
+        case CN_MAXPOOL:
+            maxpool_forward(ov->x, d->arg, iv->x, batch, iv->c, iv->h, iv->w, d->k, d->stride);
+            break;
+        case CN_AVGPOOL:
+            avgpool_forward(ov->x, iv->x, batch, iv->c, iv->h, iv->w, d->k, d->stride);
+            break;
+        case CN_GAP:
+            gap_forward(ov->x, iv->x, batch, iv->c, iv->h * iv->w);
+            break;
+        case CN_LINEAR:
+            linear_forward(ov->x, iv->x, tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt),
+                           batch, (int)value_size(iv), ov->c);
+            break;
+        case CN_ADD:
+            add_forward(ov->x, iv->x, n->v[d->in2].x, total);
+            break;
+        case CN_SHORTCUT_A:
+            shortcut_a_forward(ov->x, iv->x, batch, iv->c, iv->h, iv->w, ov->c, d->stride);
+            break;
+        case CN_DROPOUT:
+            if (n->train)
+                dropout_forward(ov->x, d->mask, iv->x, batch, value_size(iv), d->p, m->seed,
+                                (uint64_t)m->step, d->layer);
+            else
+                vec_copy(total, iv->x, ov->x);
+            break;
+        }
+    }
+}
+
+/* dx = (or +=) dy * act'(z), y = act(z). ReLU: where y > 0 (ReLU'(0) = 0, as PyTorch). */
+static void act_backward_acc(enum act a, float *dx, const float *dy, const float *z,
+                             const float *y, size_t n, bool acc)
+{
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float g;
+        if (a == ACT_RELU)
+            g = y[i] > 0 ? dy[i] : 0.0f;
+        else if (a == ACT_TANH)
+            g = dy[i] * (1.0f - y[i] * y[i]);
+        else
+            g = dy[i] * (0.5f * (1.0f + erff(z[i] * (float)M_SQRT1_2)) +
+                         z[i] * inv_sqrt_2pi * expf(-0.5f * z[i] * z[i]));
+        dx[i] = acc ? dx[i] + g : g;
+    }
+}
+
+void cn_backward(struct model *m, const float *x, const float *dout, int batch)
+{
+    struct convnet *n = m->priv;
+    SAMX_ASSERT(batch > 0 && batch <= m->max_batch && n->v[0].x == x);
+    const float *w = m->p.w;
+    float *g = m->p.g;
+    for (int i = n->nn - 1; i >= 0; i--) {
+        struct cn_node *d = &n->node[i];
+        struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
+        const float *gy = d->out == n->nv - 1 ? dout : ov->dx;
+        float *gx = d->in > 0 ? iv->dx : NULL; /* no gradient for the model's input */
+        size_t total = (size_t)batch * value_size(ov);
+        switch (d->kind) {
+        case CN_CONV:
+            conv2d_backward(gx, g + m->p.t[d->wt].off, d->bt >= 0 ? g + m->p.t[d->bt].off : NULL,
+                            gy, iv->x, tensor_of(&m->p, w, d->wt), batch, &d->cs, &n->ws,
+                            d->acc);
+            break;
+        case CN_BN:
+            batchnorm_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy, iv->x,
+                               d->save_mean, d->save_invstd, tensor_of(&m->p, w, d->wt), batch,
+                               iv->c, iv->h * iv->w, n->train, d->acc);
+            break;
+        case CN_RELU:
+            if (gx)
+                act_backward_acc(n->act, gx, gy, iv->x, ov->x, total, d->acc);
+            break;
+        case CN_MAXPOOL:
+            if (gx)
+                maxpool_backward(gx, gy, d->arg, batch, iv->c, iv->h, iv->w, d->k, d->stride,
+                                 d->acc);
+            break;
+        case CN_AVGPOOL:
+            if (gx)
+                avgpool_backward(gx, gy, batch, iv->c, iv->h, iv->w, d->k, d->stride, d->acc);
+            break;
+        case CN_GAP:
+            if (gx)
+                gap_backward(gx, gy, batch, iv->c, iv->h * iv->w, d->acc);
+            break;
+        case CN_LINEAR:
+            linear_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy, iv->x,
+                            tensor_of(&m->p, w, d->wt), batch, (int)value_size(iv), ov->c);
+            break;
+        case CN_ADD:
+            if (gx)
+                grad_pass(gx, gy, total, d->acc);
+            if (d->in2 > 0)
+                grad_pass(n->v[d->in2].dx, gy, total, d->acc2);
+            break;
+        case CN_SHORTCUT_A:
+            if (gx)
+                shortcut_a_backward(gx, gy, batch, iv->c, iv->h, iv->w, ov->c, d->stride,
+                                    d->acc);
+            break;
+        case CN_DROPOUT:
+            if (gx) {
+                if (n->train)
+                    dropout_backward(gx, gy, d->mask, total, d->acc);
+                else
+                    grad_pass(gx, gy, total, d->acc);
+            }
+            break;
+        }
+    }
+}
+
+uint64_t cn_fingerprint(const struct model *m, int batch)
+{
+    const struct convnet *n = m->priv;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over the active bits and argmaxes */
+    for (int i = 0; i < n->nn; i++) {
+        const struct cn_node *d = &n->node[i];
+        size_t total = (size_t)batch * value_size(&n->v[d->out]);
+        /* smooth activations have no kinks: only ReLU and max-pool layers count */
+        if ((d->kind != CN_RELU || n->act != ACT_RELU) && d->kind != CN_MAXPOOL)
+            continue;
+        for (size_t j = 0; j < total; j++) {
+            uint64_t v = d->kind == CN_RELU ? n->v[d->out].x[j] > 0 : (uint64_t)d->arg[j];
+            h = (h ^ v) * 1099511628211ull;
+        }
+    }
+    return h;
+}
+
+void cn_release(struct model *m)
+{
+    struct convnet *n = m->priv;
+    if (!n)
+        return;
+    for (int i = 1; i < n->nv; i++) {
+        free(n->v[i].x);
+        free(n->v[i].dx);
+    }
+    for (int i = 0; i < n->nn; i++) {
+        free(n->node[i].save_mean);
+        free(n->node[i].save_invstd);
+        free(n->node[i].arg);
+        free(n->node[i].mask);
+    }
+    for (int b = 0; b < n->ws.n_blk && n->ws.col; b++) {
+        free(n->ws.col[b]);
+        free(n->ws.dw[b]);
+    }
+    free(n->ws.col);
+    free(n->ws.dw);
+    free(n->v);
+    free(n->node);
+    free(n);
+    m->priv = NULL;
+}

@@ -1,0 +1,77 @@
+/* convnet.h: a small layer graph shared by the convolutional models (model/cnn.c,
+ * model/resnet.c). Internal to those plugins; not a model itself.
+ *
+ * A builder declares layers in forward order; each layer reads one or two earlier values and
+ * writes a new one, so residual blocks are two paths joined by cn_add. Value 0 is the model's
+ * input, (batch, c*h*w) viewed as NCHW. Parameters are declared on m->p and BatchNorm running
+ * statistics on m->buf with PyTorch state_dict names built from the `name` prefixes
+ * ("layer1.0.conv1" -> "layer1.0.conv1.weight"). Every activation and its gradient is
+ * allocated for m->max_batch examples at build time; forward and backward never allocate.
+ *
+ * Backward: a value read by several layers receives the sum of their gradients: the first
+ * contribution (in reverse order) overwrites, the others add (nn_conv.h's `acc`), so no
+ * gradient buffer is ever cleared separately.
+ *
+ * Pass modes (model.h): BatchNorm uses batch statistics in PASS_TRAIN_UPDATE and
+ * PASS_TRAIN_FROZEN and updates the running statistics (momentum 0.1, unbiased variance) in
+ * PASS_TRAIN_UPDATE only; PASS_EVAL normalises with the running statistics. Dropout is active
+ * in both training modes with the mask of (m->seed, "dropout", m->step), identity in PASS_EVAL.
+ * backward() differentiates the most recent forward in its own mode.
+ *
+ * Hessian-vector products: no exact rule here; models leave hvp NULL and measurements use the
+ * finite-difference fallback (measure.h).
+ */
+#ifndef SAMX_CONVNET_H
+#define SAMX_CONVNET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* Weight initialisation of conv and linear weights (biases: PyTorch's default uniform unless
+ * zero_bias; BatchNorm: weight 1, bias 0, running mean 0, running var 1). */
+enum cn_init {
+    CN_INIT_TORCH,       /* PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+    CN_INIT_KAIMING_IN,  /* kaiming_normal_(mode='fan_in'): N(0, 2/fan_in) (akamaster) */
+    CN_INIT_KAIMING_OUT, /* kaiming_normal_(mode='fan_out', relu): N(0, 2/fan_out) (WRN) */
+};
+
+struct convnet;
+
+/* Start a graph for model m (m->in_c/in_h/in_w must be set); sets m->priv. */
+struct convnet *cn_new(struct model *m, enum cn_init conv_init, enum cn_init linear_init,
+                       bool zero_linear_bias);
+/* The nonlinearity of every cn_relu layer (default ACT_RELU, the papers' choice; nn.h enum
+ * act). The models expose it as `activation` so that gradient checks can run on a smooth
+ * network, where finite differences are not spoiled by kinks. Before the first layer. */
+void cn_set_activation(struct convnet *n, int act);
+/* Layers: each returns the id of the value it writes. */
+int cn_conv(struct convnet *n, int in, int c_out, int k, int stride, int pad, bool bias,
+            const char *name);
+int cn_bn(struct convnet *n, int in, const char *name);
+int cn_relu(struct convnet *n, int in);
+int cn_maxpool(struct convnet *n, int in, int k, int stride);
+int cn_avgpool(struct convnet *n, int in, int k, int stride);
+int cn_gap(struct convnet *n, int in);                  /* -> (c, 1, 1) */
+int cn_linear(struct convnet *n, int in, int n_out, const char *name); /* flattens its input */
+int cn_add(struct convnet *n, int a, int b);
+int cn_shortcut_a(struct convnet *n, int in, int c_out, int stride);
+int cn_dropout(struct convnet *n, int in, float p);     /* p == 0: returns in, no layer */
+/* Shape of a value. */
+void cn_shape(const struct convnet *n, int v, int *c, int *h, int *w);
+/* Close the graph: the last value is m->out (it must be (n_out, 1, 1)); 0 or -1 with e set. */
+int cn_finish(struct convnet *n, struct err *e);
+
+/* A fingerprint of the piecewise-linear region of the last forward pass over `batch`
+ * examples: a hash of every ReLU's active set and every max-pool's argmax. Gradient checks use
+ * it to discard finite differences that cross a kink (style.md 6.7: kinks handled explicitly). */
+uint64_t cn_fingerprint(const struct model *m, int batch);
+
+/* model_ops members for any convnet model. */
+void cn_reset(struct model *m, uint64_t seed);
+void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode);
+void cn_backward(struct model *m, const float *x, const float *dout, int batch);
+void cn_release(struct model *m);
+
+#endif

@@ -1,0 +1,507 @@
+/* nn_conv.c: convolution (im2col + GEMM), BatchNorm2d, pooling, shortcuts, dropout. See
+ * nn_conv.h for the contracts and the threading rule. */
+
+/* OpenBLAS's cblas.h declares affinity functions with cpu_set_t, a GNU extension. */
+#define _GNU_SOURCE
+#include "nn_conv.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "err.h"
+#include "rng.h"
+
+#define PAR_MIN 16384 /* elements below which elementwise loops stay serial (as nn.c) */
+
+bool conv_shape_init(struct conv_shape *s, int c_in, int h, int w, int c_out, int k, int stride,
+                     int pad)
+{
+    SAMX_ASSERT(c_in > 0 && c_out > 0 && k > 0 && stride > 0 && pad >= 0);
+    *s = (struct conv_shape){.c_in = c_in, .h = h, .w = w, .c_out = c_out, .k = k,
+                             .stride = stride, .pad = pad};
+    if (h + 2 * pad < k || w + 2 * pad < k)
+        return false;
+    s->h_out = (h + 2 * pad - k) / stride + 1;
+    s->w_out = (w + 2 * pad - k) / stride + 1;
+    return true;
+}
+
+/* A 1x1, stride-1, unpadded convolution is a plain matrix product with the input plane. */
+static bool conv_is_pointwise(const struct conv_shape *s)
+{
+    return s->k == 1 && s->stride == 1 && s->pad == 0;
+}
+
+size_t conv_col_floats(const struct conv_shape *s)
+{
+    if (conv_is_pointwise(s))
+        return 0;
+    return (size_t)s->c_in * s->k * s->k * s->h_out * s->w_out;
+}
+
+/* Range [lo, hi) of output columns ox whose input column ox*stride + kx - pad is in [0, w). */
+static void conv_valid(int kx, int stride, int pad, int w, int w_out, int *lo, int *hi)
+{
+    int a = pad - kx, l = a > 0 ? (a + stride - 1) / stride : 0;
+    int b = w - 1 + pad - kx, h = b >= 0 ? b / stride + 1 : 0;
+    *lo = l < w_out ? l : w_out;
+    *hi = h < w_out ? h : w_out;
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
+/* col (c_in*k*k, h_out*w_out) from one example x (c_in, h, w); zero outside the image. */
+static void im2col(float *col, const float *x, const struct conv_shape *s)
+{
+    int k = s->k, st = s->stride, hw_out = s->h_out * s->w_out;
+    for (int ci = 0; ci < s->c_in; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *row = col + ((size_t)(ci * k + ky) * k + kx) * hw_out;
+                const float *plane = x + (size_t)ci * s->h * s->w;
+                int lo, hi;
+                conv_valid(kx, st, s->pad, s->w, s->w_out, &lo, &hi);
+                for (int oy = 0; oy < s->h_out; oy++) {
+                    float *r = row + (size_t)oy * s->w_out;
+                    int iy = oy * st + ky - s->pad;
+                    if (iy < 0 || iy >= s->h) {
+                        memset(r, 0, (size_t)s->w_out * sizeof *r);
+                        continue;
+                    }
+                    const float *src = plane + (size_t)iy * s->w + kx - s->pad;
+                    for (int ox = 0; ox < lo; ox++)
+                        r[ox] = 0;
+                    if (st == 1)
+                        memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof *r);
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            r[ox] = src[ox * st];
+                    for (int ox = hi; ox < s->w_out; ox++)
+                        r[ox] = 0;
+                }
+            }
+}
+
+/* dx (c_in, h, w) += the scatter of dcol (c_in*k*k, h_out*w_out): the adjoint of im2col. */
+static void col2im_add(float *dx, const float *dcol, const struct conv_shape *s)
+{
+    int k = s->k, st = s->stride, hw_out = s->h_out * s->w_out;
+    for (int ci = 0; ci < s->c_in; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *row = dcol + ((size_t)(ci * k + ky) * k + kx) * hw_out;
+                float *plane = dx + (size_t)ci * s->h * s->w;
+                int lo, hi;
+                conv_valid(kx, st, s->pad, s->w, s->w_out, &lo, &hi);
+                for (int oy = 0; oy < s->h_out; oy++) {
+                    int iy = oy * st + ky - s->pad;
+                    if (iy < 0 || iy >= s->h)
+                        continue;
+                    const float *r = row + (size_t)oy * s->w_out;
+                    float *dst = plane + (size_t)iy * s->w + kx - s->pad;
+                    for (int ox = lo; ox < hi; ox++)
+                        dst[ox * st] += r[ox];
+                }
+            }
+}
+
+/* Examples [lo, hi) of block b out of n_blk over `batch`. */
+static void block_range(int b, int n_blk, int batch, int *lo, int *hi)
+{
+    *lo = (int)((long)batch * b / n_blk);
+    *hi = (int)((long)batch * (b + 1) / n_blk);
+}
+
+/* The per-example products run inside our own parallel loop, each as a single-threaded sgemm:
+ * the OpenMP build of OpenBLAS does not spawn threads from inside a parallel region (the same
+ * arrangement as gemm_par in blas.c), so cores are never oversubscribed. */
+void conv2d_forward(float *out, const float *x, const float *w, const float *b, int batch,
+                    const struct conv_shape *s, const struct conv_ws *ws)
+{
+    SAMX_ASSERT(batch > 0 && ws->n_blk > 0);
+    int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out;
+    size_t in_sz = (size_t)s->c_in * s->h * s->w, out_sz = (size_t)s->c_out * hw_out;
+    bool pw = conv_is_pointwise(s);
+#pragma omp parallel for schedule(static)
+    for (int bi = 0; bi < ws->n_blk; bi++) {
+        int lo, hi;
+        block_range(bi, ws->n_blk, batch, &lo, &hi);
+        for (int n = lo; n < hi; n++) {
+            const float *col = x + n * in_sz;
+            float *o = out + n * out_sz;
+            if (!pw) {
+                im2col(ws->col[bi], col, s);
+                col = ws->col[bi];
+            }
+            if (b)
+                for (int co = 0; co < s->c_out; co++)
+                    for (int j = 0; j < hw_out; j++)
+                        o[(size_t)co * hw_out + j] = b[co];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out, hw_out, kk, 1.0f,
+                        w, kk, col, hw_out, b ? 1.0f : 0.0f, o, hw_out);
+        }
+    }
+}
+
+void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                     const float *w, int batch, const struct conv_shape *s,
+                     const struct conv_ws *ws, bool acc)
+{
+    SAMX_ASSERT(batch > 0 && ws->n_blk > 0);
+    int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out;
+    size_t in_sz = (size_t)s->c_in * s->h * s->w, out_sz = (size_t)s->c_out * hw_out;
+    size_t nw = (size_t)s->c_out * kk;
+    bool pw = conv_is_pointwise(s);
+#pragma omp parallel for schedule(static)
+    for (int bi = 0; bi < ws->n_blk; bi++) {
+        int lo, hi;
+        block_range(bi, ws->n_blk, batch, &lo, &hi);
+        memset(ws->dw[bi], 0, nw * sizeof(float));
+        for (int n = lo; n < hi; n++) {
+            const float *xn = x + n * in_sz, *dn = dout + n * out_sz;
+            const float *col = xn;
+            if (!pw) {
+                im2col(ws->col[bi], xn, s);
+                col = ws->col[bi];
+            }
+            /* dW_b (c_out, kk) += dout_n (c_out, hw_out) col^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->c_out, kk, hw_out, 1.0f, dn,
+                        hw_out, col, hw_out, 1.0f, ws->dw[bi], kk);
+            if (!dx)
+                continue;
+            float *dxn = dx + n * in_sz;
+            if (pw) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw_out, s->c_out, 1.0f,
+                            w, kk, dn, hw_out, acc ? 1.0f : 0.0f, dxn, hw_out);
+                continue;
+            }
+            /* dcol (kk, hw_out) = W^T dout_n, reusing the col buffer, then scattered. */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw_out, s->c_out, 1.0f, w,
+                        kk, dn, hw_out, 0.0f, ws->col[bi], hw_out);
+            if (!acc)
+                memset(dxn, 0, in_sz * sizeof *dxn);
+            col2im_add(dxn, ws->col[bi], s);
+        }
+    }
+    /* Block partials added in block order: the same bits for any number of running threads. */
+#pragma omp parallel for schedule(static) if (nw * ws->n_blk > PAR_MIN)
+    for (size_t i = 0; i < nw; i++) {
+        float sum = 0;
+        for (int bi = 0; bi < ws->n_blk; bi++)
+            sum += ws->dw[bi][i];
+        dw[i] += sum;
+    }
+    if (db) {
+#pragma omp parallel for schedule(static)
+        for (int co = 0; co < s->c_out; co++) {
+            double sum = 0;
+            for (int n = 0; n < batch; n++) {
+                const float *d = dout + n * out_sz + (size_t)co * hw_out;
+                for (int j = 0; j < hw_out; j++)
+                    sum += d[j];
+            }
+            db[co] += (float)sum;
+        }
+    }
+}
+
+void conv2d_ref(float *out, const float *x, const float *w, const float *b, int batch,
+                const struct conv_shape *s)
+{
+    int k = s->k;
+    for (int n = 0; n < batch; n++)
+        for (int co = 0; co < s->c_out; co++)
+            for (int oy = 0; oy < s->h_out; oy++)
+                for (int ox = 0; ox < s->w_out; ox++) {
+                    double sum = b ? b[co] : 0;
+                    for (int ci = 0; ci < s->c_in; ci++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * s->stride + ky - s->pad;
+                                int ix = ox * s->stride + kx - s->pad;
+                                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w)
+                                    continue;
+                                sum += (double)x[(((size_t)n * s->c_in + ci) * s->h + iy) * s->w +
+                                                 ix] *
+                                       w[(((size_t)co * s->c_in + ci) * k + ky) * k + kx];
+                            }
+                    out[(((size_t)n * s->c_out + co) * s->h_out + oy) * s->w_out + ox] =
+                        (float)sum;
+                }
+}
+
+/* ---- BatchNorm2d ---- */
+
+void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const float *x,
+                       const float *gamma, const float *beta, float *run_mean, float *run_var,
+                       int batch, int c, int hw, bool train, float momentum, float eps)
+{
+    SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
+    SAMX_ASSERT(!train || (size_t)batch * hw > 1); /* PyTorch refuses one value per channel */
+    double cnt = (double)batch * hw;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        double mean, var_b;
+        if (train) {
+            double s = 0;
+            for (int n = 0; n < batch; n++) {
+                const float *p = x + ((size_t)n * c + ch) * hw;
+                for (int j = 0; j < hw; j++)
+                    s += p[j];
+            }
+            mean = s / cnt;
+            double v = 0;
+            for (int n = 0; n < batch; n++) {
+                const float *p = x + ((size_t)n * c + ch) * hw;
+                for (int j = 0; j < hw; j++) {
+                    double d = p[j] - mean;
+                    v += d * d;
+                }
+            }
+            var_b = v / cnt;
+            if (run_mean) {
+                run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mean);
+                run_var[ch] =
+                    (float)((1.0 - momentum) * run_var[ch] + momentum * var_b * cnt / (cnt - 1));
+            }
+        } else {
+            mean = run_mean[ch];
+            var_b = run_var[ch];
+        }
+        float m = (float)mean, is = (float)(1.0 / sqrt(var_b + eps));
+        save_mean[ch] = m;
+        save_invstd[ch] = is;
+        float a = gamma[ch] * is, sh = beta[ch] - m * a;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * c + ch) * hw;
+            float *q = y + ((size_t)n * c + ch) * hw;
+            for (int j = 0; j < hw; j++)
+                q[j] = p[j] * a + sh;
+        }
+    }
+}
+
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *save_mean, const float *save_invstd, const float *gamma,
+                        int batch, int c, int hw, bool train, bool acc)
+{
+    double cnt = (double)batch * hw;
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+        float m = save_mean[ch], is = save_invstd[ch];
+        double sdy = 0, sdyx = 0;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * c + ch) * hw, *d = dy + ((size_t)n * c + ch) * hw;
+            for (int j = 0; j < hw; j++) {
+                sdy += d[j];
+                sdyx += (double)d[j] * ((p[j] - m) * is);
+            }
+        }
+        dgamma[ch] += (float)sdyx;
+        dbeta[ch] += (float)sdy;
+        if (!dx)
+            continue;
+        /* Training: dx = gamma*is * (dy - mean(dy) - xhat * mean(dy*xhat)); evaluation: the
+         * statistics are constants, dx = gamma*is * dy. */
+        float g = gamma[ch] * is;
+        float k1 = train ? (float)(sdy / cnt) : 0, k2 = train ? (float)(sdyx / cnt) : 0;
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * c + ch) * hw, *d = dy + ((size_t)n * c + ch) * hw;
+            float *q = dx + ((size_t)n * c + ch) * hw;
+            for (int j = 0; j < hw; j++) {
+                float v = g * (d[j] - k1 - (p[j] - m) * is * k2);
+                q[j] = acc ? q[j] + v : v;
+            }
+        }
+    }
+}
+
+/* ---- pooling ---- */
+
+void maxpool_forward(float *out, int32_t *arg, const float *x, int batch, int c, int h, int w,
+                     int k, int stride)
+{
+    int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
+    long planes = (long)batch * c;
+#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        const float *p = x + pl * h * w;
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                int best = (oy * stride) * w + ox * stride;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int i = (oy * stride + ky) * w + ox * stride + kx;
+                        if (p[i] > p[best] || isnan(p[i]))
+                            best = i;
+                    }
+                out[pl * ho * wo + oy * wo + ox] = p[best];
+                arg[pl * ho * wo + oy * wo + ox] = best;
+            }
+    }
+}
+
+void maxpool_backward(float *dx, const float *dout, const int32_t *arg, int batch, int c, int h,
+                      int w, int k, int stride, bool acc)
+{
+    int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
+    long planes = (long)batch * c;
+#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        float *d = dx + pl * h * w;
+        if (!acc)
+            memset(d, 0, (size_t)h * w * sizeof *d);
+        for (int j = 0; j < ho * wo; j++)
+            d[arg[pl * ho * wo + j]] += dout[pl * ho * wo + j];
+    }
+}
+
+void avgpool_forward(float *out, const float *x, int batch, int c, int h, int w, int k,
+                     int stride)
+{
+    int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
+    long planes = (long)batch * c;
+    float inv = 1.0f / (float)(k * k);
+#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        const float *p = x + pl * h * w;
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                float s = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        s += p[(oy * stride + ky) * w + ox * stride + kx];
+                out[pl * ho * wo + oy * wo + ox] = s * inv;
+            }
+    }
+}
+
+void avgpool_backward(float *dx, const float *dout, int batch, int c, int h, int w, int k,
+                      int stride, bool acc)
+{
+    int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
+    long planes = (long)batch * c;
+    float inv = 1.0f / (float)(k * k);
+#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        float *d = dx + pl * h * w;
+        if (!acc)
+            memset(d, 0, (size_t)h * w * sizeof *d);
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                float g = dout[pl * ho * wo + oy * wo + ox] * inv;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        d[(oy * stride + ky) * w + ox * stride + kx] += g;
+            }
+    }
+}
+
+void gap_forward(float *out, const float *x, int batch, int c, int hw)
+{
+    long planes = (long)batch * c;
+#pragma omp parallel for schedule(static) if (planes * hw > PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        double s = 0;
+        for (int j = 0; j < hw; j++)
+            s += x[pl * hw + j];
+        out[pl] = (float)(s / hw);
+    }
+}
+
+void gap_backward(float *dx, const float *dout, int batch, int c, int hw, bool acc)
+{
+    long planes = (long)batch * c;
+    float inv = 1.0f / (float)hw;
+#pragma omp parallel for schedule(static) if (planes * hw > PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        float g = dout[pl] * inv;
+        for (int j = 0; j < hw; j++)
+            dx[pl * hw + j] = acc ? dx[pl * hw + j] + g : g;
+    }
+}
+
+/* ---- shortcuts, dropout, sums ---- */
+
+void shortcut_a_forward(float *out, const float *x, int batch, int c_in, int h, int w,
+                        int c_out, int stride)
+{
+    int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride, lo = (c_out - c_in) / 2;
+    SAMX_ASSERT(c_out >= c_in && (c_out - c_in) % 2 == 0);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < batch; n++)
+        for (int co = 0; co < c_out; co++) {
+            float *o = out + ((size_t)n * c_out + co) * ho * wo;
+            int ci = co - lo;
+            if (ci < 0 || ci >= c_in) {
+                memset(o, 0, (size_t)ho * wo * sizeof *o);
+                continue;
+            }
+            const float *p = x + ((size_t)n * c_in + ci) * h * w;
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++)
+                    o[oy * wo + ox] = p[(oy * stride) * w + ox * stride];
+        }
+}
+
+void shortcut_a_backward(float *dx, const float *dout, int batch, int c_in, int h, int w,
+                         int c_out, int stride, bool acc)
+{
+    int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride, lo = (c_out - c_in) / 2;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < batch; n++)
+        for (int ci = 0; ci < c_in; ci++) {
+            float *d = dx + ((size_t)n * c_in + ci) * h * w;
+            const float *g = dout + ((size_t)n * c_out + ci + lo) * ho * wo;
+            if (!acc && stride != 1)
+                memset(d, 0, (size_t)h * w * sizeof *d);
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    float *t = &d[(oy * stride) * w + ox * stride];
+                    *t = acc || stride != 1 ? *t + g[oy * wo + ox] : g[oy * wo + ox];
+                }
+        }
+}
+
+void dropout_forward(float *out, float *mask, const float *x, int batch, size_t per_example,
+                     float p, uint64_t seed, uint64_t step, int layer)
+{
+    SAMX_ASSERT(p >= 0 && p < 1 && batch < 65536 && layer >= 0 && layer < 256);
+    float keep = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < batch; i++) {
+        struct rng r;
+        rng_init(&r, seed, "dropout", step << 24 | (uint64_t)layer << 16 | (uint64_t)i);
+        for (size_t j = 0; j < per_example; j++) {
+            size_t t = (size_t)i * per_example + j;
+            mask[t] = rng_uniform(&r) < p ? 0.0f : keep;
+            out[t] = x[t] * mask[t];
+        }
+    }
+}
+
+void dropout_backward(float *dx, const float *dout, const float *mask, size_t n, bool acc)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        dx[i] = acc ? dx[i] + dout[i] * mask[i] : dout[i] * mask[i];
+}
+
+void add_forward(float *out, const float *a, const float *b, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+void grad_pass(float *dx, const float *dout, size_t n, bool acc)
+{
+    if (!acc) {
+        memcpy(dx, dout, n * sizeof *dx);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        dx[i] += dout[i];
+}

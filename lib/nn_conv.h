@@ -1,0 +1,109 @@
+/* nn_conv.h: kernels of convolutional networks as forward/backward pairs, NCHW layout.
+ *
+ * Tensors are (batch, channels, height, width), row-major, as PyTorch's default layout; a
+ * convolution weight is (c_out, c_in, k, k) as torch.nn.Conv2d's. Argument order (llm.c, as
+ * nn.h): outputs, then inputs, then weights, then dimensions. Backward functions ADD into
+ * weight gradients (dw, db, dgamma, dbeta); input gradients dx are OVERWRITTEN, or added to
+ * when `acc` is true (a value read by two layers, e.g. a residual block's input, gets the sum
+ * of both gradients without a separate zeroing pass). Kernels never fail: they assert.
+ *
+ * Threads: every parallel loop runs over the index it writes (an example, a channel, a plane)
+ * with a static schedule. The convolution splits the batch into `n_blk` fixed blocks (chosen
+ * at init, not by the running thread count), each owning one im2col buffer and one partial
+ * weight gradient; the partials are added in block order afterwards. So results depend on
+ * n_blk only, never on scheduling, and there are no float reductions across threads or
+ * atomics. BatchNorm statistics are per-channel sums in double, in a fixed order.
+ *
+ * Hessian-vector products: these layers have no exact R-operator rule (yet); models built from
+ * them leave model_ops.hvp NULL, so measurements use the documented finite-difference
+ * fallback (measure.h), which is exact up to O(h^2) and evaluates in PASS_EVAL mode.
+ */
+#ifndef SAMX_NN_CONV_H
+#define SAMX_NN_CONV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Geometry of one 2-D convolution: square kernel k, one stride and one zero padding for both
+ * axes (every model here needs no more); h_out = (h + 2 pad - k) / stride + 1. */
+struct conv_shape {
+    int c_in, h, w, c_out, k, stride, pad, h_out, w_out;
+};
+/* Fill the output size; false when the kernel does not fit. */
+bool conv_shape_init(struct conv_shape *s, int c_in, int h, int w, int c_out, int k, int stride,
+                     int pad);
+/* Floats of im2col workspace one block needs (0 for 1x1 stride-1 unpadded convolutions, which
+ * read the input directly). */
+size_t conv_col_floats(const struct conv_shape *s);
+
+/* Workspace of a convolution layer: n_blk blocks, each with `col` (conv_col_floats floats) and
+ * `dw` (a partial weight gradient, c_out*c_in*k*k floats). Allocated by the caller, once. */
+struct conv_ws {
+    int n_blk;
+    float **col, **dw;
+};
+
+/* out (batch, c_out, h_out, w_out) = conv(x (batch, c_in, h, w), w) + b (c_out; may be NULL). */
+void conv2d_forward(float *out, const float *x, const float *w, const float *b, int batch,
+                    const struct conv_shape *s, const struct conv_ws *ws);
+/* dw += d/dw, db += d/db (may be NULL), dx = (or +=, acc) d/dx (dx may be NULL). */
+void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                     const float *w, int batch, const struct conv_shape *s,
+                     const struct conv_ws *ws, bool acc);
+/* The definition, in double, for tests: out = direct sum over the kernel window. */
+void conv2d_ref(float *out, const float *x, const float *w, const float *b, int batch,
+                const struct conv_shape *s);
+
+/* BatchNorm2d over (batch, c, hw). Training (batch statistics): mean and biased variance of
+ * each channel over batch*hw values, y = (x - mean) / sqrt(var + eps) * gamma + beta; saves
+ * mean and 1/sqrt(var + eps) per channel into save_mean, save_invstd (c) for backward; when
+ * run_mean/run_var are not NULL updates them as PyTorch does with momentum m:
+ * run = (1 - m) run + m stat, with the UNBIASED variance var * N / (N - 1), N = batch*hw.
+ * Evaluation (train = false): normalises with run_mean/run_var and saves those. */
+void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const float *x,
+                       const float *gamma, const float *beta, float *run_mean, float *run_var,
+                       int batch, int c, int hw, bool train, float momentum, float eps);
+/* Gradient of the forward above (same `train`): batch statistics depend on x in training mode,
+ * the running ones do not. dgamma, dbeta added to; dx overwritten or added (acc). */
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *save_mean, const float *save_invstd, const float *gamma,
+                        int batch, int c, int hw, bool train, bool acc);
+
+/* Max pooling, window k, stride, no padding: out (batch, c, h_out, w_out); arg (same size)
+ * keeps the index within the input plane of each maximum (first one on ties, as PyTorch). */
+void maxpool_forward(float *out, int32_t *arg, const float *x, int batch, int c, int h, int w,
+                     int k, int stride);
+void maxpool_backward(float *dx, const float *dout, const int32_t *arg, int batch, int c, int h,
+                      int w, int k, int stride, bool acc);
+/* Average pooling, window k, stride, no padding (count_include_pad is moot). */
+void avgpool_forward(float *out, const float *x, int batch, int c, int h, int w, int k,
+                     int stride);
+void avgpool_backward(float *dx, const float *dout, int batch, int c, int h, int w, int k,
+                      int stride, bool acc);
+/* Global average pooling: out (batch, c) = mean over each plane of x (batch, c, hw). */
+void gap_forward(float *out, const float *x, int batch, int c, int hw);
+void gap_backward(float *dx, const float *dout, int batch, int c, int hw, bool acc);
+
+/* The "option A" shortcut of He et al.'s CIFAR ResNets (akamaster's LambdaLayer):
+ * out (batch, c_out, h/2, w/2) = x[:, :, ::2, ::2] with (c_out - c_in)/2 zero channels before
+ * and after. With stride 1 and c_out == c_in it is the identity. */
+void shortcut_a_forward(float *out, const float *x, int batch, int c_in, int h, int w,
+                        int c_out, int stride);
+void shortcut_a_backward(float *dx, const float *dout, int batch, int c_in, int h, int w,
+                         int c_out, int stride, bool acc);
+
+/* Inverted dropout with probability p: out = x * mask / (1 - p). The mask of example i is drawn
+ * from the stream (seed, "dropout", step << 24 | layer << 16 | i), so every pass of an
+ * optimizer step (same step) sees the same mask, and a resumed run the same masks. The mask
+ * is kept in `mask` (n floats: 0 or 1/(1-p)) for backward. Requires batch < 65536. */
+void dropout_forward(float *out, float *mask, const float *x, int batch, size_t per_example,
+                     float p, uint64_t seed, uint64_t step, int layer);
+void dropout_backward(float *dx, const float *dout, const float *mask, size_t n, bool acc);
+
+/* out = a + b (n floats); backward: the caller passes dout to both inputs (vec_* or acc). */
+void add_forward(float *out, const float *a, const float *b, size_t n);
+/* dx = dout (or += with acc). */
+void grad_pass(float *dx, const float *dout, size_t n, bool acc);
+
+#endif

@@ -1,0 +1,983 @@
+/* test_conv: the convolutional layers, models, CIFAR loader and BatchNorm pass policy (issue 7).
+ *
+ * Layers: convolution against a direct double-precision convolution; every layer's backward
+ * against central differences, directionally (a random unit direction over all inputs and
+ * weights) and on sampled coordinates; BatchNorm in training and evaluation modes and its
+ * running-statistics update; pooling with inputs spaced apart so no window has near-ties.
+ * Models (cnn, resnet A/B, resnet-18, wrn) get the same two checks in PASS_TRAIN_FROZEN and
+ * PASS_EVAL, with losses summed in double. Then the CIFAR binary formats from small files this
+ * test writes, augmentation determinism, and whole runs: one SAM step with
+ * bn_update: first_pass leaves the running statistics of one plain training-mode forward pass.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blas.h"
+#include "cfg.h"
+#include "convnet.h"
+#include "data.h"
+#include "model.h"
+#include "nn.h"
+#include "nn_conv.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "tap.h"
+#include "train.h"
+
+static bool agree(double a, double n, double rtol, double floor)
+{
+    return fabs(a - n) <= floor || fabs(a - n) / (fabs(a) + fabs(n)) <= rtol;
+}
+
+static void fill_normal(float *x, size_t n, struct rng *r, double scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(scale * rng_normal(r));
+}
+
+static double dot_d(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+/* ---- a generic layer check: f(inputs) = sum(c * layer(inputs)), inputs concatenated ---- */
+
+#define LC_MAX 160
+struct lcheck {
+    int n_arr;
+    float *arr[LC_MAX];  /* the arrays differentiated (x, w, b, ...; a model's tensors) */
+    size_t len[LC_MAX];
+    const char *what[LC_MAX];
+    float *grad[LC_MAX]; /* analytic gradients of sum(c * out) */
+    int samples;         /* coordinates sampled per array (0: 16) */
+    double (*f)(void *ctx); /* sum(c * out) at the current arrays */
+    void *ctx;
+    /* optional: fingerprint of the piecewise-linear region of the last f() (convnet.h) */
+    uint64_t (*region)(void *ctx);
+};
+
+/* The region of f at the current arrays (0 without a region callback). */
+static uint64_t region_at(struct lcheck *l)
+{
+    if (!l->region)
+        return 0;
+    l->f(l->ctx);
+    return l->region(l->ctx);
+}
+
+/* Central difference of l->f along (dir, scale s): [f(a + s dir) - f(a - s dir)] / 2s, arrays
+ * restored from save afterwards. */
+static uint64_t base_region; /* region at the unperturbed arrays */
+static bool crossed;         /* a difference since the last reset crossed a kink */
+
+static double central(struct lcheck *l, float **dir, float **save, double s)
+{
+    for (int a = 0; a < l->n_arr; a++)
+        vec_axpy(l->len[a], (float)s, dir[a], l->arr[a]);
+    double fp = l->f(l->ctx);
+    crossed |= l->region && l->region(l->ctx) != base_region;
+    for (int a = 0; a < l->n_arr; a++) {
+        memcpy(l->arr[a], save[a], l->len[a] * sizeof(float));
+        vec_axpy(l->len[a], (float)-s, dir[a], l->arr[a]);
+    }
+    double fm = l->f(l->ctx);
+    crossed |= l->region && l->region(l->ctx) != base_region;
+    for (int a = 0; a < l->n_arr; a++)
+        memcpy(l->arr[a], save[a], l->len[a] * sizeof(float));
+    return (fp - fm) / (2 * s);
+}
+
+/* One coordinate's central difference at step s. */
+static double central1(struct lcheck *l, int a, size_t i, double s)
+{
+    float old = l->arr[a][i];
+    l->arr[a][i] = old + (float)s;
+    double p = l->f(l->ctx);
+    crossed |= l->region && l->region(l->ctx) != base_region;
+    l->arr[a][i] = old - (float)s;
+    double m = l->f(l->ctx);
+    crossed |= l->region && l->region(l->ctx) != base_region;
+    l->arr[a][i] = old;
+    return (p - m) / (2 * s);
+}
+
+/* Directional and sampled-coordinate checks of an lcheck. With `richardson`, the difference is
+ * extrapolated from steps eps and eps/2, (4 D(eps/2) - D(eps)) / 3, which cancels the O(eps^2)
+ * term: deep networks whose BatchNorm layers see few values per channel are curved enough
+ * that a plain central difference at a step above float32 noise is off by several percent. */
+static void layer_check_x(struct lcheck *l, const char *label, double eps, double rtol,
+                          double floor, bool richardson)
+{
+    struct rng r;
+    rng_init(&r, 11, "test.layer", 0);
+    /* directional */
+    float *dir[LC_MAX], *save[LC_MAX];
+    double norm = 0, analytic = 0;
+    for (int a = 0; a < l->n_arr; a++) {
+        dir[a] = xfloats(l->len[a]);
+        save[a] = xfloats(l->len[a]);
+        fill_normal(dir[a], l->len[a], &r, 1);
+        memcpy(save[a], l->arr[a], l->len[a] * sizeof(float));
+        norm += dot_d(dir[a], dir[a], l->len[a]);
+    }
+    /* d = unit(random) + unit(gradient), normalised: it still moves every coordinate, and the
+     * derivative along it is at least ||g|| / 2, well above the float32 noise of the
+     * differences (a purely random direction gives ||g|| / sqrt(n), often below it). */
+    double gnorm = 0;
+    for (int a = 0; a < l->n_arr; a++)
+        gnorm += dot_d(l->grad[a], l->grad[a], l->len[a]);
+    gnorm = sqrt(gnorm);
+    double dnorm = 0;
+    for (int a = 0; a < l->n_arr; a++) {
+        vec_scal(l->len[a], (float)(1 / sqrt(norm)), dir[a]);
+        if (gnorm > 0)
+            vec_axpy(l->len[a], (float)(1 / gnorm), l->grad[a], dir[a]);
+        dnorm += dot_d(dir[a], dir[a], l->len[a]);
+    }
+    for (int a = 0; a < l->n_arr; a++) {
+        vec_scal(l->len[a], (float)(1 / sqrt(dnorm)), dir[a]);
+        analytic += dot_d(dir[a], l->grad[a], l->len[a]);
+    }
+    /* A difference that crosses a ReLU or max-pool kink measures the kink, not the gradient:
+     * shrink the step until neither side leaves the region (or give up after 4 tries). */
+    base_region = region_at(l);
+    double numeric = 0, step = eps;
+    for (int tries = 0; tries < 4; tries++, step /= 4) {
+        crossed = false;
+        numeric = central(l, dir, save, step);
+        if (richardson)
+            numeric = (4 * central(l, dir, save, step / 2) - numeric) / 3;
+        if (!crossed)
+            break;
+    }
+    if (crossed)
+        diag("%s: directional difference crosses a kink even at step %.2g", label, step);
+    ok(agree(analytic, numeric, rtol, floor), "%s: directional derivative %.6g vs %.6g", label,
+       analytic, numeric);
+    /* sampled coordinates */
+    int bad = 0, checked = 0, kinks = 0;
+    for (int a = 0; a < l->n_arr; a++) {
+        int want = l->samples ? l->samples : 16;
+        int k = l->len[a] < (size_t)want ? (int)l->len[a] : want;
+        for (int j = 0; j < k; j++) {
+            size_t i = l->len[a] <= (size_t)want ? (size_t)j : rng_below(&r, l->len[a]);
+            double num = 0, h = eps;
+            for (int tries = 0; tries < 3; tries++, h /= 4) {
+                crossed = false;
+                num = central1(l, a, i, h);
+                if (richardson)
+                    num = (4 * central1(l, a, i, h / 2) - num) / 3;
+                if (!crossed)
+                    break;
+            }
+            if (crossed) { /* a kink within the smallest step: this coordinate says nothing */
+                kinks++;
+                continue;
+            }
+            if (!agree(l->grad[a][i], num, rtol, floor)) {
+                bad++;
+                diag("%s: d/d %s[%zu] analytic %.6g numeric %.6g", label, l->what[a], i,
+                     l->grad[a][i], num);
+            }
+            checked++;
+        }
+    }
+    ok(bad == 0 && checked >= 2 * kinks, "%s: %d sampled coordinates match central differences "
+       "(%d more skipped: a kink within the step)", label, checked, kinks);
+    for (int a = 0; a < l->n_arr; a++) {
+        free(dir[a]);
+        free(save[a]);
+    }
+}
+
+static void layer_check(struct lcheck *l, const char *label, double eps, double rtol,
+                        double floor)
+{
+    layer_check_x(l, label, eps, rtol, floor, false);
+}
+
+/* ---- convolution ---- */
+
+struct conv_ctx {
+    struct conv_shape s;
+    int batch;
+    float *x, *w, *b, *c, *out;
+};
+
+static double conv_f(void *p)
+{
+    struct conv_ctx *k = p;
+    conv2d_ref(k->out, k->x, k->w, k->b, k->batch, &k->s);
+    return dot_d(k->c, k->out, (size_t)k->batch * k->s.c_out * k->s.h_out * k->s.w_out);
+}
+
+static struct conv_ws ws_new(int n_blk, const struct conv_shape *s)
+{
+    struct conv_ws ws = {.n_blk = n_blk};
+    ws.col = xcalloc((size_t)n_blk, sizeof *ws.col);
+    ws.dw = xcalloc((size_t)n_blk, sizeof *ws.dw);
+    for (int b = 0; b < n_blk; b++) {
+        ws.col[b] = xfloats(conv_col_floats(s) + 1);
+        ws.dw[b] = xfloats((size_t)s->c_out * s->c_in * s->k * s->k);
+    }
+    return ws;
+}
+
+static void ws_free(struct conv_ws *ws)
+{
+    for (int b = 0; b < ws->n_blk; b++) {
+        free(ws->col[b]);
+        free(ws->dw[b]);
+    }
+    free(ws->col);
+    free(ws->dw);
+}
+
+static void check_conv(int batch, int c_in, int h, int w, int c_out, int k, int stride, int pad,
+                       bool bias)
+{
+    char label[96];
+    snprintf(label, sizeof label, "conv %dx%dx%d -> %d, k%d s%d p%d%s", c_in, h, w, c_out, k,
+             stride, pad, bias ? " +bias" : "");
+    struct conv_ctx c = {.batch = batch};
+    if (!ok(conv_shape_init(&c.s, c_in, h, w, c_out, k, stride, pad), "%s: shape", label))
+        return;
+    size_t nx = (size_t)batch * c_in * h * w, nw = (size_t)c_out * c_in * k * k;
+    size_t no = (size_t)batch * c_out * c.s.h_out * c.s.w_out;
+    struct rng r;
+    rng_init(&r, 5, "test.conv", (uint64_t)(k * 100 + stride * 10 + pad));
+    c.x = xfloats(nx), c.w = xfloats(nw), c.b = bias ? xfloats((size_t)c_out) : NULL;
+    c.c = xfloats(no), c.out = xfloats(no);
+    float *out = xfloats(no), *out3 = xfloats(no), *dx = xfloats(nx), *dw = xfloats(nw);
+    float *db = xfloats((size_t)c_out), *dx2 = xfloats(nx), *dw3 = xfloats(nw);
+    fill_normal(c.x, nx, &r, 1);
+    fill_normal(c.w, nw, &r, 0.5);
+    if (bias)
+        fill_normal(c.b, (size_t)c_out, &r, 0.5);
+    fill_normal(c.c, no, &r, 1);
+    struct conv_ws ws1 = ws_new(1, &c.s), ws3 = ws_new(3, &c.s);
+    conv2d_forward(out, c.x, c.w, c.b, batch, &c.s, &ws1);
+    conv2d_forward(out3, c.x, c.w, c.b, batch, &c.s, &ws3);
+    conv_f(&c);
+    double worst = 0;
+    for (size_t i = 0; i < no; i++)
+        worst = fmax(worst, fabs(out[i] - c.out[i]));
+    ok(worst < 1e-4 && !memcmp(out, out3, no * sizeof *out),
+       "%s: im2col+GEMM equals the direct convolution (max error %.2g), any block count",
+       label, worst);
+    conv2d_backward(dx, dw, db, c.c, c.x, c.w, batch, &c.s, &ws1, false);
+    conv2d_backward(NULL, dw3, NULL, c.c, c.x, c.w, batch, &c.s, &ws3, false);
+    worst = 0;
+    for (size_t i = 0; i < nw; i++)
+        worst = fmax(worst, fabs(dw[i] - dw3[i]));
+    ok(worst < 1e-4, "%s: weight gradient with 1 and 3 batch blocks agree (%.2g)", label, worst);
+    /* acc: a second backward adds its dx on top. */
+    memcpy(dx2, dx, nx * sizeof *dx);
+    conv2d_backward(dx2, dw3, NULL, c.c, c.x, c.w, batch, &c.s, &ws3, true);
+    worst = 0;
+    for (size_t i = 0; i < nx; i++)
+        worst = fmax(worst, fabs(dx2[i] - 2 * dx[i]));
+    ok(worst < 1e-4, "%s: acc adds into dx", label);
+    /* The loss is linear in each array, so a large step has no truncation error. */
+    struct lcheck l = {.n_arr = bias ? 3 : 2, .arr = {c.x, c.w, c.b}, .len = {nx, nw, (size_t)c_out},
+                       .what = {"x", "w", "b"}, .grad = {dx, dw, db}, .f = conv_f, .ctx = &c};
+    layer_check(&l, label, 1e-2, 1e-3, 1e-4);
+    ws_free(&ws1);
+    ws_free(&ws3);
+    free(c.x), free(c.w), free(c.b), free(c.c), free(c.out);
+    free(out), free(out3), free(dx), free(dw), free(db), free(dx2), free(dw3);
+}
+
+/* ---- BatchNorm ---- */
+
+struct bn_ctx {
+    int batch, c, hw;
+    bool train;
+    float *x, *gamma, *beta, *rm, *rv, *c_, *y, *sm, *si;
+};
+
+static double bn_f(void *p)
+{
+    struct bn_ctx *k = p;
+    /* running statistics are read in eval mode and never updated here (NULL in training) */
+    batchnorm_forward(k->y, k->sm, k->si, k->x, k->gamma, k->beta, k->train ? NULL : k->rm,
+                      k->train ? NULL : k->rv, k->batch, k->c, k->hw, k->train, 0.1f, 1e-5f);
+    return dot_d(k->c_, k->y, (size_t)k->batch * k->c * k->hw);
+}
+
+static void check_bn(bool train)
+{
+    const char *label = train ? "batchnorm (training: batch statistics)"
+                              : "batchnorm (evaluation: running statistics)";
+    struct bn_ctx k = {.batch = 3, .c = 4, .hw = 5, .train = train};
+    size_t n = (size_t)k.batch * k.c * k.hw;
+    struct rng r;
+    rng_init(&r, 6, "test.bn", train);
+    k.x = xfloats(n), k.y = xfloats(n), k.c_ = xfloats(n);
+    float gamma[4], beta[4], rm[4], rv[4], sm[4], si[4], dg[4] = {0}, dbt[4] = {0};
+    k.gamma = gamma, k.beta = beta, k.rm = rm, k.rv = rv, k.sm = sm, k.si = si;
+    fill_normal(k.x, n, &r, 2);
+    for (size_t i = 0; i < n; i++)
+        k.x[i] += (float)(i % 4); /* channel means differ */
+    fill_normal(k.c_, n, &r, 1);
+    fill_normal(gamma, 4, &r, 1);
+    fill_normal(beta, 4, &r, 1);
+    for (int i = 0; i < 4; i++) {
+        rm[i] = (float)(0.3 * i - 0.2);
+        rv[i] = (float)(0.5 + i);
+    }
+    float *dx = xfloats(n);
+    bn_f(&k);
+    batchnorm_backward(dx, dg, dbt, k.c_, k.x, sm, si, gamma, k.batch, k.c, k.hw, train, false);
+    struct lcheck l = {.n_arr = 3, .arr = {k.x, gamma, beta}, .len = {n, 4, 4},
+                       .what = {"x", "gamma", "beta"}, .grad = {dx, dg, dbt}, .f = bn_f,
+                       .ctx = &k};
+    layer_check_x(&l, label, 1e-2, 5e-3, 1e-4, true);
+    if (train) {
+        /* Running statistics: PyTorch's momentum update with the unbiased variance. */
+        float rm0[4], rv0[4];
+        memcpy(rm0, rm, sizeof rm);
+        memcpy(rv0, rv, sizeof rv);
+        batchnorm_forward(k.y, sm, si, k.x, gamma, beta, rm, rv, k.batch, k.c, k.hw, true, 0.1f,
+                          1e-5f);
+        double worst = 0;
+        for (int ch = 0; ch < 4; ch++) {
+            double s = 0, v = 0, cnt = k.batch * k.hw;
+            for (int b = 0; b < k.batch; b++)
+                for (int j = 0; j < k.hw; j++)
+                    s += k.x[(b * 4 + ch) * k.hw + j];
+            double mean = s / cnt;
+            for (int b = 0; b < k.batch; b++)
+                for (int j = 0; j < k.hw; j++)
+                    v += pow(k.x[(b * 4 + ch) * k.hw + j] - mean, 2);
+            worst = fmax(worst, fabs(rm[ch] - (0.9 * rm0[ch] + 0.1 * mean)));
+            worst = fmax(worst, fabs(rv[ch] - (0.9 * rv0[ch] + 0.1 * v / (cnt - 1))));
+            /* normalised output has mean beta, biased variance gamma^2 (up to eps) */
+            double ym = 0, yv = 0;
+            for (int b = 0; b < k.batch; b++)
+                for (int j = 0; j < k.hw; j++)
+                    ym += k.y[(b * 4 + ch) * k.hw + j];
+            ym /= cnt;
+            for (int b = 0; b < k.batch; b++)
+                for (int j = 0; j < k.hw; j++)
+                    yv += pow(k.y[(b * 4 + ch) * k.hw + j] - ym, 2);
+            worst = fmax(worst, fabs(ym - beta[ch]));
+            worst = fmax(worst, fabs(yv / cnt - gamma[ch] * gamma[ch]) * 1e-2);
+        }
+        ok(worst < 1e-5, "batchnorm running mean/var: momentum 0.1, unbiased variance; output "
+                         "has mean beta, variance gamma^2 (max error %.2g)", worst);
+    }
+    free(k.x), free(k.y), free(k.c_), free(dx);
+}
+
+/* ---- pooling, shortcut, dropout ---- */
+
+enum pool_kind { POOL_MAX, POOL_AVG, POOL_GAP };
+
+struct pool_ctx {
+    enum pool_kind kind;
+    int batch, c, h, w, k, stride;
+    float *x, *c_, *out;
+    int32_t *arg;
+};
+
+static size_t pool_out(const struct pool_ctx *p)
+{
+    if (p->kind == POOL_GAP)
+        return (size_t)p->batch * p->c;
+    return (size_t)p->batch * p->c * ((p->h - p->k) / p->stride + 1) *
+           ((p->w - p->k) / p->stride + 1);
+}
+
+static double pool_f(void *q)
+{
+    struct pool_ctx *p = q;
+    if (p->kind == POOL_MAX)
+        maxpool_forward(p->out, p->arg, p->x, p->batch, p->c, p->h, p->w, p->k, p->stride);
+    else if (p->kind == POOL_AVG)
+        avgpool_forward(p->out, p->x, p->batch, p->c, p->h, p->w, p->k, p->stride);
+    else
+        gap_forward(p->out, p->x, p->batch, p->c, p->h * p->w);
+    return dot_d(p->c_, p->out, pool_out(p));
+}
+
+static void check_pool(enum pool_kind kind, int k, int stride)
+{
+    static const char *const names[] = {"max pool", "average pool", "global average pool"};
+    char label[64];
+    snprintf(label, sizeof label, "%s k%d s%d", names[kind], k, stride);
+    struct pool_ctx p = {.kind = kind, .batch = 2, .c = 3, .h = 7, .w = 6, .k = k,
+                         .stride = stride};
+    size_t nx = (size_t)p.batch * p.c * p.h * p.w, no = pool_out(&p);
+    struct rng r;
+    rng_init(&r, 7, "test.pool", (uint64_t)kind);
+    p.x = xfloats(nx), p.c_ = xfloats(no), p.out = xfloats(no);
+    p.arg = xmalloc(no * sizeof *p.arg);
+    /* values spaced 0.05 apart in random order: no two within 2 eps, so no argmax flips */
+    int *perm = xmalloc(nx * sizeof *perm);
+    for (size_t i = 0; i < nx; i++)
+        perm[i] = (int)i;
+    rng_shuffle(&r, perm, (int)nx);
+    for (size_t i = 0; i < nx; i++)
+        p.x[i] = 0.05f * (float)perm[i] - 5.0f;
+    fill_normal(p.c_, no, &r, 1);
+    pool_f(&p);
+    /* forward against the definition */
+    int ho = kind == POOL_GAP ? 1 : (p.h - k) / stride + 1;
+    int wo = kind == POOL_GAP ? 1 : (p.w - k) / stride + 1;
+    int kh = kind == POOL_GAP ? p.h : k, kw = kind == POOL_GAP ? p.w : k;
+    double worst = 0;
+    for (int pl = 0; pl < p.batch * p.c; pl++)
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                double mx = -1e30, s = 0;
+                for (int ky = 0; ky < kh; ky++)
+                    for (int kx = 0; kx < kw; kx++) {
+                        double v = p.x[(size_t)pl * p.h * p.w + (oy * stride + ky) * p.w +
+                                       ox * stride + kx];
+                        mx = fmax(mx, v);
+                        s += v;
+                    }
+                double want = kind == POOL_MAX ? mx : s / (kh * kw);
+                worst = fmax(worst, fabs(want - p.out[((size_t)pl * ho + oy) * wo + ox]));
+            }
+    ok(worst < 1e-6, "%s: forward equals the definition (%.2g)", label, worst);
+    float *dx = xfloats(nx);
+    for (size_t i = 0; i < nx; i++)
+        dx[i] = 1.0f; /* overwritten, not added to */
+    if (kind == POOL_MAX)
+        maxpool_backward(dx, p.c_, p.arg, p.batch, p.c, p.h, p.w, k, stride, false);
+    else if (kind == POOL_AVG)
+        avgpool_backward(dx, p.c_, p.batch, p.c, p.h, p.w, k, stride, false);
+    else
+        gap_backward(dx, p.c_, p.batch, p.c, p.h * p.w, false);
+    struct lcheck l = {.n_arr = 1, .arr = {p.x}, .len = {nx}, .what = {"x"}, .grad = {dx},
+                       .f = pool_f, .ctx = &p};
+    layer_check(&l, label, 1e-2, 1e-3, 1e-4);
+    free(p.x), free(p.c_), free(p.out), free(p.arg), free(perm), free(dx);
+}
+
+struct sc_ctx {
+    int batch, c_in, h, w, c_out, stride;
+    float *x, *c_, *out;
+};
+
+static double sc_f(void *q)
+{
+    struct sc_ctx *s = q;
+    shortcut_a_forward(s->out, s->x, s->batch, s->c_in, s->h, s->w, s->c_out, s->stride);
+    int ho = (s->h + s->stride - 1) / s->stride, wo = (s->w + s->stride - 1) / s->stride;
+    return dot_d(s->c_, s->out, (size_t)s->batch * s->c_out * ho * wo);
+}
+
+static void check_shortcut(int stride)
+{
+    struct sc_ctx s = {.batch = 2, .c_in = 2, .h = 5, .w = 6, .c_out = 6, .stride = stride};
+    int ho = (s.h + stride - 1) / stride, wo = (s.w + stride - 1) / stride;
+    size_t nx = (size_t)s.batch * s.c_in * s.h * s.w, no = (size_t)s.batch * s.c_out * ho * wo;
+    struct rng r;
+    rng_init(&r, 8, "test.shortcut", (uint64_t)stride);
+    s.x = xfloats(nx), s.c_ = xfloats(no), s.out = xfloats(no);
+    fill_normal(s.x, nx, &r, 1);
+    fill_normal(s.c_, no, &r, 1);
+    sc_f(&s);
+    /* channel 2 of the output is input channel 0 subsampled; channels 0, 1, 4, 5 are zero */
+    bool good = s.out[(size_t)(0 * s.c_out + 2) * ho * wo + 1] == s.x[stride] &&
+                s.out[(size_t)(1 * s.c_out + 3) * ho * wo + wo] ==
+                    s.x[(size_t)(1 * s.c_in + 1) * s.h * s.w + stride * s.w];
+    for (int j = 0; j < ho * wo; j++)
+        good = good && s.out[j] == 0 && s.out[(size_t)5 * ho * wo + j] == 0;
+    ok(good, "option-A shortcut (stride %d): x[:, :, ::%d, ::%d] with zero channels either side",
+       stride, stride, stride);
+    float *dx = xfloats(nx);
+    shortcut_a_backward(dx, s.c_, s.batch, s.c_in, s.h, s.w, s.c_out, stride, false);
+    char label[48];
+    snprintf(label, sizeof label, "option-A shortcut (stride %d)", stride);
+    struct lcheck l = {.n_arr = 1, .arr = {s.x}, .len = {nx}, .what = {"x"}, .grad = {dx},
+                       .f = sc_f, .ctx = &s};
+    layer_check(&l, label, 1e-2, 1e-4, 1e-5);
+    free(s.x), free(s.c_), free(s.out), free(dx);
+}
+
+static void check_dropout(void)
+{
+    enum { B = 4, N = 500 };
+    float *x = xfloats(B * N), *o1 = xfloats(B * N), *o2 = xfloats(B * N), *o3 = xfloats(B * N);
+    float *m1 = xfloats(B * N), *m2 = xfloats(B * N), *m3 = xfloats(B * N), *dx = xfloats(B * N);
+    for (int i = 0; i < B * N; i++)
+        x[i] = 1.0f;
+    dropout_forward(o1, m1, x, B, N, 0.3f, 9, 17, 0);
+    dropout_forward(o2, m2, x, B, N, 0.3f, 9, 17, 0);
+    dropout_forward(o3, m3, x, B, N, 0.3f, 9, 18, 0);
+    int dropped = 0;
+    for (int i = 0; i < B * N; i++)
+        dropped += o1[i] == 0;
+    ok(!memcmp(o1, o2, sizeof(float) * B * N) && memcmp(o1, o3, sizeof(float) * B * N),
+       "dropout: the same mask for the same (seed, step), another for the next step");
+    ok(fabs(dropped / (double)(B * N) - 0.3) < 0.05 && fabsf(o1[0] + o1[1] + o1[2]) > 0,
+       "dropout: drops about p = 0.3 (%d of %d), scales the rest by 1/(1-p)", dropped, B * N);
+    dropout_backward(dx, x, m1, B * N, false);
+    ok(!memcmp(dx, o1, sizeof(float) * B * N), "dropout backward multiplies by the same mask");
+    free(x), free(o1), free(o2), free(o3), free(m1), free(m2), free(m3), free(dx);
+}
+
+/* ---- whole models ---- */
+
+#define MB 8 /* batch of the model checks: BatchNorm sees >= 8 values per channel */
+
+struct mctx {
+    struct model m;
+    enum pass_mode mode;
+    float *x, *dout;
+    int32_t lab[MB];
+    double lex[MB];
+    uint8_t hit[MB];
+};
+
+static double model_loss(struct mctx *c, bool grad)
+{
+    struct model *m = &c->m;
+    m->ops->forward(m, c->x, MB, c->mode);
+    double s = xent_forward_backward(grad ? c->dout : NULL, c->lex, c->hit, m->out, c->lab, MB,
+                                     m->n_out, 0.0f, 1.0f / MB);
+    if (grad) {
+        vec_zero(m->p.n, m->p.g);
+        m->ops->backward(m, c->x, c->dout, MB);
+    }
+    return s / MB;
+}
+
+static double model_f(void *p) { return model_loss(p, false); }
+
+static uint64_t model_region(void *p)
+{
+    struct mctx *c = p;
+    return cn_fingerprint(&c->m, MB);
+}
+
+static void check_model(const char *yaml, int ch, int hw, enum pass_mode mode, const char *label)
+{
+    struct cfg cfg;
+    struct err e = {0};
+    struct mctx *c = xcalloc(1, sizeof *c);
+    c->mode = mode;
+    if (!ok(cfg_load_string(&cfg, "model.yaml", yaml, &e) == 0 &&
+                model_init_image(&c->m, cfg.root, ch, hw, hw, 5, MB, 7, &e) == 0,
+            "%s: builds (%s)", label, e.msg)) {
+        free(c);
+        return;
+    }
+    struct model *m = &c->m;
+    m->step = 3;
+    struct rng r;
+    rng_init(&r, 4, "test.model", 0);
+    size_t nx = (size_t)MB * m->n_in;
+    c->x = xfloats(nx);
+    c->dout = xfloats((size_t)MB * m->n_out);
+    fill_normal(c->x, nx, &r, 1.0);
+    for (int i = 0; i < MB; i++)
+        c->lab[i] = (int32_t)rng_below(&r, (uint64_t)m->n_out);
+    /* Non-trivial BatchNorm weights and running statistics, so every path is exercised. */
+    for (int t = 0; t < m->p.nt; t++)
+        if (m->p.t[t].ndim == 1 && strstr(m->p.t[t].name, "bn"))
+            for (size_t i = 0; i < m->p.t[t].n; i++)
+                m->p.w[m->p.t[t].off + i] += (float)(0.2 * rng_normal(&r));
+    for (int t = 0; t < m->buf.nt; t++)
+        for (size_t i = 0; i < m->buf.t[t].n; i++)
+            m->buf.w[m->buf.t[t].off + i] =
+                strstr(m->buf.t[t].name, "var") ? (float)(0.5 + rng_uniform(&r))
+                                                : (float)(0.2 * rng_normal(&r));
+    /* In evaluation mode, running statistics near the batch's own (40 updating passes), so
+     * activations stay normalised: with arbitrary ones they grow layer by layer until the
+     * float32 loss is too coarse for finite differences. */
+    if (mode == PASS_EVAL)
+        for (int i = 0; i < 40 && m->buf.nt; i++)
+            m->ops->forward(m, c->x, MB, PASS_TRAIN_UPDATE);
+    float *buf0 = m->buf.nt ? xfloats(m->buf.n) : NULL;
+    if (buf0)
+        memcpy(buf0, m->buf.w, m->buf.n * sizeof *buf0);
+    model_loss(c, true);
+    float *g = xfloats(m->p.n);
+    memcpy(g, m->p.g, m->p.n * sizeof *g);
+    ok(vec_nrm2(m->p.n, g) > 1e-3, "%s: gradient is not trivially zero", label);
+    /* Every tensor is an array of the check, so each gets sampled coordinates (4 each). */
+    struct lcheck *l = xcalloc(1, sizeof *l);
+    *l = (struct lcheck){.n_arr = m->p.nt, .f = model_f, .ctx = c, .region = model_region,
+                         .samples = 4};
+    SAMX_ASSERT(m->p.nt <= LC_MAX);
+    for (int t = 0; t < m->p.nt; t++) {
+        l->arr[t] = m->p.w + m->p.t[t].off;
+        l->grad[t] = g + m->p.t[t].off;
+        l->len[t] = m->p.t[t].n;
+        l->what[t] = m->p.t[t].name;
+    }
+    /* Float32 forward passes through deep networks: a looser floor than the single layers;
+     * looser again for ReLU networks, whose differences may pass close to a kink. */
+    bool relu = !strstr(yaml, "activation");
+    layer_check_x(l, label, 2e-3, relu ? 3e-2 : 1e-2, relu ? 6e-4 : 2e-4, true);
+    free(l);
+    if (buf0)
+        ok(!memcmp(buf0, m->buf.w, m->buf.n * sizeof *buf0),
+           "%s: running statistics untouched in this mode", label);
+    free(buf0);
+    free(g);
+    free(c->x);
+    free(c->dout);
+    model_release(m);
+    cfg_free(&cfg);
+    free(c);
+}
+
+/* Tensor names and counts as the PyTorch modules' state_dicts. */
+static void check_resnet_layout(void)
+{
+    struct cfg cfg;
+    struct err e = {0};
+    struct model m;
+    cfg_load_string(&cfg, "m.yaml", "name: resnet\ndepth: 20\n", &e);
+    if (!ok(model_init_image(&m, cfg.root, 3, 32, 32, 10, 2, 0, &e) == 0, "resnet20 builds"))
+        return;
+    ok(m.p.n >= 269722 && params_find(&m.p, "layer3.2.bn2.bias") >= 0 &&
+           params_find(&m.p, "linear.weight") >= 0 && params_find(&m.p, "conv1.weight") == 0 &&
+           params_find(&m.buf, "layer2.0.bn1.running_var") >= 0 && m.p.nt == 2 + 19 + 2 * 19,
+       "resnet20: akamaster names (conv1, layer1.0.bn1, ..., linear), %d tensors, buffers "
+       "bn.running_mean/var", m.p.nt);
+    size_t count = 0;
+    for (int t = 0; t < m.p.nt; t++)
+        count += m.p.t[t].n;
+    ok(count == 269722, "resnet20 has 269,722 weights for 10 classes (%zu)", count);
+    model_release(&m);
+    cfg_free(&cfg);
+}
+
+/* ---- CIFAR files ---- */
+
+static char tmpdir[256];
+
+/* A CIFAR-format file of n records: label bytes then a recognisable pixel pattern. */
+static void write_cifar(const char *name, int n, int label_bytes, int first, int classes)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "wb");
+    for (int i = 0; i < n; i++) {
+        int y = (first + i) % classes;
+        if (label_bytes == 2)
+            fputc(y / 5, f); /* coarse */
+        fputc(y, f);
+        for (int p = 0; p < 3072; p++)
+            fputc((first + i + p * 7) & 255, f);
+    }
+    fclose(f);
+}
+
+static int load_data(struct data *d, const char *yaml, struct err *e)
+{
+    struct cfg cfg;
+    int rc = cfg_load_string(&cfg, "data.yaml", yaml, e);
+    if (rc == 0)
+        rc = data_init(d, cfg.root, 1, e);
+    cfg_free(&cfg);
+    return rc;
+}
+
+static void check_cifar(void)
+{
+    static const char *const tr[] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                     "data_batch_4.bin", "data_batch_5.bin"};
+    for (int i = 0; i < 5; i++)
+        write_cifar(tr[i], 8, 1, 8 * i, 10);
+    write_cifar("test_batch.bin", 6, 1, 100, 10);
+    write_cifar("train.bin", 12, 2, 0, 100);
+    write_cifar("test.bin", 4, 2, 50, 100);
+    char yaml[1024];
+    struct data d;
+    struct err e = {0};
+    snprintf(yaml, sizeof yaml, "name: cifar10\ndir: %s\naugment: {crop: 0, flip: false}\n",
+             tmpdir);
+    if (ok(load_data(&d, yaml, &e) == 0, "cifar10 loads small files (%s)", e.msg)) {
+        ok(d.train.n == 40 && d.test.n == 6 && d.train.channels == 3 && d.train.height == 32 &&
+               d.train.dim == 3072 && d.train.label[9] == 9 && d.train.label[12] == 2 &&
+               d.test.label[0] == 0,
+           "cifar10: 5 x 8 train records in file order, 6 test, 3x32x32, labels");
+        float x[3072];
+        int idx = 9;
+        data_batch(&d.train, &idx, 1, x, NULL, NULL);
+        /* pixel p of channel c: ((9 + p*7) & 255) / 255 normalised by the channel's mean, std */
+        int p = 1024 + 5;
+        double want = (((9 + p * 7) & 255) / 255.0 - 0.4822) / 0.2435;
+        approx(x[p], want, 1e-5, 1e-5, "cifar10: per-channel normalisation (channel 1)");
+        data_free(&d);
+    }
+    snprintf(yaml, sizeof yaml, "name: cifar100\ndir: %s\n", tmpdir);
+    if (ok(load_data(&d, yaml, &e) == 0, "cifar100 loads (%s)", e.msg)) {
+        ok(d.train.n == 12 && d.test.n == 4 && d.train.n_classes == 100 &&
+               d.train.label[11] == 11 && d.test.label[1] == 51,
+           "cifar100: fine labels (the second byte of each record)");
+        data_free(&d);
+    }
+    /* truncated file: an error naming it */
+    char path[512];
+    snprintf(path, sizeof path, "%s/data_batch_3.bin", tmpdir);
+    if (truncate(path, 3073 * 8 - 5) == 0) {
+        snprintf(yaml, sizeof yaml, "name: cifar10\ndir: %s\n", tmpdir);
+        e = (struct err){0};
+        ok(load_data(&d, yaml, &e) != 0 && strstr(e.msg, "data_batch_3.bin") &&
+               strstr(e.msg, "truncated"),
+           "a truncated cifar10 file is an error naming it (%s)", e.msg);
+    }
+    write_cifar("data_batch_3.bin", 8, 1, 16, 10);
+    snprintf(yaml, sizeof yaml, "name: cifar10\n");
+    e = (struct err){0};
+    ok(load_data(&d, yaml, &e) != 0 && strstr(e.msg, "dir"), "cifar10 without dir: %s", e.msg);
+}
+
+static void check_augment(void)
+{
+    char yaml[1024];
+    struct data d, plain;
+    struct err e = {0};
+    snprintf(yaml, sizeof yaml,
+             "name: cifar10\ndir: %s\naugment: {crop: 4, flip: true, cutout: 8, cutout_p: 0.5}\n",
+             tmpdir);
+    if (!ok(load_data(&d, yaml, &e) == 0, "cifar10 with augmentation loads (%s)", e.msg))
+        return;
+    snprintf(yaml, sizeof yaml, "name: cifar10\ndir: %s\naugment: {crop: 0, flip: false}\n",
+             tmpdir);
+    load_data(&plain, yaml, &e);
+    enum { N = 16 };
+    int idx[N];
+    for (int i = 0; i < N; i++)
+        idx[i] = (i * 7) % 40;
+    float *a = xfloats(N * 3072), *b = xfloats(N * 3072), *c = xfloats(N * 3072);
+    float *p = xfloats(N * 3072);
+    data_batch_train(&d, idx, N, 5, 100, a, NULL, NULL);
+    data_batch_train(&d, idx, N, 5, 100, b, NULL, NULL);
+    data_batch_train(&d, idx, N, 5, 101, c, NULL, NULL);
+    ok(!memcmp(a, b, sizeof(float) * N * 3072) && memcmp(a, c, sizeof(float) * N * 3072),
+       "augmentation: a pure function of (seed, step): same batch twice, another next step");
+    data_batch_train(&plain, idx, N, 5, 100, p, NULL, NULL);
+    int same = 0, zeros = 0;
+    for (int i = 0; i < N; i++) {
+        same += !memcmp(a + i * 3072, p + i * 3072, 3072 * sizeof(float));
+        for (int j = 0; j < 3072; j++)
+            zeros += a[i * 3072 + j] == 0.0f;
+    }
+    ok(same < N && zeros > 0, "augmentation changes images (%d of %d unchanged; %d cutout zeros)",
+       same, N, zeros);
+    /* flip only: each image is the original or its mirror */
+    struct data f;
+    snprintf(yaml, sizeof yaml, "name: cifar10\ndir: %s\naugment: {crop: 0, flip: true}\n",
+             tmpdir);
+    load_data(&f, yaml, &e);
+    data_batch_train(&f, idx, N, 5, 7, a, NULL, NULL);
+    int flipped = 0, bad = 0;
+    for (int i = 0; i < N; i++) {
+        bool id = !memcmp(a + i * 3072, p + i * 3072, 3072 * sizeof(float)), mir = true;
+        for (int j = 0; j < 3072 && mir; j++)
+            mir = a[i * 3072 + j] == p[i * 3072 + j - j % 32 + 31 - j % 32];
+        flipped += mir && !id;
+        bad += !id && !mir;
+    }
+    ok(bad == 0 && flipped > 0 && flipped < N, "flip: %d of %d mirrored, the rest unchanged",
+       flipped, N);
+    /* crop only: a shifted copy with normalised zero padding */
+    data_free(&f);
+    snprintf(yaml, sizeof yaml, "name: cifar10\ndir: %s\naugment: {crop: 4, flip: false}\n",
+             tmpdir);
+    load_data(&f, yaml, &e);
+    data_batch_train(&f, idx, N, 5, 7, a, NULL, NULL);
+    int found = 0;
+    for (int i = 0; i < N; i++)
+        for (int dy = -4; dy <= 4; dy++)
+            for (int dx = -4; dx <= 4; dx++) {
+                bool match = true;
+                for (int ch = 0; ch < 3 && match; ch++)
+                    for (int y = 0; y < 32 && match; y++)
+                        for (int x = 0; x < 32 && match; x++) {
+                            int sy = y + dy, sx = x + dx;
+                            float want = sy < 0 || sy > 31 || sx < 0 || sx > 31
+                                             ? f.train.chan_shift[ch]
+                                             : p[i * 3072 + ch * 1024 + sy * 32 + sx];
+                            match = a[i * 3072 + ch * 1024 + y * 32 + x] == want;
+                        }
+                found += match;
+            }
+    ok(found >= N, "crop: every image is a shift within +-4 of the original, padded with pixel 0");
+    free(a), free(b), free(c), free(p);
+    data_free(&d), data_free(&plain), data_free(&f);
+}
+
+/* ---- BatchNorm across the passes of a SAM step, through the training loop ---- */
+
+static int read_buffers(const char *path, struct model *m, struct err *e)
+{
+    struct st_file f;
+    if (st_open(&f, path, e) < 0)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < m->buf.nt && rc == 0; i++)
+        rc = st_read_f32(&f, &m->buf.t[i], m->buf.w + m->buf.t[i].off, e);
+    st_close(&f);
+    return rc;
+}
+
+/* One step of `optim` over all 40 training examples; returns the run's running statistics in
+ * `got` (a model of the same config). */
+static int run_one_step(const char *optim, const char *bn_update, struct model *got,
+                        const char *tag)
+{
+    char cfgp[512], out[512], yaml[2048];
+    snprintf(cfgp, sizeof cfgp, "%s/%s.yaml", tmpdir, tag);
+    snprintf(out, sizeof out, "%s/run-%s", tmpdir, tag);
+    snprintf(yaml, sizeof yaml,
+             "name: bn\nseed: 3\ndata: {name: cifar10, dir: %s, shuffle: false,\n"
+             "       augment: {crop: 0, flip: false}}\n"
+             "model: {name: cnn, channels: [4, 6]}\n"
+             "train: {epochs: 1, batch_size: 40, eval_batch_size: 40, bn_update: %s}\n"
+             "optimizer: {name: %s, base: {name: sgd, lr: 0.1}}\n",
+             tmpdir, bn_update, optim);
+    FILE *f = fopen(cfgp, "w");
+    fputs(yaml, f);
+    fclose(f);
+    struct run_opts o = {.config = cfgp, .out_dir = out, .threads = 2, .quiet = true,
+                         .force = true, .command_line = "test_conv"};
+    struct err e = {0};
+    if (train_run(&o, &e) != 0) {
+        diag("run failed: %s", e.msg);
+        return -1;
+    }
+    char mp[600];
+    snprintf(mp, sizeof mp, "%s/model.safetensors", out);
+    if (read_buffers(mp, got, &e) < 0) {
+        diag("%s", e.msg);
+        return -1;
+    }
+    /* the checkpoint holds them too */
+    struct model ck = *got;
+    ck.buf.w = xfloats(got->buf.n);
+    snprintf(mp, sizeof mp, "%s/checkpoint.safetensors", out);
+    int rc = read_buffers(mp, &ck, &e);
+    if (rc == 0 && memcmp(ck.buf.w, got->buf.w, got->buf.n * sizeof(float)))
+        rc = -1;
+    free(ck.buf.w);
+    if (rc)
+        diag("checkpoint buffers differ or are missing (%s)", e.msg);
+    return rc;
+}
+
+static void check_bn_passes(void)
+{
+    struct cfg cfg;
+    struct err e = {0};
+    struct model ref, got;
+    cfg_load_string(&cfg, "m.yaml", "name: cnn\nchannels: [4, 6]\n", &e);
+    model_init_image(&ref, cfg.root, 3, 32, 32, 10, 40, 3, &e);
+    /* The reference: one plain forward in training mode on the same 40 examples, file order. */
+    struct data d;
+    char yaml[512];
+    snprintf(yaml, sizeof yaml, "name: cifar10\ndir: %s\n", tmpdir);
+    load_data(&d, yaml, &e);
+    int idx[40];
+    for (int i = 0; i < 40; i++)
+        idx[i] = i;
+    float *x = xfloats(40 * 3072);
+    data_batch(&d.train, idx, 40, x, NULL, NULL);
+    ref.ops->forward(&ref, x, 40, PASS_TRAIN_UPDATE);
+    float *init = xfloats(ref.buf.n);
+    model_init_image(&got, cfg.root, 3, 32, 32, 10, 40, 3, &e);
+    memcpy(init, got.buf.w, ref.buf.n * sizeof *init);
+    bool differs = memcmp(init, ref.buf.w, ref.buf.n * sizeof *init) != 0;
+
+    if (run_one_step("sam", "first_pass", &got, "sam-first") == 0)
+        ok(differs && !memcmp(got.buf.w, ref.buf.w, ref.buf.n * sizeof(float)),
+           "one SAM step with bn_update: first_pass leaves the running statistics of one "
+           "plain training-mode forward pass (saved in model and checkpoint)");
+    if (run_one_step("sam", "all_passes", &got, "sam-all") == 0)
+        ok(memcmp(got.buf.w, ref.buf.w, ref.buf.n * sizeof(float)) != 0,
+           "bn_update: all_passes updates them again at w + e");
+    if (run_one_step("crsam", "first_pass", &got, "crsam-first") == 0)
+        ok(!memcmp(got.buf.w, ref.buf.w, ref.buf.n * sizeof(float)),
+           "CR-SAM with bn_update: first_pass updates on the clean pass only");
+    if (run_one_step("crsam", "reference", &got, "crsam-ref") == 0)
+        ok(memcmp(got.buf.w, ref.buf.w, ref.buf.n * sizeof(float)) != 0,
+           "CR-SAM with bn_update: reference also updates at w - e, as its code");
+    /* init_from reads the buffers back */
+    char m2[1024];
+    snprintf(m2, sizeof m2, "name: cnn\nchannels: [4, 6]\ninit_from: %s/run-crsam-ref/"
+                            "model.safetensors\n", tmpdir);
+    struct cfg c2;
+    struct model back;
+    cfg_load_string(&c2, "m2.yaml", m2, &e);
+    if (ok(model_init_image(&back, c2.root, 3, 32, 32, 10, 4, 0, &e) == 0,
+           "init_from a run's model.safetensors (%s)", e.msg)) {
+        ok(!memcmp(back.buf.w, got.buf.w, got.buf.n * sizeof(float)),
+           "init_from restores the running statistics");
+        model_release(&back);
+    }
+    cfg_free(&c2);
+    free(x);
+    free(init);
+    data_free(&d);
+    model_release(&ref);
+    model_release(&got);
+    cfg_free(&cfg);
+}
+
+int main(void)
+{
+    threads_set(2);
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/samx-test-conv-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        ok(false, "cannot create a temporary directory");
+        return done();
+    }
+    check_conv(2, 3, 7, 6, 4, 3, 1, 1, true);
+    check_conv(3, 2, 8, 9, 5, 3, 2, 1, false);
+    check_conv(2, 4, 5, 5, 3, 1, 1, 0, true);  /* pointwise: no im2col */
+    check_conv(2, 4, 6, 7, 3, 1, 2, 0, false); /* 1x1 stride 2 (option-B shortcut) */
+    check_conv(2, 2, 9, 8, 3, 5, 2, 2, true);
+    check_bn(true);
+    check_bn(false);
+    check_pool(POOL_MAX, 2, 2);
+    check_pool(POOL_MAX, 3, 2);
+    check_pool(POOL_AVG, 2, 2);
+    check_pool(POOL_GAP, 0, 1);
+    check_shortcut(1);
+    check_shortcut(2);
+    check_dropout();
+    /* Whole models with a smooth activation (GELU; ReLU networks have kinks everywhere at the
+     * scale of a float32 difference), then the ReLU versions in evaluation mode, where the
+     * checks skip differences that cross a kink (cn_fingerprint). */
+    check_model("name: cnn\nchannels: [3, 4]\ndropout: 0.3\nactivation: gelu\npool: avg\n", 2,
+                8, PASS_TRAIN_FROZEN, "cnn (BN, dropout, gelu) training mode");
+    check_model("name: cnn\nchannels: [3, 4]\nactivation: gelu\npool: avg\n", 2, 8, PASS_EVAL,
+                "cnn (BN, gelu) eval mode");
+    check_model("name: cnn\nchannels: [3, 4]\nbatchnorm: false\npool: avg\nkernel: 5\n"
+                "activation: tanh\n", 1, 9, PASS_TRAIN_FROZEN, "cnn (bias, 5x5, tanh)");
+    check_model("name: cnn\nchannels: [3, 4]\n", 2, 8, PASS_EVAL, "cnn (relu, max pool) eval");
+    check_model("name: resnet\ndepth: 8\nwidth: 4\nactivation: gelu\n", 3, 8,
+                PASS_TRAIN_FROZEN, "resnet-8 option A training mode");
+    check_model("name: resnet\ndepth: 8\nwidth: 4\nactivation: gelu\n", 3, 8, PASS_EVAL,
+                "resnet-8 option A eval mode");
+    check_model("name: resnet\ndepth: 8\nwidth: 4\nshortcut: B\nactivation: gelu\n", 3, 8,
+                PASS_TRAIN_FROZEN, "resnet-8 option B training mode");
+    check_model("name: resnet\ndepth: 18\nwidth: 4\nactivation: gelu\n", 3, 16,
+                PASS_TRAIN_FROZEN, "resnet-18 (width 4) training mode");
+    check_model("name: resnet\ndepth: 8\nwidth: 4\n", 3, 8, PASS_EVAL, "resnet-8 (relu) eval");
+    check_model("name: wrn\ndepth: 10\nwiden: 1\ndropout: 0.2\nactivation: gelu\n", 3, 8,
+                PASS_TRAIN_FROZEN, "wrn-10-1 (dropout) training mode");
+    check_model("name: wrn\ndepth: 10\nwiden: 1\nactivation: gelu\n", 3, 8, PASS_EVAL,
+                "wrn-10-1 eval mode");
+    check_resnet_layout();
+    check_cifar();
+    check_augment();
+    check_bn_passes();
+    return done();
+}
