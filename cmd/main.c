@@ -13,6 +13,7 @@
 
 #include "blas.h"
 #include "data.h"
+#include "measure.h"
 #include "model.h"
 #include "optim.h"
 #include "plot.h"
@@ -73,6 +74,10 @@ static const char *const usage_plot =
     "  -o FILE        FILE.png, .svg, .pdf or .txt (a terminal chart) [NAME.png]\n"
     "  Mean over completed runs with a ±std band, drawn by gnuplot; FILE's .dat and .gp are\n"
     "  written beside it (without gnuplot, only they are, with a warning, exit 0).\n";
+static const char *const usage_landscape =
+    "usage: samx landscape RUN_DIR [KEY=VALUE ...]\n"
+    "  loss along filter-normalised random directions around a finished run's final weights,\n"
+    "  written to RUN_DIR/landscape/final.csv; keys are eval.landscape.* (dims, points, range)\n";
 static const char *const usage_list =
     "usage: samx list [optimizers|models|datasets|schedules]\n";
 
@@ -385,6 +390,21 @@ static int cmd_list(int argc, char **argv, char *cmdline)
     return 0;
 }
 
+static int cmd_landscape(int argc, char **argv, char *cmdline)
+{
+    (void)cmdline;
+    if (argc < 2 || argv[1][0] == '-')
+        usage_error(usage_landscape, "missing RUN_DIR%s", "");
+    for (int i = 2; i < argc; i++)
+        if (!strchr(argv[i], '='))
+            usage_error(usage_landscape, "'%s' is not KEY=VALUE", argv[i]);
+    threads_set(default_threads());
+    struct err e = {0};
+    if (measure_landscape_run(argv[1], (const char *const *)argv + 2, argc - 2, &e) < 0)
+        die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
+    return 0;
+}
+
 static int cmd_help(int argc, char **argv, char *cmdline);
 
 static const struct command {
@@ -401,6 +421,8 @@ static const struct command {
     {"table", cmd_table, "tabulate a metric over runs: mean ± std per group", &usage_table},
     {"plot", cmd_plot, "plot a per-epoch metric over runs: mean and ±std band per group",
      &usage_plot},
+    {"landscape", cmd_landscape, "write 1-D/2-D loss-landscape slices of a finished run",
+     &usage_landscape},
     {"list", cmd_list, "list optimizers, models, data sets and schedules with their keys",
      &usage_list},
     {"help", cmd_help, "show help for samx or one command", NULL},
@@ -410,7 +432,7 @@ static void print_main_usage(FILE *f)
 {
     fprintf(f, "usage: samx COMMAND [ARGS]   (samx --version, samx help COMMAND)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
 }
 
 static int cmd_help(int argc, char **argv, char *cmdline)

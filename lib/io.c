@@ -25,14 +25,14 @@ static int write_all(int fd, const void *p, size_t n)
 }
 
 int io_write_atomic2(const char *path, const void *a, size_t na, const void *b, size_t nb,
-                     struct err *e)
+                     bool durable, struct err *e)
 {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
         return err_set(e, "cannot create '%s': %s", tmp, strerror(errno));
-    if (write_all(fd, a, na) < 0 || (nb && write_all(fd, b, nb) < 0) || fsync(fd) < 0) {
+    if (write_all(fd, a, na) < 0 || (nb && write_all(fd, b, nb) < 0) || (durable && fsync(fd) < 0)) {
         int saved = errno;
         close(fd);
         unlink(tmp);
@@ -48,7 +48,7 @@ int io_write_atomic2(const char *path, const void *a, size_t na, const void *b, 
 
 int io_write_atomic(const char *path, const void *data, size_t len, struct err *e)
 {
-    return io_write_atomic2(path, data, len, NULL, 0, e);
+    return io_write_atomic2(path, data, len, NULL, 0, true, e);
 }
 
 int io_mkdir_p(const char *dir, struct err *e)

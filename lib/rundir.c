@@ -270,11 +270,12 @@ int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct trai
     meta_num(m, "acc_grad_norm", st->acc_grad_norm);
     meta_num(m, "acc_perturbed", st->acc_perturbed);
     meta_num(m, "acc_sharp", st->acc_sharp);
+    meta_num(m, "acc_perturbed_count", st->acc_perturbed_count);
     meta_num(m, "acc_steps", (double)st->acc_steps);
     meta_num(m, "epoch_seconds", st->epoch_seconds);
     meta_num(m, "wall_seconds", st->wall_seconds + rundir_now() - rd->started);
     char *path = path_in(rd, "checkpoint.safetensors");
-    int rc = st_save(path, ent, n, m, e);
+    int rc = st_save(path, ent, n, m, false, e);
     free(path);
     cJSON_Delete(m);
     return rc;
@@ -330,7 +331,8 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
     } d[] = {{"grad_evals", &st->grad_evals},   {"acc_loss", &st->acc_loss},
              {"acc_hit", &st->acc_hit},         {"acc_count", &st->acc_count},
              {"acc_grad_norm", &st->acc_grad_norm}, {"acc_perturbed", &st->acc_perturbed},
-             {"acc_sharp", &st->acc_sharp},     {"epoch_seconds", &st->epoch_seconds},
+             {"acc_sharp", &st->acc_sharp},
+             {"acc_perturbed_count", &st->acc_perturbed_count},     {"epoch_seconds", &st->epoch_seconds},
              {"wall_seconds", &st->wall_seconds}};
     for (size_t i = 0; i < sizeof d / sizeof d[0] && rc == 0; i++)
         rc = meta_get(&f, d[i].key, d[i].dst, e);
@@ -470,7 +472,7 @@ int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_st
     char *mp = path_in(rd, "model.safetensors");
     int rc = 0;
     if (st->status != RUN_INTERRUPTED)
-        rc = st_save(mp, ent, n_ent, NULL, e);
+        rc = st_save(mp, ent, n_ent, NULL, true, e);
     free(mp);
     cJSON *s = cJSON_CreateObject();
     cJSON_AddStringToObject(s, "status", run_status_names[st->status]);

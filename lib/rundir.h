@@ -28,6 +28,7 @@ struct train_state {
     bool have_epoch0;      /* the epoch-0 record is written */
     /* partial-epoch accumulators */
     double acc_loss, acc_hit, acc_count, acc_grad_norm, acc_perturbed, acc_sharp;
+    double acc_perturbed_count; /* examples of the steps that had a perturbed pass */
     long acc_steps;
     double epoch_seconds;  /* time already spent in the partial epoch */
     double wall_seconds;   /* time spent by earlier invocations */

@@ -8,7 +8,7 @@
 #include "io.h"
 
 int st_save(const char *path, const struct st_entry *t, int n, const cJSON *meta,
-            struct err *e)
+            bool durable, struct err *e)
 {
     cJSON *h = cJSON_CreateObject();
     if (meta)
@@ -41,7 +41,7 @@ int st_save(const char *path, const struct st_entry *t, int n, const cJSON *meta
         memcpy(body + off, t[i].data, t[i].nbytes);
         off += t[i].nbytes;
     }
-    int rc = io_write_atomic2(path, head, head_len, body, off, e);
+    int rc = io_write_atomic2(path, head, head_len, body, off, durable, e);
     free(head);
     free(body);
     return rc;

@@ -9,6 +9,7 @@
 #ifndef SAMX_SAFETENSORS_H
 #define SAMX_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,9 +28,9 @@ struct st_entry {
 };
 
 /* Write entries in the given order, with optional string metadata (a cJSON object of strings,
- * may be NULL). */
+ * may be NULL); durable as for io_write_atomic2. */
 int st_save(const char *path, const struct st_entry *t, int n, const struct cJSON *meta,
-            struct err *e);
+            bool durable, struct err *e);
 /* The entries for every tensor of p, data from w (weights) */
 void st_entries_params(const struct params *p, const float *w, struct st_entry *out);
 

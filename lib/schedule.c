@@ -128,6 +128,9 @@ static int parse_mapping(struct sched *s, struct cfg_node *m, double lo, double 
         return cfg_err(e, cfg_child(m, "warmup"), "schedule 'warmup' must be in [0, epochs]");
     if (s->epochs <= 0)
         return cfg_err(e, cfg_child(m, "epochs"), "schedule 'epochs' must be > 0");
+    /* warmup_start is a value the schedule takes only when there is a warmup. */
+    if (s->warmup == 0)
+        return 0;
     return check_range(e, cfg_child(m, "warmup_start"), "", s->warmup_start, lo, hi);
 }
 

@@ -14,6 +14,7 @@
 /* Sums over the steps of an epoch, reduced to the record's values. */
 struct epoch_acc {
     double train_loss, train_acc, loss_perturbed, sharpness, grad_norm;
+    bool trained; /* an epoch of steps, not the epoch-0 measurement */
 };
 
 /* The closure's context: the current batch, gathered once per step, and workspaces. */
@@ -227,8 +228,9 @@ static void record_hparam(void *ctx, const struct hparam *h)
 static void epoch_record(struct experiment *x, struct record *r, const struct epoch_acc *a)
 {
     bool classify = x->data.train.n_classes > 0;
-    /* Perturbed-pass statistics exist once a SAM-family step has run (not at epoch 0). */
-    bool sam_family = x->optim.ops->wrapper && !isnan(a->loss_perturbed);
+    /* Perturbed-pass statistics exist once SAM-family steps have run (not at epoch 0); a
+     * diverged epoch records them as null. */
+    bool sam_family = x->optim.ops->wrapper && a->trained;
     optim_each_hparam(&x->optim, record_hparam, r);
     record_num(r, "train_loss", a->train_loss);
     if (classify)
@@ -298,11 +300,15 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
             st->step++;
             st->step_in_epoch = s + 1;
             st->acc_grad_norm += info.grad_norm;
-            st->acc_perturbed += info.loss_perturbed * n;
-            st->acc_sharp += (info.loss_perturbed - info.loss) * n;
+            /* NaN: this step made no perturbed pass (LookSAM's cheap steps, plain bases). */
+            if (!isnan(info.loss_perturbed)) {
+                st->acc_perturbed += info.loss_perturbed * n;
+                st->acc_sharp += (info.loss_perturbed - info.loss) * n;
+                st->acc_perturbed_count += n;
+            }
             st->acc_steps++;
             if (!isfinite(info.loss) || !isfinite(info.grad_norm) ||
-                (x->optim.ops->wrapper && !isfinite(info.loss_perturbed))) {
+                isinf(info.loss_perturbed)) {
                 st->status = RUN_DIVERGED;
                 break;
             }
@@ -322,9 +328,11 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         struct epoch_acc a = {
             .train_loss = b.count ? b.sum_loss / b.count : NAN,
             .train_acc = b.count ? b.sum_hit / b.count : NAN,
-            .loss_perturbed = st->acc_perturbed / b.count,
-            .sharpness = st->acc_sharp / b.count,
+            .loss_perturbed = st->acc_perturbed_count ? st->acc_perturbed / st->acc_perturbed_count
+                                                      : NAN,
+            .sharpness = st->acc_perturbed_count ? st->acc_sharp / st->acc_perturbed_count : NAN,
             .grad_norm = st->acc_grad_norm / st->acc_steps,
+            .trained = true,
         };
         struct record r;
         record_begin(&r, ep, st->step, secs, b.count / (secs > 0 ? secs : 1e-9), f.evals);
@@ -334,7 +342,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         st->epoch = ep;
         st->step_in_epoch = 0;
         st->acc_loss = st->acc_hit = st->acc_count = 0;
-        st->acc_grad_norm = st->acc_perturbed = st->acc_sharp = 0;
+        st->acc_grad_norm = st->acc_perturbed = st->acc_sharp = st->acc_perturbed_count = 0;
         st->acc_steps = 0;
         st->epoch_seconds = 0;
         st->grad_evals = f.evals;
