@@ -9,8 +9,8 @@
  *     g = grad L_B(w);  per tensor:  d = g + alpha (||g|| / (||gv|| + 1e-8)) gv;  base step along d
  * Cost: 1 + 1/k gradient evaluations per step on average. rollovd counts t per epoch and restores
  * the weights of the last SAM step on the cheap steps; samx uses the global step and does not
- * copy that restore (it would undo every cheap step). gv is checkpointed. On the cheap steps no
- * perturbed loss is measured: the sharpness of the last SAM step is carried into the record.
+ * copy that restore (it would undo every cheap step). gv is checkpointed. The cheap steps measure
+ * no perturbed loss and report NaN, so the epoch's sharpness_1step averages the SAM steps only.
  * m > 0 is rejected: gv is reused across steps for the whole-batch gradient, and there is no
  * per-group counterpart in the reference.
  * Keys: rho [0.1], k [10], alpha [0.7] (docstring defaults; the paper's own values are not
@@ -25,7 +25,6 @@
 struct looksam {
     struct hparam *rho, *alpha, *eps;
     long k;
-    double sharp; /* sharpness of the last SAM step (checkpointed) */
     float *gv, *saved, *e, *g, *d;
 };
 
@@ -44,7 +43,6 @@ static int looksam_init(struct optim *o, struct cfg_node *c, struct err *e)
     if (s->k < 1)
         return cfg_err(e, cfg_child(c, "k"), "'k' must be >= 1 (steps between SAM steps)");
     s->gv = optim_buf(o, "gv");
-    optim_state(o, "last_sharpness", &s->sharp);
     s->saved = optim_scratch(o);
     s->e = optim_scratch(o);
     s->g = optim_scratch(o);
@@ -79,12 +77,10 @@ static void looksam_step(struct optim *o, struct params *p, struct closure *f,
         vec_axpy(n, 1.0f, s->e, p->w);
         info->loss_perturbed = closure_grad(f, p, PASS_EXTRA, NULL, 0);
         vec_copy(n, s->saved, p->w);
-        s->sharp = info->loss_perturbed - info->loss;
         looksam_orthogonal(p, s->g, p->g, s->gv);
         o->base->ops->apply(o->base, p, p->g);
         return;
     }
-    info->loss_perturbed = info->loss + s->sharp;
     float alpha = (float)s->alpha->v;
     for (int k = 0; k < p->nt; k++) {
         size_t off = p->t[k].off, tn = p->t[k].n;
