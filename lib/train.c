@@ -93,19 +93,27 @@ static enum pass_mode pass_mode_of(const struct experiment *x, int pass)
     return pass == PASS_FIRST ? PASS_TRAIN_UPDATE : PASS_TRAIN_FROZEN;
 }
 
+/* The rows a closure call works on: sel[0..n) of the batch gathered contiguously, or (sel NULL)
+ * the whole batch. Returns the number of rows. */
+static int select_rows(struct batch_ctx *b, int batch, const int *sel, int n, const float **xin,
+                       const int32_t **lab, const float **tgt)
+{
+    if (!sel) {
+        *xin = b->xb, *lab = b->lb, *tgt = b->yb;
+        return batch;
+    }
+    gather(b, sel, n);
+    *xin = b->xs, *lab = b->ls, *tgt = b->ys;
+    return n;
+}
+
 static double closure_grad_fn(struct closure *f, struct params *p, int pass, const int *sel,
                               int n)
 {
     struct batch_ctx *b = f->ctx;
-    const float *xin = b->xb;
-    const int32_t *lab = b->lb;
-    const float *tgt = b->yb;
-    if (sel) {
-        gather(b, sel, n);
-        xin = b->xs, lab = b->ls, tgt = b->ys;
-    } else {
-        n = f->batch;
-    }
+    const float *xin, *tgt;
+    const int32_t *lab;
+    n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
     double hits;
     double sum = forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true, &hits);
     if (pass == PASS_FIRST) {
@@ -120,15 +128,9 @@ static void closure_losses_fn(struct closure *f, const struct params *p, int pas
                               const int *sel, int n, float *out)
 {
     struct batch_ctx *b = f->ctx;
-    const float *xin = b->xb;
-    const int32_t *lab = b->lb;
-    const float *tgt = b->yb;
-    if (sel) {
-        gather(b, sel, n);
-        xin = b->xs, lab = b->ls, tgt = b->ys;
-    } else {
-        n = f->batch;
-    }
+    const float *xin, *tgt;
+    const int32_t *lab;
+    n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
     forward_loss(b, (struct params *)p, xin, lab, tgt, n, pass_mode_of(b->x, pass), false, NULL);
     for (int i = 0; i < n; i++)
         out[i] = (float)b->loss_ex[i];
