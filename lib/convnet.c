@@ -28,6 +28,7 @@ struct cn_node {
     enum cn_kind kind;
     int in, in2, out;
     bool acc, acc2;            /* backward adds into the input's gradient (not the first) */
+    bool relu;                 /* CN_BN, CN_ADD: a ReLU fused on the output (cn_relu) */
     struct conv_shape cs;      /* CN_CONV */
     int k, stride;             /* pooling, shortcut */
     float p;                   /* dropout probability */
@@ -142,6 +143,15 @@ int cn_bn(struct convnet *n, int in, const char *name)
 
 int cn_relu(struct convnet *n, int in)
 {
+    /* A ReLU right after the BatchNorm or sum that wrote its input is fused into that layer
+     * (one pass over the activations less each way). Safe: that layer was the last one
+     * added, so no other layer can have read its pre-ReLU output. */
+    struct cn_node *last = n->nn > 0 ? &n->node[n->nn - 1] : NULL;
+    if (n->act == ACT_RELU && last && last->out == in && !last->relu &&
+        (last->kind == CN_BN || last->kind == CN_ADD)) {
+        last->relu = true;
+        return in;
+    }
     struct cn_node *d = add_node(n, CN_RELU, in);
     return d->out = add_value(n, n->v[in].c, n->v[in].h, n->v[in].w);
 }
@@ -337,7 +347,8 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
             float *rv = update ? m->buf.w + m->buf.t[d->rv].off : NULL;
             batchnorm_forward(ov->x, d->save_mean, d->save_invstd, iv->x,
                               tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt), rm, rv,
-                              batch, iv->c, iv->h * iv->w, n->train, BN_MOMENTUM, BN_EPS);
+                              batch, iv->c, iv->h * iv->w, n->train, d->relu, BN_MOMENTUM,
+                              BN_EPS);
             break;
         }
         case CN_RELU:
@@ -357,7 +368,7 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
                            batch, (int)value_size(iv), ov->c);
             break;
         case CN_ADD:
-            add_forward(ov->x, iv->x, n->v[d->in2].x, total);
+            add_forward(ov->x, iv->x, n->v[d->in2].x, total, d->relu);
             break;
         case CN_SHORTCUT_A:
             shortcut_a_forward(ov->x, iv->x, batch, iv->c, iv->h, iv->w, ov->c, d->stride);
@@ -411,7 +422,8 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch)
                             d->acc);
             break;
         case CN_BN:
-            batchnorm_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy, iv->x,
+            batchnorm_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy,
+                               d->relu ? ov->x : NULL, iv->x,
                                d->save_mean, d->save_invstd, tensor_of(&m->p, w, d->wt), batch,
                                iv->c, iv->h * iv->w, n->train, d->acc);
             break;
@@ -438,9 +450,9 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch)
             break;
         case CN_ADD:
             if (gx)
-                grad_pass(gx, gy, total, d->acc);
+                grad_pass(gx, gy, d->relu ? ov->x : NULL, total, d->acc);
             if (d->in2 > 0)
-                grad_pass(n->v[d->in2].dx, gy, total, d->acc2);
+                grad_pass(n->v[d->in2].dx, gy, d->relu ? ov->x : NULL, total, d->acc2);
             break;
         case CN_SHORTCUT_A:
             if (gx)
@@ -452,7 +464,7 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch)
                 if (n->train)
                     dropout_backward(gx, gy, d->mask, total, d->acc);
                 else
-                    grad_pass(gx, gy, total, d->acc);
+                    grad_pass(gx, gy, NULL, total, d->acc);
             }
             break;
         }
@@ -467,10 +479,11 @@ uint64_t cn_fingerprint(const struct model *m, int batch)
         const struct cn_node *d = &n->node[i];
         size_t total = (size_t)batch * value_size(&n->v[d->out]);
         /* smooth activations have no kinks: only ReLU and max-pool layers count */
-        if ((d->kind != CN_RELU || n->act != ACT_RELU) && d->kind != CN_MAXPOOL)
+        bool relu = (d->kind == CN_RELU && n->act == ACT_RELU) || d->relu;
+        if (!relu && d->kind != CN_MAXPOOL)
             continue;
         for (size_t j = 0; j < total; j++) {
-            uint64_t v = d->kind == CN_RELU ? n->v[d->out].x[j] > 0 : (uint64_t)d->arg[j];
+            uint64_t v = relu ? n->v[d->out].x[j] > 0 : (uint64_t)d->arg[j];
             h = (h ^ v) * 1099511628211ull;
         }
     }

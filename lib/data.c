@@ -292,7 +292,7 @@ static float pixel(const struct dataset *ds, int ch, float v)
     return ds->chan_norm ? v * ds->chan_scale[ch] + ds->chan_shift[ch] : v * ds->scale + ds->shift;
 }
 
-/* One augmented image (augment.h order: crop, flip, cutout), its draws from stream r. */
+/* One augmented image (struct augment's order: crop, flip, cutout), drawing from stream r. */
 static void augment_image(const struct dataset *ds, const struct augment *a, struct rng *r,
                           const uint8_t *src, float *dst)
 {
@@ -301,7 +301,8 @@ static void augment_image(const struct dataset *ds, const struct augment *a, str
     int dx = a->crop ? (int)rng_below(r, 2 * (uint64_t)a->crop + 1) : a->crop;
     bool flip = a->flip && rng_uniform(r) < 0.5;
     bool cut = a->cutout > 0 && rng_uniform(r) < a->cutout_p;
-    int cy = cut ? (int)rng_below(r, (uint64_t)h) : 0, cx = cut ? (int)rng_below(r, (uint64_t)w) : 0;
+    int cy = cut ? (int)rng_below(r, (uint64_t)h) : 0;
+    int cx = cut ? (int)rng_below(r, (uint64_t)w) : 0;
     for (int ch = 0; ch < c; ch++) {
         float zero = pixel(ds, ch, 0.0f); /* the zero padding, normalised */
         for (int oy = 0; oy < h; oy++)

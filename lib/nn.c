@@ -76,9 +76,17 @@ void act_backward(enum act a, float *dz, const float *dy, const float *z, const 
 {
     switch (a) {
     case ACT_RELU:
+        /* In place (the common call) and out of place get separate loops: with dz == dy the
+         * compiler's overlap check would send the shared loop down its scalar path. */
+        if (dz == dy) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++)
-            dz[i] = z[i] > 0 ? dy[i] : 0;
+            for (size_t i = 0; i < n; i++)
+                dz[i] = z[i] > 0 ? dz[i] : 0;
+        } else {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+            for (size_t i = 0; i < n; i++)
+                dz[i] = z[i] > 0 ? dy[i] : 0;
+        }
         break;
     case ACT_TANH:
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)

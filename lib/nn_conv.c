@@ -233,9 +233,31 @@ void conv2d_ref(float *out, const float *x, const float *w, const float *b, int 
 
 /* ---- BatchNorm2d ---- */
 
+/* Sum of p[0..n) in double, through 16 float lanes (vectorisable without -ffast-math, a fixed
+ * order) whose partials are added in double: BatchNorm's per-plane sums. */
+static double plane_sum(const float *p, int n, float shift, bool square)
+{
+    float lane[16] = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) {
+            float d = p[j + l] - shift;
+            lane[l] += square ? d * d : d;
+        }
+    double s = 0;
+    for (int l = 0; l < 16; l++)
+        s += lane[l];
+    for (; j < n; j++) {
+        double d = (double)p[j] - shift;
+        s += square ? d * d : d;
+    }
+    return s;
+}
+
 void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const float *x,
                        const float *gamma, const float *beta, float *run_mean, float *run_var,
-                       int batch, int c, int hw, bool train, float momentum, float eps)
+                       int batch, int c, int hw, bool train, bool relu, float momentum,
+                       float eps)
 {
     SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
     SAMX_ASSERT(!train || (size_t)batch * hw > 1); /* PyTorch refuses one value per channel */
@@ -244,22 +266,19 @@ void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const flo
     for (int ch = 0; ch < c; ch++) {
         double mean, var_b;
         if (train) {
+            /* Two passes (mean, then squares about it) for accuracy; planes in a fixed order. */
             double s = 0;
-            for (int n = 0; n < batch; n++) {
-                const float *p = x + ((size_t)n * c + ch) * hw;
-                for (int j = 0; j < hw; j++)
-                    s += p[j];
-            }
+            for (int n = 0; n < batch; n++)
+                s += plane_sum(x + ((size_t)n * c + ch) * hw, hw, 0.0f, false);
             mean = s / cnt;
-            double v = 0;
+            double v = 0, dm = 0;
             for (int n = 0; n < batch; n++) {
                 const float *p = x + ((size_t)n * c + ch) * hw;
-                for (int j = 0; j < hw; j++) {
-                    double d = p[j] - mean;
-                    v += d * d;
-                }
+                v += plane_sum(p, hw, (float)mean, true);
+                dm += plane_sum(p, hw, (float)mean, false);
             }
-            var_b = v / cnt;
+            /* the float shift's rounding: sum (x - m')^2 = sum (x - m)^2 + cnt (m - m')^2 */
+            var_b = (v - dm * dm / cnt) / cnt;
             if (run_mean) {
                 run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mean);
                 run_var[ch] =
@@ -276,15 +295,28 @@ void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const flo
         for (int n = 0; n < batch; n++) {
             const float *p = x + ((size_t)n * c + ch) * hw;
             float *q = y + ((size_t)n * c + ch) * hw;
-            for (int j = 0; j < hw; j++)
-                q[j] = p[j] * a + sh;
+            if (relu)
+                for (int j = 0; j < hw; j++) {
+                    float v = p[j] * a + sh;
+                    q[j] = v > 0 ? v : 0.0f;
+                }
+            else
+                for (int j = 0; j < hw; j++)
+                    q[j] = p[j] * a + sh;
         }
     }
 }
 
-void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *save_mean, const float *save_invstd, const float *gamma,
-                        int batch, int c, int hw, bool train, bool acc)
+/* dy where the fused ReLU was active, else 0. */
+static inline float masked(const float *dy, const float *y, size_t i)
+{
+    return !y || y[i] > 0 ? dy[i] : 0.0f;
+}
+
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                        const float *y_relu, const float *x, const float *save_mean,
+                        const float *save_invstd, const float *gamma, int batch, int c, int hw,
+                        bool train, bool acc)
 {
     double cnt = (double)batch * hw;
 #pragma omp parallel for schedule(static)
@@ -292,10 +324,25 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
         float m = save_mean[ch], is = save_invstd[ch];
         double sdy = 0, sdyx = 0;
         for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * c + ch) * hw, *d = dy + ((size_t)n * c + ch) * hw;
-            for (int j = 0; j < hw; j++) {
-                sdy += d[j];
-                sdyx += (double)d[j] * ((p[j] - m) * is);
+            size_t o = ((size_t)n * c + ch) * hw;
+            const float *p = x + o;
+            /* per plane in 16 float lanes (vectorisable), planes added in double */
+            float l1[16] = {0}, l2[16] = {0};
+            int j = 0;
+            for (; j + 16 <= hw; j += 16)
+                for (int l = 0; l < 16; l++) {
+                    float d = masked(dy, y_relu, o + j + l);
+                    l1[l] += d;
+                    l2[l] += d * ((p[j + l] - m) * is);
+                }
+            for (int l = 0; l < 16; l++) {
+                sdy += l1[l];
+                sdyx += l2[l];
+            }
+            for (; j < hw; j++) {
+                float d = masked(dy, y_relu, o + j);
+                sdy += d;
+                sdyx += (double)d * ((p[j] - m) * is);
             }
         }
         dgamma[ch] += (float)sdyx;
@@ -307,10 +354,11 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
         float g = gamma[ch] * is;
         float k1 = train ? (float)(sdy / cnt) : 0, k2 = train ? (float)(sdyx / cnt) : 0;
         for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * c + ch) * hw, *d = dy + ((size_t)n * c + ch) * hw;
-            float *q = dx + ((size_t)n * c + ch) * hw;
+            size_t o = ((size_t)n * c + ch) * hw;
+            const float *p = x + o;
+            float *q = dx + o;
             for (int j = 0; j < hw; j++) {
-                float v = g * (d[j] - k1 - (p[j] - m) * is * k2);
+                float v = g * (masked(dy, y_relu, o + j) - k1 - (p[j] - m) * is * k2);
                 q[j] = acc ? q[j] + v : v;
             }
         }
@@ -488,20 +536,24 @@ void dropout_backward(float *dx, const float *dout, const float *mask, size_t n,
         dx[i] = acc ? dx[i] + dout[i] * mask[i] : dout[i] * mask[i];
 }
 
-void add_forward(float *out, const float *a, const float *b, size_t n)
+void add_forward(float *out, const float *a, const float *b, size_t n, bool relu)
 {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
+    for (size_t i = 0; i < n; i++) {
+        float v = a[i] + b[i];
+        out[i] = relu && v <= 0 ? 0.0f : v;
+    }
 }
 
-void grad_pass(float *dx, const float *dout, size_t n, bool acc)
+void grad_pass(float *dx, const float *dout, const float *y_relu, size_t n, bool acc)
 {
-    if (!acc) {
+    if (!acc && !y_relu) {
         memcpy(dx, dout, n * sizeof *dx);
         return;
     }
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++)
-        dx[i] += dout[i];
+    for (size_t i = 0; i < n; i++) {
+        float g = masked(dout, y_relu, i);
+        dx[i] = acc ? dx[i] + g : g;
+    }
 }

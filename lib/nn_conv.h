@@ -61,14 +61,18 @@ void conv2d_ref(float *out, const float *x, const float *w, const float *b, int 
  * run_mean/run_var are not NULL updates them as PyTorch does with momentum m:
  * run = (1 - m) run + m stat, with the UNBIASED variance var * N / (N - 1), N = batch*hw.
  * Evaluation (train = false): normalises with run_mean/run_var and saves those. */
+/* With relu, y = max(0, ...) (a fused BatchNorm + ReLU: one pass over the data less). */
 void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const float *x,
                        const float *gamma, const float *beta, float *run_mean, float *run_var,
-                       int batch, int c, int hw, bool train, float momentum, float eps);
+                       int batch, int c, int hw, bool train, bool relu, float momentum,
+                       float eps);
 /* Gradient of the forward above (same `train`): batch statistics depend on x in training mode,
- * the running ones do not. dgamma, dbeta added to; dx overwritten or added (acc). */
-void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *save_mean, const float *save_invstd, const float *gamma,
-                        int batch, int c, int hw, bool train, bool acc);
+ * the running ones do not. dgamma, dbeta added to; dx overwritten or added (acc). y_relu: the
+ * forward's output when it was fused with a ReLU (dy counts where y_relu > 0), else NULL. */
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                        const float *y_relu, const float *x, const float *save_mean,
+                        const float *save_invstd, const float *gamma, int batch, int c, int hw,
+                        bool train, bool acc);
 
 /* Max pooling, window k, stride, no padding: out (batch, c, h_out, w_out); arg (same size)
  * keeps the index within the input plane of each maximum (first one on ties, as PyTorch). */
@@ -101,9 +105,9 @@ void dropout_forward(float *out, float *mask, const float *x, int batch, size_t 
                      float p, uint64_t seed, uint64_t step, int layer);
 void dropout_backward(float *dx, const float *dout, const float *mask, size_t n, bool acc);
 
-/* out = a + b (n floats); backward: the caller passes dout to both inputs (vec_* or acc). */
-void add_forward(float *out, const float *a, const float *b, size_t n);
-/* dx = dout (or += with acc). */
-void grad_pass(float *dx, const float *dout, size_t n, bool acc);
+/* out = a + b (n floats), or max(0, a + b) with relu; backward: grad_pass to both inputs. */
+void add_forward(float *out, const float *a, const float *b, size_t n, bool relu);
+/* dx = dout (or += with acc); with y_relu (a fused ReLU's output), only where y_relu > 0. */
+void grad_pass(float *dx, const float *dout, const float *y_relu, size_t n, bool acc);
 
 #endif

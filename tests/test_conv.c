@@ -5,7 +5,10 @@
  * weights) and on sampled coordinates; BatchNorm in training and evaluation modes and its
  * running-statistics update; pooling with inputs spaced apart so no window has near-ties.
  * Models (cnn, resnet A/B, resnet-18, wrn) get the same two checks in PASS_TRAIN_FROZEN and
- * PASS_EVAL, with losses summed in double. Then the CIFAR binary formats from small files this
+ * PASS_EVAL, with losses summed in double and the steps extrapolated (Richardson): with a
+ * smooth activation (GELU/tanh, model key `activation`), and with ReLU in evaluation mode,
+ * discarding differences that cross a kink (cn_fingerprint). The PyTorch comparison of
+ * logits and gradients is experiments/torch-check-resnet/check.py. Then the CIFAR binary formats from small files this
  * test writes, augmentation determinism, and whole runs: one SAM step with
  * bn_update: first_pass leaves the running statistics of one plain training-mode forward pass.
  */
@@ -285,7 +288,8 @@ static void check_conv(int batch, int c_in, int h, int w, int c_out, int k, int 
         worst = fmax(worst, fabs(dx2[i] - 2 * dx[i]));
     ok(worst < 1e-4, "%s: acc adds into dx", label);
     /* The loss is linear in each array, so a large step has no truncation error. */
-    struct lcheck l = {.n_arr = bias ? 3 : 2, .arr = {c.x, c.w, c.b}, .len = {nx, nw, (size_t)c_out},
+    struct lcheck l = {.n_arr = bias ? 3 : 2, .arr = {c.x, c.w, c.b},
+                       .len = {nx, nw, (size_t)c_out},
                        .what = {"x", "w", "b"}, .grad = {dx, dw, db}, .f = conv_f, .ctx = &c};
     layer_check(&l, label, 1e-2, 1e-3, 1e-4);
     ws_free(&ws1);
@@ -307,7 +311,8 @@ static double bn_f(void *p)
     struct bn_ctx *k = p;
     /* running statistics are read in eval mode and never updated here (NULL in training) */
     batchnorm_forward(k->y, k->sm, k->si, k->x, k->gamma, k->beta, k->train ? NULL : k->rm,
-                      k->train ? NULL : k->rv, k->batch, k->c, k->hw, k->train, 0.1f, 1e-5f);
+                      k->train ? NULL : k->rv, k->batch, k->c, k->hw, k->train, false, 0.1f,
+                      1e-5f);
     return dot_d(k->c_, k->y, (size_t)k->batch * k->c * k->hw);
 }
 
@@ -334,7 +339,8 @@ static void check_bn(bool train)
     }
     float *dx = xfloats(n);
     bn_f(&k);
-    batchnorm_backward(dx, dg, dbt, k.c_, k.x, sm, si, gamma, k.batch, k.c, k.hw, train, false);
+    batchnorm_backward(dx, dg, dbt, k.c_, NULL, k.x, sm, si, gamma, k.batch, k.c, k.hw, train,
+                       false);
     struct lcheck l = {.n_arr = 3, .arr = {k.x, gamma, beta}, .len = {n, 4, 4},
                        .what = {"x", "gamma", "beta"}, .grad = {dx, dg, dbt}, .f = bn_f,
                        .ctx = &k};
@@ -344,8 +350,8 @@ static void check_bn(bool train)
         float rm0[4], rv0[4];
         memcpy(rm0, rm, sizeof rm);
         memcpy(rv0, rv, sizeof rv);
-        batchnorm_forward(k.y, sm, si, k.x, gamma, beta, rm, rv, k.batch, k.c, k.hw, true, 0.1f,
-                          1e-5f);
+        batchnorm_forward(k.y, sm, si, k.x, gamma, beta, rm, rv, k.batch, k.c, k.hw, true, false,
+                          0.1f, 1e-5f);
         double worst = 0;
         for (int ch = 0; ch < 4; ch++) {
             double s = 0, v = 0, cnt = k.batch * k.hw;
@@ -621,7 +627,7 @@ static void check_model(const char *yaml, int ch, int hw, enum pass_mode mode, c
     /* Float32 forward passes through deep networks: a looser floor than the single layers;
      * looser again for ReLU networks, whose differences may pass close to a kink. */
     bool relu = !strstr(yaml, "activation");
-    layer_check_x(l, label, 2e-3, relu ? 3e-2 : 1e-2, relu ? 6e-4 : 2e-4, true);
+    layer_check_x(l, label, 2e-3, 3e-2, relu ? 1e-3 : 3e-4, true);
     free(l);
     if (buf0)
         ok(!memcmp(buf0, m->buf.w, m->buf.n * sizeof *buf0),

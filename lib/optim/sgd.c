@@ -41,21 +41,41 @@ static void sgd_apply(struct optim *o, struct params *p, const float *d)
     size_t n = p->n;
     float lr = (float)s->lr->v, mu = (float)s->momentum->v, damp = (float)s->dampening->v;
     float wd = (float)s->wd->v;
-    float *w = p->w, *buf = s->buf;
+    /* d is a gradient buffer, never w or the momentum buffer: restrict lets the loops vectorize,
+     * and one loop per case keeps the branches out of them. */
+    float *restrict w = p->w, *restrict buf = s->buf;
+    const float *restrict g = d;
+    SAMX_ASSERT(d != p->w && d != s->buf);
     if (mu == 0) {
 #pragma omp parallel for schedule(static) if (n > 32768)
         for (size_t i = 0; i < n; i++)
-            w[i] -= lr * (d[i] + wd * w[i]);
+            w[i] -= lr * (g[i] + wd * w[i]);
         return;
     }
     bool first = s->started == 0, nesterov = s->nesterov;
     s->started = 1;
+    if (first) {
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (size_t i = 0; i < n; i++) {
-        float di = d[i] + wd * w[i];
-        float b = first ? di : mu * buf[i] + (1 - damp) * di;
-        buf[i] = b;
-        w[i] -= lr * (nesterov ? di + mu * b : b);
+        for (size_t i = 0; i < n; i++) {
+            float di = g[i] + wd * w[i];
+            buf[i] = di;
+            w[i] -= lr * (nesterov ? di + mu * di : di);
+        }
+    } else if (nesterov) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+        for (size_t i = 0; i < n; i++) {
+            float di = g[i] + wd * w[i];
+            float b = mu * buf[i] + (1 - damp) * di;
+            buf[i] = b;
+            w[i] -= lr * (di + mu * b);
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (n > 32768)
+        for (size_t i = 0; i < n; i++) {
+            float b = mu * buf[i] + (1 - damp) * (g[i] + wd * w[i]);
+            buf[i] = b;
+            w[i] -= lr * b;
+        }
     }
 }
 
