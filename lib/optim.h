@@ -175,7 +175,9 @@ typedef void (*perturb_fn)(struct optim *o, const struct params *p, const float 
  * restoring w by copy after each. Returns the batch-weighted averages: g (n floats) of the clean
  * gradients and gs[k] of the gradients at the perturbed points; losses in info (loss_perturbed is
  * the loss at sign[0]) and ||g|| in info->grad_norm. `saved` (n floats) holds w meanwhile and
- * `e` (n floats) is scratch. pass_of[k] gives the pass flag of each perturbed evaluation. */
+ * `e` (n floats) is scratch. pass_of[k] gives the pass flag of each perturbed evaluation.
+ * With a single group (o->m == 0 or >= the batch) a method that needs neither copy may pass
+ * g = NULL (only ||g|| is reported) and gs[n_signs-1] = p->g (the gradient stays in place). */
 void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,
                        const float *signs, const int *pass_of, int n_signs, float *g,
                        float *const *gs, float *saved, float *e, struct step_info *info);

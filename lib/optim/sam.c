@@ -45,8 +45,12 @@ static void sam_step(struct optim *o, struct params *p, struct closure *f, struc
     struct sam *s = o->priv;
     static const float plus[] = {1.0f};
     static const int pass[] = {PASS_EXTRA};
-    sam_family_passes(o, p, f, sam_perturb, plus, pass, 1, s->g, &s->gs, s->saved, s->e, info);
-    o->base->ops->apply(o->base, p, s->gs);
+    /* One group: SAM needs only ||g|| and applies gs where the closure left it. */
+    bool one_group = o->m == 0 || o->m >= f->batch;
+    float *gs = one_group ? p->g : s->gs;
+    sam_family_passes(o, p, f, sam_perturb, plus, pass, 1, one_group ? NULL : s->g, &gs,
+                      s->saved, s->e, info);
+    o->base->ops->apply(o->base, p, gs);
 }
 
 const struct optim_ops optim_sam = {
