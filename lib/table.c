@@ -506,7 +506,7 @@ static int aggregate(const struct runset *rs, const struct table_group *g, const
     for (int i = 0; i < g->n_run; i++) {
         const struct table_run *r = &rs->run[g->run[i]];
         if (!strcmp(r->status, "completed")) {
-            double v;
+            double v = NAN; /* set by run_value on success */
             if (run_value(r, metric, best, &v, e) < 0)
                 return -1;
             if (isnan(v)) {
