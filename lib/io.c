@@ -104,3 +104,15 @@ int io_read_all(const char *path, char **buf, size_t *len, struct err *e)
 }
 
 int io_exists(const char *path) { return access(path, F_OK) == 0; }
+
+void io_put_quoted(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (const char *p = s; *p; p++) {
+        fputc(*p, f);
+        if (*p == '\'')
+            fputc('\'', f);
+    }
+    fputc('\'', f);
+}
+

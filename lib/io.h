@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "err.h"
 
@@ -23,5 +24,8 @@ int io_mkdir_p(const char *dir, struct err *e);
 /* Read a whole file into a NUL-terminated malloc'd buffer. */
 int io_read_all(const char *path, char **buf, size_t *len, struct err *e);
 int io_exists(const char *path);
+/* Write s in single quotes, a quote inside doubled: a single-quoted string both for YAML flow
+ * values and for gnuplot. */
+void io_put_quoted(FILE *f, const char *s);
 
 #endif

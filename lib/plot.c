@@ -58,17 +58,6 @@ static int read_curve(const char *dir, const char *xk, const char *yk, struct po
     return rc;
 }
 
-static void put_gp_string(FILE *f, const char *s)
-{
-    fputc('\'', f);
-    for (const char *p = s; *p; p++) {
-        fputc(*p, f);
-        if (*p == '\'')
-            fputc('\'', f);
-    }
-    fputc('\'', f);
-}
-
 /* Write one data block per group with points; labels[j] and blocks[j] (-1: no points) say
  * which. */
 static char *make_dat(const struct runset *rs, const struct plot_opts *o, char **labels,
@@ -154,7 +143,7 @@ static char *make_gp(const struct runset *rs, const struct plot_opts *o, const c
                "# (gnuplot -e \"outfile='other.png'\" %s.gp writes elsewhere, same terminal)\n",
             o->y, o->x ? o->x : "epoch", base, base, base);
     fprintf(f, "if (!exists(\"outfile\")) outfile = ");
-    put_gp_string(f, fig);
+    io_put_quoted(f, fig);
     fprintf(f, "\n");
     if (!strcmp(ext, "png"))
         fprintf(f, "set terminal pngcairo size 960,600 noenhanced font ',11'\n");
@@ -165,9 +154,9 @@ static char *make_gp(const struct runset *rs, const struct plot_opts *o, const c
     else
         fprintf(f, "set terminal dumb size 100,32 noenhanced\n");
     fprintf(f, "set output outfile\nset xlabel ");
-    put_gp_string(f, o->x ? o->x : "epoch");
+    io_put_quoted(f, o->x ? o->x : "epoch");
     fprintf(f, "\nset ylabel ");
-    put_gp_string(f, o->y);
+    io_put_quoted(f, o->y);
     fprintf(f, "\nset key below\n%s", dumb ? "" : "set grid\n");
     fprintf(f, "plot");
     bool first = true;
@@ -184,7 +173,7 @@ static char *make_gp(const struct runset *rs, const struct plot_opts *o, const c
         }
         fprintf(f, "%s \\\n    '%s.dat' index %d using 1:2 with %s lc %d title ", first ? "" : ",",
                 base, blocks[j], dumb ? "lines" : "linespoints pt 7 ps 0.6", lc);
-        put_gp_string(f, labels[j]);
+        io_put_quoted(f, labels[j]);
         first = false;
     }
     fprintf(f, "\n");

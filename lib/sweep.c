@@ -69,17 +69,6 @@ static bool plain_flow_ok(const char *s)
            !strstr(s, ": ") && !strstr(s, " #") && s[len - 1] != ' ' && s[len - 1] != ':';
 }
 
-static void put_quoted(FILE *f, const char *s)
-{
-    fputc('\'', f);
-    for (const char *p = s; *p; p++) {
-        fputc(*p, f);
-        if (*p == '\'')
-            fputc('\'', f);
-    }
-    fputc('\'', f);
-}
-
 static void put_flow(FILE *f, const struct cfg_node *n)
 {
     switch (n->type) {
@@ -91,7 +80,7 @@ static void put_flow(FILE *f, const struct cfg_node *n)
                                                                   (unsigned char)n->str[1]))))
             fputs(n->str, f);
         else
-            put_quoted(f, n->str);
+            io_put_quoted(f, n->str);
         break;
     case CFG_SEQ:
         fputc('[', f);
@@ -110,7 +99,7 @@ static void put_flow(FILE *f, const struct cfg_node *n)
             if (plain_key(n->kid[i]->key))
                 fputs(n->kid[i]->key, f);
             else
-                put_quoted(f, n->kid[i]->key);
+                io_put_quoted(f, n->kid[i]->key);
             fputs(": ", f);
             put_flow(f, n->kid[i]);
         }
