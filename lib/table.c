@@ -535,15 +535,18 @@ static int aggregate(const struct runset *rs, const struct table_group *g, const
     return 0;
 }
 
-/* Four decimals suit accuracies and losses; very small or large values go to exponents. */
-static const char *fmt_short(char buf[32], double v)
+/* Four decimals suit accuracies and losses; very small or large values go to exponents. The
+ * std is written in its mean's style (like), so a column reads 0.8813 ± 0.0008 throughout. */
+static const char *fmt_like(char buf[32], double v, double like)
 {
-    if (v == 0 || (fabs(v) >= 1e-3 && fabs(v) < 1e5))
+    if (like == 0 || (fabs(like) >= 1e-3 && fabs(like) < 1e5))
         snprintf(buf, 32, "%.4f", v);
     else
         snprintf(buf, 32, "%.3e", v);
     return buf;
 }
+
+static const char *fmt_short(char buf[32], double v) { return fmt_like(buf, v, v); }
 
 static void put_escaped(const char *s, const char *format)
 {
@@ -623,9 +626,10 @@ static void print_text(const struct runset *rs, const struct row *rows, const ch
         else if (tex && w->n == 1)
             printf("$%s \\pm$ --", fmt_short(a, w->mean));
         else if (tex)
-            printf("$%s \\pm %s$", fmt_short(a, w->mean), fmt_short(b, w->std));
+            printf("$%s \\pm %s$", fmt_short(a, w->mean), fmt_like(b, w->std, w->mean));
         else
-            printf("%s ± %s", fmt_short(a, w->mean), w->n > 1 ? fmt_short(b, w->std) : "–");
+            printf("%s ± %s", fmt_short(a, w->mean),
+                   w->n > 1 ? fmt_like(b, w->std, w->mean) : "–");
         printf("%s%d%s%d%s%d%s%d%s%d%s", sep, w->n, sep, w->diverged, sep, w->failed, sep,
                w->interrupted, sep, w->missing, end);
     }
