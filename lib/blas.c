@@ -72,46 +72,62 @@ void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
         }
 }
 
-/* Sum over fixed chunks; `f` selects the summand. Partials live on the stack for vectors up to
- * VEC_CHUNK * 4096 elements (16M), beyond which chunks grow so the count stays bounded. */
-#define MAX_CHUNKS 4096
-static double chunked_sum(size_t n, const float *x, const float *y, int kind)
+long vec_chunks(size_t n, size_t *chunk)
 {
-    double part[MAX_CHUNKS];
-    size_t chunk = VEC_CHUNK;
-    while ((n + chunk - 1) / chunk > MAX_CHUNKS)
-        chunk *= 2;
-    long nc = (long)((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (long c = 0; c < nc; c++) {
-        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
-        /* Eight independent lanes (element i goes to lane i % 8), added in a fixed order at
-         * the end: the compiler can vectorize them without reassociating anything, so the
-         * result is the same bits every time, and the sum runs at memory speed instead of at
-         * one dependent add per element. */
-        double lane[8] = {0};
-        size_t i = lo;
-        if (kind == 0)
-            for (; i + 8 <= hi; i += 8)
-                for (int j = 0; j < 8; j++)
-                    lane[j] += (double)x[i + j] * y[i + j];
-        else
-            for (; i + 8 <= hi; i += 8)
-                for (int j = 0; j < 8; j++)
-                    lane[j] += (double)x[i + j] * x[i + j];
-        for (int j = 0; i < hi; i++, j++)
-            lane[j] += (double)x[i] * (kind == 0 ? y[i] : x[i]);
-        part[c] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-                  ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    }
+    size_t c = VEC_CHUNK;
+    while ((n + c - 1) / c > VEC_MAX_CHUNKS)
+        c *= 2;
+    *chunk = c;
+    return (long)((n + c - 1) / c);
+}
+
+/* Eight independent lanes (element i goes to lane i % 8), added in a fixed order at the end:
+ * the compiler can vectorize them without reassociating anything, so the result is the same
+ * bits every time, and the sum runs at memory speed instead of at one dependent add per
+ * element. y NULL: the sum of squares of x. */
+static double lanes_sum(const float *restrict x, const float *restrict y, size_t lo, size_t hi)
+{
+    double lane[8] = {0};
+    size_t i = lo;
+    if (y)
+        for (; i + 8 <= hi; i += 8)
+            for (int j = 0; j < 8; j++)
+                lane[j] += (double)x[i + j] * y[i + j];
+    else
+        for (; i + 8 <= hi; i += 8)
+            for (int j = 0; j < 8; j++)
+                lane[j] += (double)x[i + j] * x[i + j];
+    for (int j = 0; i < hi; i++, j++)
+        lane[j] += (double)x[i] * (y ? y[i] : x[i]);
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+double vec_sumsq_part(const float *x, size_t lo, size_t hi) { return lanes_sum(x, NULL, lo, hi); }
+
+double vec_parts_sum(const double *part, long nc)
+{
     double s = 0;
     for (long c = 0; c < nc; c++)
         s += part[c];
     return s;
 }
 
-double vec_dot(size_t n, const float *x, const float *y) { return chunked_sum(n, x, y, 0); }
-double vec_nrm2(size_t n, const float *x) { return sqrt(chunked_sum(n, x, NULL, 1)); }
+/* Sum over the fixed chunks; y NULL: the sum of squares of x. */
+static double chunked_sum(size_t n, const float *x, const float *y)
+{
+    double part[VEC_MAX_CHUNKS];
+    size_t chunk;
+    long nc = vec_chunks(n, &chunk);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        part[c] = lanes_sum(x, y, lo, hi);
+    }
+    return vec_parts_sum(part, nc);
+}
+
+double vec_dot(size_t n, const float *x, const float *y) { return chunked_sum(n, x, y); }
+double vec_nrm2(size_t n, const float *x) { return sqrt(chunked_sum(n, x, NULL)); }
 
 void vec_axpy(size_t n, float a, const float *x, float *y)
 {
@@ -133,7 +149,15 @@ void vec_axpby(size_t n, float a, const float *x, float b, float *y)
         y[i] = a * x[i] + b * y[i];
 }
 
-void vec_zero(size_t n, float *x) { memset(x, 0, n * sizeof *x); }
+void vec_zero(size_t n, float *x)
+{
+    long nc = (long)((n + VEC_CHUNK - 1) / VEC_CHUNK);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * VEC_CHUNK, hi = lo + VEC_CHUNK < n ? lo + VEC_CHUNK : n;
+        memset(x + lo, 0, (hi - lo) * sizeof *x);
+    }
+}
 
 void vec_scal(size_t n, float a, float *x)
 {

@@ -33,6 +33,14 @@ void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
 /* Reductions, accumulated in double. */
 double vec_dot(size_t n, const float *x, const float *y);
 double vec_nrm2(size_t n, const float *x);
+/* The chunking behind the reductions, for loops that fuse a norm into an elementwise pass:
+ * vec_chunks(n, &chunk) gives the number of chunks (at most VEC_MAX_CHUNKS); chunk c covers
+ * [c * chunk, min(n, (c + 1) * chunk)). sqrt(vec_parts_sum(part, nc)) over part[c] =
+ * vec_sumsq_part(x, lo_c, hi_c) is vec_nrm2(n, x), bit for bit, for any thread count. */
+#define VEC_MAX_CHUNKS 4096
+long vec_chunks(size_t n, size_t *chunk);
+double vec_sumsq_part(const float *x, size_t lo, size_t hi);
+double vec_parts_sum(const double *part, long nc);
 /* Elementwise: y += a*x; y = x; y = a*x + b*y; x = 0; x *= a. */
 void vec_axpy(size_t n, float a, const float *x, float *y);
 void vec_copy(size_t n, const float *x, float *y);

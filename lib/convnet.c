@@ -403,12 +403,15 @@ static void act_backward_acc(enum act a, float *dx, const float *dy, const float
     }
 }
 
-void cn_backward(struct model *m, const float *x, const float *dout, int batch)
+void cn_backward(struct model *m, const float *x, const float *dout, int batch, bool acc)
 {
     struct convnet *n = m->priv;
     SAMX_ASSERT(batch > 0 && batch <= m->max_batch && n->v[0].x == x);
     const float *w = m->p.w;
     float *g = m->p.g;
+    /* The layer kernels add into their weights' gradients. */
+    if (!acc)
+        vec_zero(m->p.n, g);
     for (int i = n->nn - 1; i >= 0; i--) {
         struct cn_node *d = &n->node[i];
         struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
@@ -446,7 +449,7 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch)
             break;
         case CN_LINEAR:
             linear_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy, iv->x,
-                            tensor_of(&m->p, w, d->wt), batch, (int)value_size(iv), ov->c);
+                            tensor_of(&m->p, w, d->wt), batch, (int)value_size(iv), ov->c, true);
             break;
         case CN_ADD:
             if (gx)

@@ -71,7 +71,7 @@ uint64_t cn_fingerprint(const struct model *m, int batch);
 /* model_ops members for any convnet model. */
 void cn_reset(struct model *m, uint64_t seed);
 void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode);
-void cn_backward(struct model *m, const float *x, const float *dout, int batch);
+void cn_backward(struct model *m, const float *x, const float *dout, int batch, bool acc);
 void cn_release(struct model *m);
 
 #endif

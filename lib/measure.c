@@ -165,7 +165,7 @@ static double probe_chunk(struct probe *pr, int lo, int n, double scale, bool gr
             *hits += pr->hit[i];
     }
     if (grad)
-        m->ops->backward(m, x, pr->dout, n);
+        m->ops->backward(m, x, pr->dout, n, true);
     return sum;
 }
 

@@ -47,8 +47,10 @@ struct model_ops {
     void (*reset)(struct model *m, uint64_t seed);
     /* x (batch, n_in) -> m->out (batch, n_out); batch <= max_batch. */
     void (*forward)(struct model *m, const float *x, int batch, enum pass_mode mode);
-    /* After forward on the same x: dout (batch, n_out) -> adds d(loss)/dw into m->p.g. */
-    void (*backward)(struct model *m, const float *x, const float *dout, int batch);
+    /* After forward on the same x: dout (batch, n_out) -> d(loss)/dw into m->p.g, added to
+     * what is there when acc, else overwriting every tensor's view (no separate zeroing pass;
+     * the alignment padding between views is never written and stays zero). */
+    void (*backward)(struct model *m, const float *x, const float *dout, int batch, bool acc);
     /* Optional (NULL: measurements fall back to finite differences of the gradient). Exact
      * Hessian-vector product of the loss `l` (struct hvp_loss, measure.h: the loss kind, the
      * targets of these `batch` examples and the per-example weight l->scale, 1/batch for the

@@ -24,18 +24,26 @@ void linear_forward(float *out, const float *x, const float *w, const float *b, 
 }
 
 void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                     const float *w, int batch, int n_in, int n_out)
+                     const float *w, int batch, int n_in, int n_out, bool acc)
 {
     SAMX_ASSERT(batch > 0 && n_in > 0 && n_out > 0);
-    gemm_par(true, false, n_out, n_in, batch, 1.0f, dout, x, 1.0f, dw);
+    gemm_par(true, false, n_out, n_in, batch, 1.0f, dout, x, acc ? 1.0f : 0.0f, dw);
     if (db) {
-        /* Column sums in a fixed order per output: deterministic for any thread count. */
+        /* Column sums, each over the rows in index order (deterministic for any thread count),
+         * computed a block of columns at a time so the inner loop runs along rows of dout. */
+        enum { COLS = 64 };
+        int nblk = (n_out + COLS - 1) / COLS;
 #pragma omp parallel for schedule(static) if ((size_t)batch * n_out > PAR_MIN)
-        for (int j = 0; j < n_out; j++) {
-            float s = 0;
-            for (int i = 0; i < batch; i++)
-                s += dout[(size_t)i * n_out + j];
-            db[j] += s;
+        for (int blk = 0; blk < nblk; blk++) {
+            int j0 = blk * COLS, nj = j0 + COLS <= n_out ? COLS : n_out - j0;
+            float s[COLS] = {0};
+            for (int i = 0; i < batch; i++) {
+                const float *row = dout + (size_t)i * n_out + j0;
+                for (int j = 0; j < nj; j++)
+                    s[j] += row[j];
+            }
+            for (int j = 0; j < nj; j++)
+                db[j0 + j] = acc ? db[j0 + j] + s[j] : s[j];
         }
     }
     if (dx)

@@ -2,12 +2,14 @@
  *
  * Argument order (llm.c): outputs, then inputs, then weights, then dimensions. Shapes are given
  * in comments as (rows, cols), row-major. Backward functions ADD into weight gradients (dw, db)
- * and OVERWRITE input gradients (dx), which the caller owns. Kernels never fail: they assert.
+ * (linear_backward: unless acc is false) and OVERWRITE input gradients (dx), which the caller
+ * owns. Kernels never fail: they assert.
  * Parallel loops run over the index they write, with static schedules.
  */
 #ifndef SAMX_NN_H
 #define SAMX_NN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,9 +17,9 @@
 void linear_forward(float *out, const float *x, const float *w, const float *b, int batch,
                     int n_in, int n_out);
 /* dw (n_out, n_in) += dout^T x; db (n_out) += column sums of dout; dx (batch, n_in) = dout w.
- * dx and db may be NULL. */
+ * Without acc, dw and db are overwritten (=) instead. dx and db may be NULL. */
 void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                     const float *w, int batch, int n_in, int n_out);
+                     const float *w, int batch, int n_in, int n_out, bool acc);
 
 enum act { ACT_RELU, ACT_TANH, ACT_GELU };
 extern const char *const act_names[]; /* "relu", "tanh", "gelu", NULL */

@@ -99,6 +99,10 @@ void optim_step(struct optim *o, struct params *p, struct closure *f, struct ste
         return;
     }
     info->loss = closure_grad(f, p, PASS_FIRST, NULL, 0);
+    if (o->ops->apply_norm) {
+        info->grad_norm = o->ops->apply_norm(o, p, p->g);
+        return;
+    }
     info->grad_norm = vec_nrm2(p->n, p->g);
     o->ops->apply(o, p, p->g);
 }

@@ -109,6 +109,9 @@ struct optim_ops {
     /* Base optimizers: update p->w along direction d (n floats) at the current hyperparameter
      * values; d may be p->g and may be read after w changes only where the method says so. */
     void (*apply)(struct optim *o, struct params *p, const float *d);
+    /* Optional: apply(d), returning ||d||_2 as vec_nrm2 computes it (the same bits), summed in
+     * the same pass over d. optim_step uses it for the gradient norm it records. */
+    double (*apply_norm)(struct optim *o, struct params *p, const float *d);
     void (*release)(struct optim *o); /* frees priv extras; may be NULL */
 };
 

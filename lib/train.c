@@ -58,10 +58,8 @@ static double forward_loss(struct batch_ctx *b, struct params *p, const float *x
         if (hits)
             *hits = 0;
     }
-    if (grad) {
-        vec_zero(p->n, p->g);
-        m->ops->backward(m, xin, b->dout, n);
-    }
+    if (grad)
+        m->ops->backward(m, xin, b->dout, n, false);
     return sum;
 }
 

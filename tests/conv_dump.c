@@ -55,8 +55,7 @@ int main(int argc, char **argv)
     m.ops->forward(&m, x, n, PASS_TRAIN_UPDATE);
     memcpy(lt, m.out, (size_t)n * k * sizeof *lt);
     double loss = xent_forward_backward(dout, lex, hit, m.out, lab, n, k, 0.0f, 1.0f / n) / n;
-    vec_zero(m.p.n, m.p.g);
-    m.ops->backward(&m, x, dout, n);
+    m.ops->backward(&m, x, dout, n, false);
 
     struct st_entry *ent = xcalloc((size_t)(3 + m.p.nt + m.buf.nt), sizeof *ent);
     char (*names)[80] = xcalloc((size_t)(m.p.nt + m.buf.nt), sizeof *names);

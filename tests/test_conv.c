@@ -553,8 +553,11 @@ static double model_loss(struct mctx *c, bool grad)
     double s = xent_forward_backward(grad ? c->dout : NULL, c->lex, c->hit, m->out, c->lab, MB,
                                      m->n_out, 0.0f, 1.0f / MB);
     if (grad) {
-        vec_zero(m->p.n, m->p.g);
-        m->ops->backward(m, c->x, c->dout, MB);
+        /* backward without acc overwrites every tensor's gradient: NaNs left would show. */
+        for (int t = 0; t < m->p.nt; t++)
+            for (size_t i = 0; i < m->p.t[t].n; i++)
+                m->p.g[m->p.t[t].off + i] = NAN;
+        m->ops->backward(m, c->x, c->dout, MB, false);
     }
     return s / MB;
 }

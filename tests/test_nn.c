@@ -141,7 +141,12 @@ static void check_linear(void)
             worst = fmax(worst, fabs(s - out[i * O + o]));
         }
     ok(worst < 1e-5, "linear forward equals x w^T + b (max error %.2g)", worst);
-    linear_backward(dx, dw, db, dout, x, w, B, I, O);
+    /* Without acc the gradients are overwritten: stale NaNs must not survive. */
+    for (int i = 0; i < O * I; i++)
+        dw[i] = NAN;
+    for (int o = 0; o < O; o++)
+        db[o] = NAN;
+    linear_backward(dx, dw, db, dout, x, w, B, I, O, false);
     worst = 0;
     for (int o = 0; o < O; o++) {
         double sb = 0;
@@ -164,10 +169,11 @@ static void check_linear(void)
         }
     ok(worst < 1e-5, "linear backward gives dout^T x, column sums and dout w (max error %.2g)",
        worst);
-    /* Backward accumulates into weight gradients. */
-    float dw1 = dw[0];
-    linear_backward(NULL, dw, NULL, dout, x, w, B, I, O);
-    approx(dw[0], 2.0 * dw1, 1e-6, 1e-7, "linear backward adds into dw");
+    /* With acc, backward adds into the weight gradients. */
+    float dw1 = dw[0], db1 = db[0];
+    linear_backward(NULL, dw, db, dout, x, w, B, I, O, true);
+    approx(dw[0], 2.0 * dw1, 1e-6, 1e-7, "linear backward with acc adds into dw");
+    approx(db[0], 2.0 * db1, 1e-6, 1e-7, "linear backward with acc adds into db");
 }
 
 /* ---- whole models from the registry ---- */
@@ -189,8 +195,11 @@ static double model_loss(struct mcheck *c, bool grad)
     double s = xent_forward_backward(grad ? c->dout : NULL, c->lex, c->hit, m->out, c->lab, BATCH,
                                      N_OUT, 0.0f, 1.0f / BATCH);
     if (grad) {
-        vec_zero(m->p.n, m->p.g);
-        m->ops->backward(m, c->x, c->dout, BATCH);
+        /* backward without acc overwrites every tensor's gradient: NaNs left would show. */
+        for (int t = 0; t < m->p.nt; t++)
+            for (size_t i = 0; i < m->p.t[t].n; i++)
+                m->p.g[m->p.t[t].off + i] = NAN;
+        m->ops->backward(m, c->x, c->dout, BATCH, false);
     }
     return s / BATCH;
 }

@@ -729,6 +729,61 @@ static void test_registry(void)
     }
 }
 
+/* A base optimizer's apply_norm is its apply plus vec_nrm2 of the direction, in one pass: the
+ * weights, the state and the norm must match the separate calls bit for bit, on a vector long
+ * enough for many chunks and both threads. */
+static void test_fused_norm(void)
+{
+    const char *yamls[] = {
+        "optimizer: {name: sgd, lr: 0.1, weight_decay: 0.01}",
+        "optimizer: {name: sgd, lr: 0.1, momentum: 0.9, dampening: 0.1, weight_decay: 0.01}",
+        "optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01}",
+    };
+    enum { N = 300007 };
+    int nt0 = threads_get();
+    threads_set(2);
+    for (size_t y = 0; y < sizeof yamls / sizeof *yamls; y++) {
+        struct params p[2];
+        struct optim o[2];
+        struct cfg c[2];
+        struct err e;
+        bool built = true;
+        for (int k = 0; k < 2; k++) {
+            memset(&p[k], 0, sizeof p[k]);
+            params_add(&p[k], "w", 1, (const int[]){N});
+            params_alloc(&p[k]);
+            for (size_t i = 0; i < N; i++)
+                p[k].w[i] = (float)sin(0.37 * (double)i);
+            built = built && build(&o[k], &c[k], yamls[y], &p[k], &e) == 0;
+        }
+        if (!built || !o[0].ops->apply_norm) {
+            ok(false, "%s: builds, with apply_norm", yamls[y]);
+            continue;
+        }
+        bool same = true;
+        for (long t = 0; t < 3; t++) {
+            for (int k = 0; k < 2; k++) {
+                optim_begin_step(&o[k], t);
+                for (size_t i = 0; i < N; i++)
+                    p[k].g[i] = (float)cos(1.3 * (double)i + (double)t);
+            }
+            double n0 = vec_nrm2(N, p[0].g);
+            o[0].ops->apply(&o[0], &p[0], p[0].g);
+            double n1 = o[1].ops->apply_norm(&o[1], &p[1], p[1].g);
+            same = same && n0 == n1 && memcmp(p[0].w, p[1].w, N * sizeof(float)) == 0 &&
+                   memcmp(o[0].buf[0] ? o[0].buf[0] : p[0].w, o[1].buf[0] ? o[1].buf[0] : p[1].w,
+                          N * sizeof(float)) == 0;
+        }
+        ok(same, "%s: apply_norm equals apply and vec_nrm2 bit for bit over 3 steps", yamls[y]);
+        for (int k = 0; k < 2; k++) {
+            optim_release(&o[k]);
+            cfg_free(&c[k]);
+            params_free(&p[k]);
+        }
+    }
+    threads_set(nt0);
+}
+
 int main(void)
 {
     test_closed_forms();
@@ -737,6 +792,7 @@ int main(void)
     test_identities();
     test_msharp();
     test_no_drift();
+    test_fused_norm();
     test_samar_rule();
     test_gsam_rho_t();
     test_registry();

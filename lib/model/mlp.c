@@ -121,7 +121,8 @@ static void dense_forward(struct model *m, const float *x, int batch, enum pass_
     }
 }
 
-static void dense_backward(struct model *m, const float *x, const float *dout, int batch)
+static void dense_backward(struct model *m, const float *x, const float *dout, int batch,
+                           bool acc)
 {
     struct dense *d = m->priv;
     SAMX_ASSERT(batch > 0 && batch <= m->max_batch);
@@ -131,7 +132,8 @@ static void dense_backward(struct model *m, const float *x, const float *dout, i
         float *dx = l > 0 ? (dcur == d->d0 ? d->d1 : d->d0) : NULL;
         float *db = d->bt[l] >= 0 ? m->p.g + m->p.t[d->bt[l]].off : NULL;
         linear_backward(dx, m->p.g + m->p.t[d->wt[l]].off, db, dcur, in,
-                        m->p.w + m->p.t[d->wt[l]].off, batch, d->width[l], d->width[l + 1]);
+                        m->p.w + m->p.t[d->wt[l]].off, batch, d->width[l], d->width[l + 1],
+                        acc);
         if (l > 0) {
             act_backward(d->act, dx, dx, d->z[l - 1], d->a[l - 1],
                          (size_t)batch * d->width[l]);
@@ -214,7 +216,7 @@ static void dense_hvp(struct model *m, const float *x, int batch, const struct h
         const float *a_in = l > 0 ? d->a[l - 1] : x;
         float *hb = d->bt[l] >= 0 ? hv + m->p.t[d->bt[l]].off : NULL;
         /* R{dW} = Rd^T a_in (+ d^T Ra_in below), R{db} = column sums of Rd. */
-        linear_backward(NULL, hv + wo, hb, rcur, a_in, w + wo, batch, n_in, n_out);
+        linear_backward(NULL, hv + wo, hb, rcur, a_in, w + wo, batch, n_in, n_out, true);
         if (l == 0)
             break;
         gemm(true, false, n_out, n_in, batch, 1.0f, dcur, d->ra[l - 1], 1.0f, hv + wo);

@@ -7,7 +7,10 @@
  * Keys (all schedulable): lr [0.1], momentum [0], dampening [0], weight_decay [0];
  * nesterov [false].
  */
+#include <math.h>
 #include <stdlib.h>
+
+#include "blas.h"
 
 #include "optim.h"
 
@@ -35,48 +38,88 @@ static int sgd_init(struct optim *o, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-static void sgd_apply(struct optim *o, struct params *p, const float *d)
+/* One chunk [lo, hi) of the update; `kind` picks the loop so no branch runs per element, and
+ * restrict (d is a gradient buffer, never w or the momentum buffer) lets each loop vectorize. */
+enum sgd_kind { PLAIN, FIRST, FIRST_NESTEROV, NESTEROV, MOMENTUM };
+
+static void sgd_range(enum sgd_kind kind, float lr, float mu, float damp, float wd,
+                      float *restrict w, float *restrict buf, const float *restrict g, size_t lo,
+                      size_t hi)
 {
-    struct sgd *s = o->priv;
-    size_t n = p->n;
-    float lr = (float)s->lr->v, mu = (float)s->momentum->v, damp = (float)s->dampening->v;
-    float wd = (float)s->wd->v;
-    /* d is a gradient buffer, never w or the momentum buffer: restrict lets the loops vectorize,
-     * and one loop per case keeps the branches out of them. */
-    float *restrict w = p->w, *restrict buf = s->buf;
-    const float *restrict g = d;
-    SAMX_ASSERT(d != p->w && d != s->buf);
-    if (mu == 0) {
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (size_t i = 0; i < n; i++)
+    switch (kind) {
+    case PLAIN:
+        for (size_t i = lo; i < hi; i++)
             w[i] -= lr * (g[i] + wd * w[i]);
-        return;
-    }
-    bool first = s->started == 0, nesterov = s->nesterov;
-    s->started = 1;
-    if (first) {
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (size_t i = 0; i < n; i++) {
+        break;
+    case FIRST:
+        for (size_t i = lo; i < hi; i++) {
             float di = g[i] + wd * w[i];
             buf[i] = di;
-            w[i] -= lr * (nesterov ? di + mu * di : di);
+            w[i] -= lr * di;
         }
-    } else if (nesterov) {
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (size_t i = 0; i < n; i++) {
+        break;
+    case FIRST_NESTEROV: /* buf = d, so d + mu * buf is d + mu * d */
+        for (size_t i = lo; i < hi; i++) {
+            float di = g[i] + wd * w[i];
+            buf[i] = di;
+            w[i] -= lr * (di + mu * di);
+        }
+        break;
+    case NESTEROV:
+        for (size_t i = lo; i < hi; i++) {
             float di = g[i] + wd * w[i];
             float b = mu * buf[i] + (1 - damp) * di;
             buf[i] = b;
             w[i] -= lr * (di + mu * b);
         }
-    } else {
-#pragma omp parallel for schedule(static) if (n > 32768)
-        for (size_t i = 0; i < n; i++) {
+        break;
+    case MOMENTUM:
+        for (size_t i = lo; i < hi; i++) {
             float b = mu * buf[i] + (1 - damp) * (g[i] + wd * w[i]);
             buf[i] = b;
             w[i] -= lr * b;
         }
+        break;
     }
+}
+
+/* The update, and with part != NULL the chunk partials of ||d||^2 in the same pass (d is read
+ * once, chunk by chunk while it is in cache). */
+static void sgd_update(struct optim *o, struct params *p, const float *d, double *part)
+{
+    struct sgd *s = o->priv;
+    float lr = (float)s->lr->v, mu = (float)s->momentum->v, damp = (float)s->dampening->v;
+    float wd = (float)s->wd->v;
+    SAMX_ASSERT(d != p->w && d != s->buf);
+    enum sgd_kind kind = PLAIN;
+    if (mu != 0) {
+        if (s->started == 0)
+            kind = s->nesterov ? FIRST_NESTEROV : FIRST;
+        else
+            kind = s->nesterov ? NESTEROV : MOMENTUM;
+        s->started = 1;
+    }
+    size_t n = p->n, chunk;
+    long nc = vec_chunks(n, &chunk);
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        if (part)
+            part[c] = vec_sumsq_part(d, lo, hi);
+        sgd_range(kind, lr, mu, damp, wd, p->w, s->buf, d, lo, hi);
+    }
+}
+
+static void sgd_apply(struct optim *o, struct params *p, const float *d)
+{
+    sgd_update(o, p, d, NULL);
+}
+
+static double sgd_apply_norm(struct optim *o, struct params *p, const float *d)
+{
+    double part[VEC_MAX_CHUNKS];
+    sgd_update(o, p, d, part);
+    return sqrt(vec_parts_sum(part, vec_chunks(p->n, &(size_t){0})));
 }
 
 const struct optim_ops optim_sgd = {
@@ -90,4 +133,5 @@ const struct optim_ops optim_sgd = {
             "weight_decay [0]: coupled L2, added to the gradient at the unperturbed weights\n",
     .init = sgd_init,
     .apply = sgd_apply,
+    .apply_norm = sgd_apply_norm,
 };
