@@ -136,10 +136,19 @@ void vec_axpy(size_t n, float a, const float *x, float *y)
         y[i] += a * x[i];
 }
 
+/* Copies and zeroing go chunk by chunk: small memcpy/memset calls use ordinary stores, where one
+ * call over a whole weight vector takes glibc's non-temporal path and leaves the destination out
+ * of cache just before the next kernel reads it. */
 void vec_copy(size_t n, const float *x, float *y)
 {
-    if (x != y)
-        memcpy(y, x, n * sizeof *x);
+    if (x == y)
+        return;
+    long nc = (long)((n + VEC_CHUNK - 1) / VEC_CHUNK);
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * VEC_CHUNK, hi = lo + VEC_CHUNK < n ? lo + VEC_CHUNK : n;
+        memcpy(y + lo, x + lo, (hi - lo) * sizeof *x);
+    }
 }
 
 void vec_axpby(size_t n, float a, const float *x, float b, float *y)

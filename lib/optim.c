@@ -173,18 +173,41 @@ double sam_ascent(size_t n, const float *g, double rho, float *e)
     return sam_ascent_eps(n, g, rho, 1e-12, e);
 }
 
+float sam_scale(double gnorm, double rho, double eps)
+{
+    return gnorm == 0 || rho == 0 ? 0.0f : (float)(rho / (gnorm + eps));
+}
+
 double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e)
 {
     double norm = vec_nrm2(n, g);
-    if (norm == 0 || rho == 0) {
+    float s = sam_scale(norm, rho, eps);
+    if (s == 0) {
         vec_zero(n, e);
         return norm;
     }
-    float s = (float)(rho / (norm + eps));
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         e[i] = s * g[i];
     return norm;
+}
+
+/* w = from + sign * e_i, where e_i = s * src[i] when s is a number and src[i] itself when s is
+ * NaN (the same float operations as forming e and adding it). With save, from is w and saved
+ * receives it in the same pass; otherwise from is saved (restoring w and stepping to the next
+ * point in one pass). */
+static void perturb_to(size_t n, float *restrict w, float *restrict saved, bool save, float sign,
+                       float s, const float *restrict src)
+{
+    bool scaled = !isnan(s);
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++) {
+        float from = save ? w[i] : saved[i];
+        float ei = scaled ? s * src[i] : src[i];
+        if (save)
+            saved[i] = from;
+        w[i] = from + sign * ei;
+    }
 }
 
 void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,
@@ -200,10 +223,10 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
      * leaves the last perturbed gradient where the closure wrote it (two fewer passes over n
      * floats per step for methods that need neither copy). */
     SAMX_ASSERT(n_group == 1 || g != NULL);
+    SAMX_ASSERT(g != NULL || n_signs == 1);
     for (int k = 0; k < n_signs; k++)
         SAMX_ASSERT(gs[k] != p->g || (n_group == 1 && k == n_signs - 1));
     double loss = 0, loss_p = 0, gnorm = 0;
-    vec_copy(n, p->w, saved);
     for (int c = 0; c < n_group; c++) {
         int lo = c * m, cnt = lo + m <= batch ? m : batch - lo;
         /* Groups are consecutive examples of the (already shuffled) batch. */
@@ -214,20 +237,37 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
          * cover the whole batch. */
         double l0 = closure_grad(f, p, PASS_FIRST, sel, cnt);
         loss += l0 * cnt / batch;
-        if (n_group == 1 && !g)
-            gnorm = vec_nrm2(n, p->g);
-        else if (n_group == 1)
+        double gn = vec_nrm2(n, p->g);
+        if (n_group == 1)
+            gnorm = gn;
+        if (n_group == 1 && g)
             vec_copy(n, p->g, g);
-        else if (c == 0)
+        else if (c == 0 && g)
             vec_axpby(n, wgt, p->g, 0.0f, g);
-        else
+        else if (g)
             vec_axpy(n, wgt, p->g, g);
-        /* The perturbation is built from this group's own gradient (m-sharpness). */
-        perturb(o, p, p->g, e);
+        /* The perturbation is built from this group's own gradient (m-sharpness). As a scale of
+         * the gradient it is applied from where the gradient stays through the perturbed passes:
+         * p->g for one pass, the clean copy g with one group; else it is formed in e. */
+        float s = perturb(o, p, p->g, gn, e);
+        const float *src = e;
+        if (!isnan(s)) {
+            SAMX_ASSERT(s >= 0);
+            if (n_signs == 1)
+                src = p->g;
+            else if (n_group == 1)
+                src = g;
+            else {
+                const float *gc = p->g;
+#pragma omp parallel for schedule(static) if (n > 32768)
+                for (size_t i = 0; i < n; i++)
+                    e[i] = s * gc[i];
+                s = NAN;
+            }
+        }
         for (int k = 0; k < n_signs; k++) {
-            vec_axpy(n, signs[k], e, p->w);
+            perturb_to(n, p->w, saved, k == 0, signs[k], s, src);
             double lk = closure_grad(f, p, pass_of[k], sel, cnt);
-            vec_copy(n, saved, p->w);
             if (k == 0)
                 loss_p += lk * cnt / batch;
             if (n_group == 1)
@@ -237,8 +277,9 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
             else
                 vec_axpy(n, wgt, p->g, gs[k]);
         }
+        vec_copy(n, saved, p->w);
     }
     info->loss = loss;
     info->loss_perturbed = loss_p;
-    info->grad_norm = g ? vec_nrm2(n, g) : gnorm;
+    info->grad_norm = n_group == 1 ? gnorm : vec_nrm2(n, g);
 }

@@ -46,7 +46,8 @@ static int asam_init(struct optim *o, struct cfg_node *c, struct err *e)
 
 /* e = rho t^2 g / (||t g|| + delta), with t per tensor as the scale mode says. e holds t g
  * first, so the norm needs no extra buffer. */
-static void asam_perturb(struct optim *o, const struct params *p, const float *g, float *e)
+static float asam_perturb(struct optim *o, const struct params *p, const float *g, double gnorm,
+                          float *e)
 {
     struct asam *s = o->priv;
     float eta = (float)s->eta->v;
@@ -61,7 +62,7 @@ static void asam_perturb(struct optim *o, const struct params *p, const float *g
     double norm = vec_nrm2(p->n, e);
     if (norm == 0 || s->rho->v == 0) {
         vec_zero(p->n, e);
-        return;
+        return NAN;
     }
     float f = (float)(s->rho->v / (norm + s->eps->v));
     for (int k = 0; k < p->nt; k++) {
@@ -71,6 +72,7 @@ static void asam_perturb(struct optim *o, const struct params *p, const float *g
         for (size_t i = t->off; i < t->off + t->n; i++)
             e[i] = scaled ? f * ((fabsf(w[i]) + eta) * e[i]) : f * e[i];
     }
+    return NAN;
 }
 
 static void asam_step(struct optim *o, struct params *p, struct closure *f,

@@ -36,10 +36,11 @@ static int crsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-static void crsam_perturb(struct optim *o, const struct params *p, const float *g, float *e)
+static float crsam_perturb(struct optim *o, const struct params *p, const float *g,
+                         double gnorm, float *e)
 {
     struct crsam *s = o->priv;
-    sam_ascent(p->n, g, s->rho->v, e);
+    return sam_scale(gnorm, s->rho->v, 1e-12);
 }
 
 static void crsam_step(struct optim *o, struct params *p, struct closure *f,
@@ -48,12 +49,14 @@ static void crsam_step(struct optim *o, struct params *p, struct closure *f,
     struct crsam *s = o->priv;
     static const float signs[] = {1.0f, -1.0f};
     static const int pass[] = {PASS_EXTRA, PASS_REF_UPDATE};
-    float *gs[] = {s->gp, s->gm};
+    /* One group: the gradient at w - e stays in p->g, where the closure wrote it. */
+    bool one_group = o->m == 0 || o->m >= f->batch;
+    float *gs[] = {s->gp, one_group ? p->g : s->gm};
     sam_family_passes(o, p, f, crsam_perturb, signs, pass, 2, s->g, gs, s->saved, s->e, info);
     size_t n = p->n;
     float gamma = (float)s->gamma->v, beta = (float)s->beta->v;
     float *gp = s->gp;
-    const float *gm = s->gm, *g = s->g;
+    const float *gm = gs[1], *g = s->g;
     /* Same operation order as the reference, in float. */
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (size_t i = 0; i < n; i++)

@@ -29,15 +29,11 @@ static int sam_init(struct optim *o, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-static void sam_perturb(struct optim *o, const struct params *p, const float *g, float *e)
+static float sam_perturb(struct optim *o, const struct params *p, const float *g, double gnorm,
+                         float *e)
 {
     struct sam *s = o->priv;
-    if (s->normalize) {
-        sam_ascent(p->n, g, s->rho->v, e);
-    } else {
-        vec_zero(p->n, e);
-        vec_axpy(p->n, (float)s->rho->v, g, e);
-    }
+    return s->normalize ? sam_scale(gnorm, s->rho->v, 1e-12) : (float)s->rho->v;
 }
 
 static void sam_step(struct optim *o, struct params *p, struct closure *f, struct step_info *info)

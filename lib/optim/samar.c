@@ -80,10 +80,11 @@ static int samar_init(struct optim *o, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-static void samar_perturb(struct optim *o, const struct params *p, const float *g, float *e)
+static float samar_perturb(struct optim *o, const struct params *p, const float *g,
+                         double gnorm, float *e)
 {
     struct samar *s = o->priv;
-    sam_ascent(p->n, g, s->rho->v, e);
+    return sam_scale(gnorm, s->rho->v, 1e-12);
 }
 
 /* The lambda rule, after the step's update; S and L are this step's sharpness and clean loss. */

@@ -52,10 +52,11 @@ static int wsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-static void wsam_perturb(struct optim *o, const struct params *p, const float *g, float *e)
+static float wsam_perturb(struct optim *o, const struct params *p, const float *g,
+                         double gnorm, float *e)
 {
     struct wsam *s = o->priv;
-    sam_ascent(p->n, g, s->rho->v, e);
+    return sam_scale(gnorm, s->rho->v, 1e-12);
 }
 
 /* torch.nn.utils.clip_grad_norm_: x *= max_norm / (||x|| + 1e-6) when that is below 1. */
