@@ -33,7 +33,22 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
                 trans_b ? k : n, beta, c, n);
 }
 
-/* Rows per block are a multiple of 16 so blocks align with the kernels' register tiles. */
+void gemm_ld(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+             int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    SAMX_ASSERT(m >= 0 && n >= 0 && k >= 0);
+    if (m == 0 || n == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+int gemm_par_rows(int m, int nt)
+{
+    SAMX_ASSERT(m >= 0 && nt >= 1);
+    return ((m + nt - 1) / nt + 15) / 16 * 16;
+}
+
 void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c)
 {
@@ -43,7 +58,7 @@ void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
         return;
     }
     int lda = trans_a ? m : k, ldb = trans_b ? k : n;
-    int rows = ((m + nt - 1) / nt + 15) / 16 * 16;
+    int rows = gemm_par_rows(m, nt);
     int blocks = (m + rows - 1) / rows;
 #pragma omp parallel for schedule(static)
     for (int bi = 0; bi < blocks; bi++) {
@@ -191,6 +206,24 @@ void threads_set(int n)
     omp_set_num_threads(n);
 #endif
     openblas_set_num_threads(n);
+}
+
+int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+int thread_count(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
 }
 
 int threads_get(void)

@@ -27,6 +27,15 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
  * deterministic for a given thread count. Falls back to gemm() for one thread or tiny m. */
 void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c);
+/* gemm with explicit leading dimensions (row lengths of the stored A, B, C), for blocks of
+ * larger matrices. */
+void gemm_ld(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+             int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* Rows of each thread's block when m rows are split over nt threads: ceil(m / nt) rounded up to
+ * a multiple of 16 so blocks align with the kernels' register tiles. Thread t owns rows
+ * [t * rows, min(m, (t + 1) * rows)), possibly none. Every split of weight rows across threads
+ * (gemm_par, the MLP's passes, params_owners) uses it, so a row stays with one core. */
+int gemm_par_rows(int m, int nt);
 void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c);
 
@@ -49,6 +58,11 @@ void vec_zero(size_t n, float *x);
 void vec_scal(size_t n, float a, float *x);
 /* true when every element is finite. */
 bool vec_finite(size_t n, const float *x);
+
+/* Inside a parallel region: this thread's number and the team size (0 and 1 outside). */
+#define SAMX_MAX_THREADS 64
+int thread_id(void);
+int thread_count(void);
 
 /* Threads: set both the OpenMP team size and OpenBLAS's thread count (n >= 1); query them. */
 void threads_set(int n);

@@ -23,6 +23,22 @@ void linear_forward(float *out, const float *x, const float *w, const float *b, 
     gemm_par(false, true, batch, n_out, n_in, 1.0f, x, w, b ? 1.0f : 0.0f, out);
 }
 
+void col_sums(float *out, const float *x, int rows, int cols, int ld, bool acc)
+{
+    enum { COLS = 64 };
+    for (int j0 = 0; j0 < cols; j0 += COLS) {
+        int nj = j0 + COLS <= cols ? COLS : cols - j0;
+        float s[COLS] = {0};
+        for (int i = 0; i < rows; i++) {
+            const float *row = x + (size_t)i * ld + j0;
+            for (int j = 0; j < nj; j++)
+                s[j] += row[j];
+        }
+        for (int j = 0; j < nj; j++)
+            out[j0 + j] = acc ? out[j0 + j] + s[j] : s[j];
+    }
+}
+
 void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                      const float *w, int batch, int n_in, int n_out, bool acc)
 {
@@ -36,14 +52,7 @@ void linear_backward(float *dx, float *dw, float *db, const float *dout, const f
 #pragma omp parallel for schedule(static) if ((size_t)batch * n_out > PAR_MIN)
         for (int blk = 0; blk < nblk; blk++) {
             int j0 = blk * COLS, nj = j0 + COLS <= n_out ? COLS : n_out - j0;
-            float s[COLS] = {0};
-            for (int i = 0; i < batch; i++) {
-                const float *row = dout + (size_t)i * n_out + j0;
-                for (int j = 0; j < nj; j++)
-                    s[j] += row[j];
-            }
-            for (int j = 0; j < nj; j++)
-                db[j0 + j] = acc ? db[j0 + j] + s[j] : s[j];
+            col_sums(db + j0, dout + j0, batch, nj, n_out, acc);
         }
     }
     if (dx)
@@ -56,6 +65,58 @@ static float gelu_grad(float z)
 {
     const float inv_sqrt_2pi = 0.3989422804014327f;
     return 0.5f * (1.0f + erff(z * (float)M_SQRT1_2)) + z * inv_sqrt_2pi * expf(-0.5f * z * z);
+}
+
+/* Serial loops over one row segment, with the same expressions as the parallel kernels. */
+static void act_fwd_seg(enum act a, float *restrict y, const float *restrict z, size_t n)
+{
+    switch (a) {
+    case ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            y[i] = z[i] > 0 ? z[i] : 0;
+        break;
+    case ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            y[i] = tanhf(z[i]);
+        break;
+    case ACT_GELU:
+        for (size_t i = 0; i < n; i++)
+            y[i] = gelu(z[i]);
+        break;
+    }
+}
+
+/* In place: dz == dy. */
+static void act_bwd_seg(enum act a, float *dz, const float *restrict z, const float *restrict y,
+                        size_t n)
+{
+    switch (a) {
+    case ACT_RELU:
+        for (size_t i = 0; i < n; i++)
+            dz[i] = z[i] > 0 ? dz[i] : 0;
+        break;
+    case ACT_TANH:
+        for (size_t i = 0; i < n; i++)
+            dz[i] = dz[i] * (1.0f - y[i] * y[i]);
+        break;
+    case ACT_GELU:
+        for (size_t i = 0; i < n; i++)
+            dz[i] = dz[i] * gelu_grad(z[i]);
+        break;
+    }
+}
+
+void act_forward_block(enum act a, float *y, const float *z, int rows, int cols, int ld)
+{
+    for (int r = 0; r < rows; r++)
+        act_fwd_seg(a, y + (size_t)r * ld, z + (size_t)r * ld, (size_t)cols);
+}
+
+void act_backward_block(enum act a, float *dz, const float *z, const float *y, int rows,
+                        int cols, int ld)
+{
+    for (int r = 0; r < rows; r++)
+        act_bwd_seg(a, dz + (size_t)r * ld, z + (size_t)r * ld, y + (size_t)r * ld, (size_t)cols);
 }
 
 void act_forward(enum act a, float *y, const float *z, size_t n)

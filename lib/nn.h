@@ -21,11 +21,20 @@ void linear_forward(float *out, const float *x, const float *w, const float *b, 
 void linear_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                      const float *w, int batch, int n_in, int n_out, bool acc);
 
+/* out (cols) = column sums of x (rows, cols; row length ld), each summed over the rows in index
+ * order in float; added into out when acc. Serial: for use on blocks inside parallel code. */
+void col_sums(float *out, const float *x, int rows, int cols, int ld, bool acc);
+
 enum act { ACT_RELU, ACT_TANH, ACT_GELU };
 extern const char *const act_names[]; /* "relu", "tanh", "gelu", NULL */
 
 /* y = act(z), n elements. GELU is the exact erf form (PyTorch's default). */
 void act_forward(enum act a, float *y, const float *z, size_t n);
+/* The same, serial, on a block (rows, cols) of row-major matrices with row length ld; the
+ * backward one in place (dz holds dy). For use inside parallel code. */
+void act_forward_block(enum act a, float *y, const float *z, int rows, int cols, int ld);
+void act_backward_block(enum act a, float *dz, const float *z, const float *y, int rows,
+                        int cols, int ld);
 /* dz = dy * act'(z) (overwrites dz; dz may alias dy). ReLU'(0) = 0, as PyTorch. */
 void act_backward(enum act a, float *dz, const float *dy, const float *z, const float *y,
                   size_t n);

@@ -196,17 +196,32 @@ double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e
  * NaN (the same float operations as forming e and adding it). With save, from is w and saved
  * receives it in the same pass; otherwise from is saved (restoring w and stepping to the next
  * point in one pass). */
-static void perturb_to(size_t n, float *restrict w, float *restrict saved, bool save, float sign,
-                       float s, const float *restrict src)
+static void perturb_range(float *restrict w, float *restrict saved, bool save, float sign,
+                          float s, const float *restrict src, size_t lo, size_t hi)
 {
     bool scaled = !isnan(s);
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         float from = save ? w[i] : saved[i];
         float ei = scaled ? s * src[i] : src[i];
         if (save)
             saved[i] = from;
         w[i] = from + sign * ei;
+    }
+}
+
+static void perturb_to(const struct params *p, float *w, float *saved, bool save, float sign,
+                       float s, const float *src)
+{
+    size_t chunk, n = p->n;
+    long nc = vec_chunks(n, &chunk);
+#pragma omp parallel if (n > 32768)
+    {
+        int t = thread_id(), nt = thread_count();
+        for (long c = 0; c < nc; c++)
+            if (params_chunk_thread(p, c, nc, nt) == t) {
+                size_t lo = (size_t)c * chunk;
+                perturb_range(w, saved, save, sign, s, src, lo, lo + chunk < n ? lo + chunk : n);
+            }
     }
 }
 
@@ -237,11 +252,11 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
          * cover the whole batch. */
         double l0 = closure_grad(f, p, PASS_FIRST, sel, cnt);
         loss += l0 * cnt / batch;
-        double gn = vec_nrm2(n, p->g);
+        double gn = params_nrm2(p, p->g);
         if (n_group == 1)
             gnorm = gn;
         if (n_group == 1 && g)
-            vec_copy(n, p->g, g);
+            params_copy(p, p->g, g);
         else if (c == 0 && g)
             vec_axpby(n, wgt, p->g, 0.0f, g);
         else if (g)
@@ -266,18 +281,18 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
             }
         }
         for (int k = 0; k < n_signs; k++) {
-            perturb_to(n, p->w, saved, k == 0, signs[k], s, src);
+            perturb_to(p, p->w, saved, k == 0, signs[k], s, src);
             double lk = closure_grad(f, p, pass_of[k], sel, cnt);
             if (k == 0)
                 loss_p += lk * cnt / batch;
             if (n_group == 1)
-                vec_copy(n, p->g, gs[k]); /* a no-op when gs[k] == p->g */
+                params_copy(p, p->g, gs[k]); /* a no-op when gs[k] == p->g */
             else if (c == 0)
                 vec_axpby(n, wgt, p->g, 0.0f, gs[k]);
             else
                 vec_axpy(n, wgt, p->g, gs[k]);
         }
-        vec_copy(n, saved, p->w);
+        params_copy(p, saved, p->w);
     }
     info->loss = loss;
     info->loss_perturbed = loss_p;

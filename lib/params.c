@@ -1,9 +1,11 @@
 #include "params.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "err.h"
 
 int params_add(struct params *p, const char *name, int ndim, const int *shape)
@@ -27,17 +29,80 @@ int params_add(struct params *p, const char *name, int ndim, const int *shape)
     return p->nt++;
 }
 
+/* Owner of float i: its row's block when each tensor's rows (first dimension) are split over nt
+ * threads as gemm_par splits them; padding goes with the tensor before it. */
+static int owner_of(const struct params *p, size_t i, int nt)
+{
+    int owner = 0;
+    for (int k = 0; k < p->nt && p->t[k].off <= i; k++) {
+        const struct tensor *t = &p->t[k];
+        size_t rows = (size_t)t->shape[0], row_len = t->n / rows;
+        size_t r = i < t->off + t->n ? (i - t->off) / row_len : rows - 1;
+        owner = (int)(r / (size_t)gemm_par_rows((int)rows, nt));
+    }
+    return owner;
+}
+
 void params_alloc(struct params *p)
 {
     SAMX_ASSERT(!p->w);
     p->w = xfloats(p->n);
     p->g = xfloats(p->n);
+    size_t chunk;
+    long nc = vec_chunks(p->n, &chunk);
+    int nt = threads_get();
+    p->own_nt = nt < 256 ? nt : 1;
+    p->own = xcalloc((size_t)nc, 1);
+    for (long c = 0; c < nc; c++) {
+        size_t mid = (size_t)c * chunk + chunk / 2;
+        p->own[c] = (unsigned char)owner_of(p, mid < p->n ? mid : p->n - 1, p->own_nt);
+    }
+}
+
+int params_chunk_thread(const struct params *p, long c, long nc, int nt)
+{
+    return nt == p->own_nt ? p->own[c] : (int)(c * nt / nc);
+}
+
+double params_nrm2(const struct params *p, const float *x)
+{
+    double part[VEC_MAX_CHUNKS];
+    size_t chunk, n = p->n;
+    long nc = vec_chunks(n, &chunk);
+#pragma omp parallel if (n > 32768)
+    {
+        int t = thread_id(), nt = thread_count();
+        for (long c = 0; c < nc; c++)
+            if (params_chunk_thread(p, c, nc, nt) == t) {
+                size_t lo = (size_t)c * chunk;
+                part[c] = vec_sumsq_part(x, lo, lo + chunk < n ? lo + chunk : n);
+            }
+    }
+    return sqrt(vec_parts_sum(part, nc));
+}
+
+void params_copy(const struct params *p, const float *x, float *y)
+{
+    size_t chunk, n = p->n;
+    long nc = vec_chunks(n, &chunk);
+    if (x == y)
+        return;
+#pragma omp parallel if (n > 32768)
+    {
+        int t = thread_id(), nt = thread_count();
+        for (long c = 0; c < nc; c++)
+            if (params_chunk_thread(p, c, nc, nt) == t) {
+                size_t lo = (size_t)c * chunk;
+                memcpy(y + lo, x + lo, ((lo + chunk < n ? lo + chunk : n) - lo) * sizeof *x);
+            }
+    }
 }
 
 void params_free(struct params *p)
 {
     free(p->w);
     free(p->g);
+    free(p->own);
     memset(p, 0, sizeof *p);
 }
 

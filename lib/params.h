@@ -30,12 +30,24 @@ struct params {
     float *w, *g;              /* (n) weights and gradient */
     struct tensor t[SAMX_MAX_TENSORS];
     int nt;
+    unsigned char *own;        /* params_chunk_thread's owners, for a team of own_nt */
+    int own_nt;
 };
 
 /* Declare a tensor; returns its index. Before params_alloc only. */
 int params_add(struct params *p, const char *name, int ndim, const int *shape);
 void params_alloc(struct params *p);
 void params_free(struct params *p);
+/* Placement of elementwise passes over the n floats: the thread that runs chunk c (of nc =
+ * vec_chunks(p->n), blas.h) in a team of nt. For the team size params_alloc saw it is the
+ * thread whose share of the model's passes wrote that chunk's gradient (each tensor's rows split
+ * by gemm_par_rows), so weights, gradients and optimizer state stay in one core's cache from the
+ * backward pass to the update; for other team sizes, a contiguous split. Only placement depends
+ * on it: chunk boundaries, and the order reductions add chunk partials, are fixed. */
+int params_chunk_thread(const struct params *p, long c, long nc, int nt);
+/* vec_nrm2 (the same bits) and vec_copy over n floats laid out as p, placed as above. */
+double params_nrm2(const struct params *p, const float *x);
+void params_copy(const struct params *p, const float *x, float *y);
 /* Index of the tensor named `name`, or -1. */
 int params_find(const struct params *p, const char *name);
 

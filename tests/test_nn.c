@@ -298,6 +298,74 @@ static void check_names(void)
     cfg_free(&cfg);
 }
 
+/* Above about a million multiply-adds per pass the MLP splits its passes by output unit across
+ * threads (mlp.c); the split forward and backward must agree with the one-thread passes. */
+static void check_split(const char *act)
+{
+    enum { SI = 100, SO = 10, SB = 64 };
+    char yaml[128];
+    snprintf(yaml, sizeof yaml, "name: mlp\nhidden: [300, 200]\nactivation: %s\n", act);
+    int nt0 = threads_get();
+    threads_set(2);
+    struct cfg cfg;
+    struct err e = {0};
+    struct model m;
+    memset(&m, 0, sizeof m);
+    if (!ok(cfg_load_string(&cfg, "model.yaml", yaml, &e) == 0 &&
+                model_init(&m, cfg.root, SI, SO, SB, 7, &e) == 0,
+            "split %s: builds (%s)", act, e.msg)) {
+        threads_set(nt0);
+        return;
+    }
+    struct rng r;
+    rng_init(&r, 5, "test.split", 0);
+    float *x = xfloats(SB * SI), *dout = xfloats(SB * SO), *out[2], *g[2];
+    fill_normal(x, SB * SI, &r, 1.0);
+    fill_normal(dout, SB * SO, &r, 0.1);
+    size_t n = m.p.n;
+    for (int k = 0; k < 2; k++) {
+        threads_set(2 - k); /* k = 0: two threads, k = 1: one */
+        for (int t = 0; t < m.p.nt; t++)
+            for (size_t i = 0; i < m.p.t[t].n; i++)
+                m.p.g[m.p.t[t].off + i] = NAN;
+        m.ops->forward(&m, x, SB, PASS_TRAIN_UPDATE);
+        m.ops->backward(&m, x, dout, SB, false);
+        out[k] = xfloats(SB * SO);
+        g[k] = xfloats(n);
+        memcpy(out[k], m.out, SB * SO * sizeof(float));
+        memcpy(g[k], m.p.g, n * sizeof(float));
+    }
+    double dout_max = 0, dg_max = 0, g_max = 0, o_max = 0;
+    for (int i = 0; i < SB * SO; i++) {
+        dout_max = fmax(dout_max, fabs((double)out[0][i] - out[1][i]));
+        o_max = fmax(o_max, fabs(out[1][i]));
+    }
+    for (size_t i = 0; i < n; i++) {
+        dg_max = fmax(dg_max, fabs((double)g[0][i] - g[1][i]));
+        g_max = fmax(g_max, fabs(g[1][i]));
+    }
+    ok(dout_max <= 1e-6 * o_max, "split %s: 2-thread forward equals 1-thread (max diff %.2g)",
+       act, dout_max);
+    ok(g_max > 0 && dg_max <= 1e-5 * g_max,
+       "split %s: 2-thread gradient equals 1-thread (max diff %.2g of %.2g)", act, dg_max, g_max);
+    /* acc adds the split gradient onto what is there. */
+    threads_set(2);
+    m.ops->backward(&m, x, dout, SB, true);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)m.p.g[i] - 2.0 * g[0][i]));
+    ok(worst <= 1e-5 * g_max, "split %s: backward with acc adds (max diff %.2g)", act, worst);
+    for (int k = 0; k < 2; k++) {
+        free(out[k]);
+        free(g[k]);
+    }
+    free(x);
+    free(dout);
+    model_release(&m);
+    cfg_free(&cfg);
+    threads_set(nt0);
+}
+
 int main(void)
 {
     check_activation(ACT_RELU);
@@ -313,6 +381,9 @@ int main(void)
     check_model("name: mlp\nhidden: [7, 6]\nactivation: tanh\n", "mlp tanh");
     check_model("name: mlp\nhidden: [7, 6]\nactivation: gelu\n", "mlp gelu");
     check_model("name: mlp\nhidden: [9]\nactivation: relu\n", "mlp relu");
+    check_split("relu");
+    check_split("tanh");
+    check_split("gelu");
     for (int i = 0; model_registry[i]; i++)
         diag("registered model '%s' covered above", model_registry[i]->name);
     return done();

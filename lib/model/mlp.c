@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "blas.h"
 #include "measure.h"
@@ -42,6 +43,10 @@ struct dense {
     /* Hessian-vector product workspace (dense_hvp), same shapes as z, a, d0, d1: */
     float *rz[MAX_LAYERS], *ra[MAX_LAYERS]; /* R{z}, R{a} (ra[n_layer-1] == rz[n_layer-1]) */
     float *r0, *r1;        /* R{d} ping-pong buffers */
+    /* Training passes, split by output unit (see dense_forward): per-thread partial products
+     * of dx, two sets used alternately by layer, each (max_batch, max width). */
+    int n_part;            /* threads the partial buffers are allocated for */
+    float *part[2][SAMX_MAX_THREADS];
 };
 
 static int dense_init(struct model *m, const long *hidden, int n_hidden, int act, bool bias)
@@ -78,6 +83,11 @@ static int dense_init(struct model *m, const long *hidden, int n_hidden, int act
     d->d1 = xfloats((size_t)m->max_batch * max_w);
     d->r0 = xfloats((size_t)m->max_batch * max_w);
     d->r1 = xfloats((size_t)m->max_batch * max_w);
+    d->n_part = threads_get() < SAMX_MAX_THREADS ? threads_get() : SAMX_MAX_THREADS;
+    if (d->n_part > 1)
+        for (int k = 0; k < 2; k++)
+            for (int t = 0; t < d->n_part; t++)
+                d->part[k][t] = xfloats((size_t)m->max_batch * max_w);
     m->out = d->a[d->n_layer - 1];
     return 0;
 }
@@ -106,18 +116,129 @@ static const float *bias_of(const struct model *m, const struct dense *d, const 
     return d->bt[l] >= 0 ? base + m->p.t[d->bt[l]].off : NULL;
 }
 
+/* Training passes are split by output unit, one parallel region per pass: thread t owns the
+ * rows [j0, j1) of every layer's weight (gemm_par_rows, the split gemm_par and the optimizers'
+ * chunk loops also use) and computes those output columns in the forward pass, those rows of dW
+ * and db, and the partial product dcur[:, j0:j1] W[j0:j1, :] of dx, which the threads add in
+ * thread order for the columns they own in the layer below. So every weight-sized array stays in
+ * its owner's cache and only activations move between cores. Each thread calls single-threaded
+ * sgemm on its block (OpenBLAS does not spawn threads inside a parallel region). With one thread
+ * the products are exactly the unsplit ones. */
+static int split_of(int n, int t, int nt, int *j0, int *j1)
+{
+    int rows = gemm_par_rows(n, nt);
+    *j0 = t * rows < n ? t * rows : n;
+    *j1 = *j0 + rows < n ? *j0 + rows : n;
+    return *j1 - *j0;
+}
+
+/* Threads for a pass over `batch` examples: one below about a million multiply-adds, where
+ * waking a team costs more than it saves (gemm_par's threshold). */
+static int pass_threads(const struct model *m, const struct dense *d, int batch)
+{
+    int nt = threads_get();
+    if ((double)batch * (double)m->p.n < 1e6)
+        return 1;
+    return nt < d->n_part ? nt : d->n_part;
+}
+
+/* Thread t's share of the forward pass (nt threads, all calling it). */
+static void forward_share(struct model *m, const float *x, int batch, int t, int nt)
+{
+    struct dense *d = m->priv;
+    const float *w = m->p.w;
+    {
+        const float *in = x;
+        for (int l = 0; l < d->n_layer; l++) {
+            int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
+            int nj = split_of(n_out, t, nt, &j0, &j1);
+            const float *b = bias_of(m, d, w, l);
+            float *z = d->z[l], *a = d->a[l];
+            if (nj > 0) {
+                if (b)
+                    for (int i = 0; i < batch; i++)
+                        memcpy(z + (size_t)i * n_out + j0, b + j0, (size_t)nj * sizeof *z);
+                gemm_ld(false, true, batch, nj, n_in, 1.0f, in, n_in,
+                        w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in, b ? 1.0f : 0.0f,
+                        z + j0, n_out);
+                if (l + 1 < d->n_layer)
+                    act_forward_block(d->act, a + j0, z + j0, batch, nj, n_out);
+            }
+            /* The next layer reads every column. */
+#pragma omp barrier
+            in = a;
+        }
+    }
+}
+
 static void dense_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
 {
     struct dense *d = m->priv;
     (void)mode;
     SAMX_ASSERT(batch > 0 && batch <= m->max_batch);
-    const float *in = x;
-    for (int l = 0; l < d->n_layer; l++) {
-        linear_forward(d->z[l], in, m->p.w + m->p.t[d->wt[l]].off, bias_of(m, d, m->p.w, l),
-                       batch, d->width[l], d->width[l + 1]);
-        if (l + 1 < d->n_layer)
-            act_forward(d->act, d->a[l], d->z[l], (size_t)batch * d->width[l + 1]);
-        in = d->a[l];
+    int nt = pass_threads(m, d, batch);
+    /* One thread runs no parallel construct at all: OpenBLAS must see no enclosing region. */
+    if (nt == 1) {
+        forward_share(m, x, batch, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    forward_share(m, x, batch, thread_id(), thread_count());
+}
+
+/* Thread t's share of the backward pass (nt threads, all calling it). */
+static void backward_share(struct model *m, const float *x, const float *dout, int batch,
+                           bool acc, int t, int nt)
+{
+    struct dense *d = m->priv;
+    const float *w = m->p.w;
+    float *g = m->p.g;
+    {
+        const float *dcur = dout;
+        for (int l = d->n_layer - 1; l >= 0; l--) {
+            int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
+            int nj = split_of(n_out, t, nt, &j0, &j1);
+            const float *in = l > 0 ? d->a[l - 1] : x;
+            const float *wl = w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in;
+            float *dx = l > 0 ? (dcur == d->d0 ? d->d1 : d->d0) : NULL;
+            /* One thread: the product goes straight to dx. */
+            float *pt = nt > 1 ? d->part[l & 1][t] : dx;
+            if (nj > 0) {
+                gemm_ld(true, false, nj, n_in, batch, 1.0f, dcur + j0, n_out, in, n_in,
+                        acc ? 1.0f : 0.0f, g + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in);
+                if (d->bt[l] >= 0)
+                    col_sums(g + m->p.t[d->bt[l]].off + j0, dcur + j0, batch, nj, n_out, acc);
+                if (dx)
+                    gemm_ld(false, false, batch, n_in, nj, 1.0f, dcur + j0, n_out, wl, n_in, 0.0f,
+                            pt, n_in);
+            }
+            if (!dx)
+                break;
+            if (nt > 1) {
+                /* Every partial is complete; the buffers alternate by layer, so the next
+                 * layer's products never overwrite a set that is still being read. */
+#pragma omp barrier
+                /* Threads 0 .. np-1 own rows of this layer and wrote partials. */
+                int rows = gemm_par_rows(n_out, nt), np = (n_out + rows - 1) / rows, c0, c1;
+                float *const *pp = d->part[l & 1];
+                if (split_of(n_in, t, nt, &c0, &c1) > 0)
+                    for (int i = 0; i < batch; i++) {
+                        size_t o = (size_t)i * n_in;
+                        for (int c = c0; c < c1; c++) {
+                            float s = pp[0][o + c];
+                            for (int k = 1; k < np; k++)
+                                s += pp[k][o + c];
+                            dx[o + c] = s;
+                        }
+                    }
+            }
+            /* The columns each thread owns in the layer below are the ones it just summed. */
+            int c0, c1;
+            if (split_of(n_in, t, nt, &c0, &c1) > 0)
+                act_backward_block(d->act, dx + c0, d->z[l - 1] + c0, d->a[l - 1] + c0, batch,
+                                   c1 - c0, n_in);
+            dcur = dx;
+        }
     }
 }
 
@@ -126,20 +247,13 @@ static void dense_backward(struct model *m, const float *x, const float *dout, i
 {
     struct dense *d = m->priv;
     SAMX_ASSERT(batch > 0 && batch <= m->max_batch);
-    const float *dcur = dout;
-    for (int l = d->n_layer - 1; l >= 0; l--) {
-        const float *in = l > 0 ? d->a[l - 1] : x;
-        float *dx = l > 0 ? (dcur == d->d0 ? d->d1 : d->d0) : NULL;
-        float *db = d->bt[l] >= 0 ? m->p.g + m->p.t[d->bt[l]].off : NULL;
-        linear_backward(dx, m->p.g + m->p.t[d->wt[l]].off, db, dcur, in,
-                        m->p.w + m->p.t[d->wt[l]].off, batch, d->width[l], d->width[l + 1],
-                        acc);
-        if (l > 0) {
-            act_backward(d->act, dx, dx, d->z[l - 1], d->a[l - 1],
-                         (size_t)batch * d->width[l]);
-            dcur = dx;
-        }
+    int nt = pass_threads(m, d, batch);
+    if (nt == 1) {
+        backward_share(m, x, dout, batch, acc, 0, 1);
+        return;
     }
+#pragma omp parallel num_threads(nt)
+    backward_share(m, x, dout, batch, acc, thread_id(), thread_count());
 }
 
 /* Second-order step of the backward pass through an activation, in place: given
@@ -249,6 +363,9 @@ static void dense_release(struct model *m)
     free(d->d1);
     free(d->r0);
     free(d->r1);
+    for (int k = 0; k < 2; k++)
+        for (int t = 0; t < d->n_part; t++)
+            free(d->part[k][t]);
     free(d);
     m->priv = NULL;
 }

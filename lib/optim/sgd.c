@@ -101,12 +101,17 @@ static void sgd_update(struct optim *o, struct params *p, const float *d, double
     }
     size_t n = p->n, chunk;
     long nc = vec_chunks(n, &chunk);
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (long c = 0; c < nc; c++) {
-        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
-        if (part)
-            part[c] = vec_sumsq_part(d, lo, hi);
-        sgd_range(kind, lr, mu, damp, wd, p->w, s->buf, d, lo, hi);
+#pragma omp parallel if (n > 32768)
+    {
+        int t = thread_id(), nt = thread_count();
+        for (long c = 0; c < nc; c++) {
+            if (params_chunk_thread(p, c, nc, nt) != t)
+                continue;
+            size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+            if (part)
+                part[c] = vec_sumsq_part(d, lo, hi);
+            sgd_range(kind, lr, mu, damp, wd, p->w, s->buf, d, lo, hi);
+        }
     }
 }
 
