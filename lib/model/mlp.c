@@ -43,9 +43,10 @@ struct dense {
     /* Hessian-vector product workspace (dense_hvp), same shapes as z, a, d0, d1: */
     float *rz[MAX_LAYERS], *ra[MAX_LAYERS]; /* R{z}, R{a} (ra[n_layer-1] == rz[n_layer-1]) */
     float *r0, *r1;        /* R{d} ping-pong buffers */
-    /* Training passes, split by output unit (see dense_forward): per-thread partial products
-     * of dx, two sets used alternately by layer, each (max_batch, max width). */
-    int n_part;            /* threads the partial buffers are allocated for */
+    /* Training passes, split by output unit (see dense_forward): partial products of dx of
+     * threads 1.. (thread 0 writes its own into dx), two sets used alternately by layer, each
+     * (max_batch, max width) and written before it is read. */
+    int n_part;            /* threads the passes are split over at most */
     float *part[2][SAMX_MAX_THREADS];
 };
 
@@ -84,10 +85,9 @@ static int dense_init(struct model *m, const long *hidden, int n_hidden, int act
     d->r0 = xfloats((size_t)m->max_batch * max_w);
     d->r1 = xfloats((size_t)m->max_batch * max_w);
     d->n_part = threads_get() < SAMX_MAX_THREADS ? threads_get() : SAMX_MAX_THREADS;
-    if (d->n_part > 1)
-        for (int k = 0; k < 2; k++)
-            for (int t = 0; t < d->n_part; t++)
-                d->part[k][t] = xfloats((size_t)m->max_batch * max_w);
+    for (int k = 0; k < 2; k++)
+        for (int t = 1; t < d->n_part; t++)
+            d->part[k][t] = xmalloc((size_t)m->max_batch * max_w * sizeof(float));
     m->out = d->a[d->n_layer - 1];
     return 0;
 }
@@ -201,8 +201,8 @@ static void backward_share(struct model *m, const float *x, const float *dout, i
             const float *in = l > 0 ? d->a[l - 1] : x;
             const float *wl = w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in;
             float *dx = l > 0 ? (dcur == d->d0 ? d->d1 : d->d0) : NULL;
-            /* One thread: the product goes straight to dx. */
-            float *pt = nt > 1 ? d->part[l & 1][t] : dx;
+            /* Thread 0's product goes straight to dx. */
+            float *pt = t == 0 ? dx : d->part[l & 1][t];
             if (nj > 0) {
                 gemm_ld(true, false, nj, n_in, batch, 1.0f, dcur + j0, n_out, in, n_in,
                         acc ? 1.0f : 0.0f, g + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in);
@@ -221,11 +221,11 @@ static void backward_share(struct model *m, const float *x, const float *dout, i
                 /* Threads 0 .. np-1 own rows of this layer and wrote partials. */
                 int rows = gemm_par_rows(n_out, nt), np = (n_out + rows - 1) / rows, c0, c1;
                 float *const *pp = d->part[l & 1];
-                if (split_of(n_in, t, nt, &c0, &c1) > 0)
+                if (np > 1 && split_of(n_in, t, nt, &c0, &c1) > 0)
                     for (int i = 0; i < batch; i++) {
                         size_t o = (size_t)i * n_in;
                         for (int c = c0; c < c1; c++) {
-                            float s = pp[0][o + c];
+                            float s = dx[o + c];
                             for (int k = 1; k < np; k++)
                                 s += pp[k][o + c];
                             dx[o + c] = s;
@@ -364,7 +364,7 @@ static void dense_release(struct model *m)
     free(d->r0);
     free(d->r1);
     for (int k = 0; k < 2; k++)
-        for (int t = 0; t < d->n_part; t++)
+        for (int t = 1; t < d->n_part; t++)
             free(d->part[k][t]);
     free(d);
     m->priv = NULL;
