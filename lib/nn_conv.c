@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "blas.h"
 #include "err.h"
 #include "rng.h"
 
@@ -73,7 +74,8 @@ static void im2col(float *col, const float *x, const struct conv_shape *s)
                     for (int ox = 0; ox < lo; ox++)
                         r[ox] = 0;
                     if (st == 1)
-                        memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof *r);
+                        for (int ox = lo; ox < hi; ox++) /* rows are short: no memcpy call */
+                            r[ox] = src[ox];
                     else
                         for (int ox = lo; ox < hi; ox++)
                             r[ox] = src[ox * st];
@@ -98,10 +100,14 @@ static void col2im_add(float *dx, const float *dcol, const struct conv_shape *s)
                     int iy = oy * st + ky - s->pad;
                     if (iy < 0 || iy >= s->h)
                         continue;
-                    const float *r = row + (size_t)oy * s->w_out;
-                    float *dst = plane + (size_t)iy * s->w + kx - s->pad;
-                    for (int ox = lo; ox < hi; ox++)
-                        dst[ox * st] += r[ox];
+                    const float *restrict r = row + (size_t)oy * s->w_out;
+                    float *restrict dst = plane + (size_t)iy * s->w + kx - s->pad;
+                    if (st == 1)
+                        for (int ox = lo; ox < hi; ox++)
+                            dst[ox] += r[ox];
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            dst[ox * st] += r[ox];
                 }
             }
 }
@@ -329,12 +335,21 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
             /* per plane in 16 float lanes (vectorisable), planes added in double */
             float l1[16] = {0}, l2[16] = {0};
             int j = 0;
-            for (; j + 16 <= hw; j += 16)
-                for (int l = 0; l < 16; l++) {
-                    float d = masked(dy, y_relu, o + j + l);
-                    l1[l] += d;
-                    l2[l] += d * ((p[j + l] - m) * is);
-                }
+            const float *restrict dp = dy + o, *restrict yp = y_relu ? y_relu + o : NULL;
+            if (yp)
+                for (; j + 16 <= hw; j += 16)
+                    for (int l = 0; l < 16; l++) {
+                        float d = yp[j + l] > 0 ? dp[j + l] : 0.0f;
+                        l1[l] += d;
+                        l2[l] += d * ((p[j + l] - m) * is);
+                    }
+            else
+                for (; j + 16 <= hw; j += 16)
+                    for (int l = 0; l < 16; l++) {
+                        float d = dp[j + l];
+                        l1[l] += d;
+                        l2[l] += d * ((p[j + l] - m) * is);
+                    }
             for (int l = 0; l < 16; l++) {
                 sdy += l1[l];
                 sdyx += l2[l];
@@ -355,12 +370,22 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
         float k1 = train ? (float)(sdy / cnt) : 0, k2 = train ? (float)(sdyx / cnt) : 0;
         for (int n = 0; n < batch; n++) {
             size_t o = ((size_t)n * c + ch) * hw;
-            const float *p = x + o;
-            float *q = dx + o;
-            for (int j = 0; j < hw; j++) {
-                float v = g * (masked(dy, y_relu, o + j) - k1 - (p[j] - m) * is * k2);
-                q[j] = acc ? q[j] + v : v;
-            }
+            const float *restrict p = x + o, *restrict dp = dy + o;
+            const float *restrict yp = y_relu ? y_relu + o : NULL;
+            float *restrict q = dx + o;
+            /* One loop per case, so each vectorizes. */
+            if (yp && acc)
+                for (int j = 0; j < hw; j++)
+                    q[j] = q[j] + g * ((yp[j] > 0 ? dp[j] : 0.0f) - k1 - (p[j] - m) * is * k2);
+            else if (yp)
+                for (int j = 0; j < hw; j++)
+                    q[j] = g * ((yp[j] > 0 ? dp[j] : 0.0f) - k1 - (p[j] - m) * is * k2);
+            else if (acc)
+                for (int j = 0; j < hw; j++)
+                    q[j] = q[j] + g * (dp[j] - k1 - (p[j] - m) * is * k2);
+            else
+                for (int j = 0; j < hw; j++)
+                    q[j] = g * (dp[j] - k1 - (p[j] - m) * is * k2);
         }
     }
 }
@@ -548,12 +573,23 @@ void add_forward(float *out, const float *a, const float *b, size_t n, bool relu
 void grad_pass(float *dx, const float *dout, const float *y_relu, size_t n, bool acc)
 {
     if (!acc && !y_relu) {
-        memcpy(dx, dout, n * sizeof *dx);
+        vec_copy(n, dout, dx);
         return;
     }
+    /* One loop per case, so each vectorizes (dx never aliases dout or y). */
+    float *restrict o = dx;
+    const float *restrict d = dout, *restrict y = y_relu;
+    if (acc && !y) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float g = masked(dout, y_relu, i);
-        dx[i] = acc ? dx[i] + g : g;
+        for (size_t i = 0; i < n; i++)
+            o[i] = o[i] + d[i];
+    } else if (acc) {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            o[i] = o[i] + (y[i] > 0 ? d[i] : 0.0f);
+    } else {
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++)
+            o[i] = y[i] > 0 ? d[i] : 0.0f;
     }
 }
