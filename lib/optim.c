@@ -196,10 +196,21 @@ double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e
  * NaN (the same float operations as forming e and adding it). With save, from is w and saved
  * receives it in the same pass; otherwise from is saved (restoring w and stepping to the next
  * point in one pass). */
-static void perturb_range(float *restrict w, float *restrict saved, bool save, float sign,
-                          float s, const float *restrict src, size_t lo, size_t hi)
+struct perturb_args {
+    float *w, *saved;
+    bool save;
+    float sign, s;
+    const float *src;
+};
+
+/* One chunk of perturb_to. */
+static void perturb_chunk(void *ctx, long c, size_t lo, size_t hi)
 {
-    bool scaled = !isnan(s);
+    const struct perturb_args *a = ctx;
+    float *restrict w = a->w, *restrict saved = a->saved;
+    const float *restrict src = a->src;
+    bool save = a->save, scaled = !isnan(a->s);
+    float sign = a->sign, s = a->s;
     for (size_t i = lo; i < hi; i++) {
         float from = save ? w[i] : saved[i];
         float ei = scaled ? s * src[i] : src[i];
@@ -209,20 +220,16 @@ static void perturb_range(float *restrict w, float *restrict saved, bool save, f
     }
 }
 
+/* w = from + sign * e_i, where e_i = s * src[i] when s is a number and src[i] itself when s is
+ * NaN (the same float operations as forming e and adding it). With save, from is w and saved
+ * receives it in the same pass; otherwise from is saved (restoring w and stepping to the next
+ * point in one pass). */
 static void perturb_to(const struct params *p, float *w, float *saved, bool save, float sign,
                        float s, const float *src)
 {
-    size_t chunk, n = p->n;
-    long nc = vec_chunks(n, &chunk);
-#pragma omp parallel if (n > 32768)
-    {
-        int t = thread_id(), nt = thread_count();
-        for (long c = 0; c < nc; c++)
-            if (params_chunk_thread(p, c, nc, nt) == t) {
-                size_t lo = (size_t)c * chunk;
-                perturb_range(w, saved, save, sign, s, src, lo, lo + chunk < n ? lo + chunk : n);
-            }
-    }
+    struct perturb_args a = {.w = w, .saved = saved, .save = save, .sign = sign, .s = s,
+                             .src = src};
+    params_for_chunks(p, perturb_chunk, &a);
 }
 
 void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,

@@ -64,9 +64,8 @@ int params_chunk_thread(const struct params *p, long c, long nc, int nt)
     return nt == p->own_nt ? p->own[c] : (int)(c * nt / nc);
 }
 
-double params_nrm2(const struct params *p, const float *x)
+void params_for_chunks(const struct params *p, chunk_fn fn, void *ctx)
 {
-    double part[VEC_MAX_CHUNKS];
     size_t chunk, n = p->n;
     long nc = vec_chunks(n, &chunk);
 #pragma omp parallel if (n > 32768)
@@ -75,27 +74,41 @@ double params_nrm2(const struct params *p, const float *x)
         for (long c = 0; c < nc; c++)
             if (params_chunk_thread(p, c, nc, nt) == t) {
                 size_t lo = (size_t)c * chunk;
-                part[c] = vec_sumsq_part(x, lo, lo + chunk < n ? lo + chunk : n);
+                fn(ctx, c, lo, lo + chunk < n ? lo + chunk : n);
             }
     }
-    return sqrt(vec_parts_sum(part, nc));
+}
+
+struct vec_args {
+    const float *x;
+    float *y;
+    double *part;
+};
+
+static void sumsq_chunk(void *ctx, long c, size_t lo, size_t hi)
+{
+    struct vec_args *a = ctx;
+    a->part[c] = vec_sumsq_part(a->x, lo, hi);
+}
+
+static void copy_chunk(void *ctx, long c, size_t lo, size_t hi)
+{
+    struct vec_args *a = ctx;
+    memcpy(a->y + lo, a->x + lo, (hi - lo) * sizeof *a->x);
+}
+
+double params_nrm2(const struct params *p, const float *x)
+{
+    double part[VEC_MAX_CHUNKS];
+    size_t chunk;
+    params_for_chunks(p, sumsq_chunk, &(struct vec_args){.x = x, .part = part});
+    return sqrt(vec_parts_sum(part, vec_chunks(p->n, &chunk)));
 }
 
 void params_copy(const struct params *p, const float *x, float *y)
 {
-    size_t chunk, n = p->n;
-    long nc = vec_chunks(n, &chunk);
-    if (x == y)
-        return;
-#pragma omp parallel if (n > 32768)
-    {
-        int t = thread_id(), nt = thread_count();
-        for (long c = 0; c < nc; c++)
-            if (params_chunk_thread(p, c, nc, nt) == t) {
-                size_t lo = (size_t)c * chunk;
-                memcpy(y + lo, x + lo, ((lo + chunk < n ? lo + chunk : n) - lo) * sizeof *x);
-            }
-    }
+    if (x != y)
+        params_for_chunks(p, copy_chunk, &(struct vec_args){.x = x, .y = y});
 }
 
 void params_free(struct params *p)

@@ -45,6 +45,11 @@ void params_free(struct params *p);
  * backward pass to the update; for other team sizes, a contiguous split. Only placement depends
  * on it: chunk boundaries, and the order reductions add chunk partials, are fixed. */
 int params_chunk_thread(const struct params *p, long c, long nc, int nt);
+/* Run fn(ctx, c, lo, hi) for every chunk c = [lo, hi) of the n floats, each on the thread
+ * params_chunk_thread gives, in one parallel region (serial for small n). fn must touch only
+ * [lo, hi) of the vectors it writes, and chunk-indexed slots of anything else. */
+typedef void (*chunk_fn)(void *ctx, long c, size_t lo, size_t hi);
+void params_for_chunks(const struct params *p, chunk_fn fn, void *ctx);
 /* vec_nrm2 (the same bits) and vec_copy over n floats laid out as p, placed as above. */
 double params_nrm2(const struct params *p, const float *x);
 void params_copy(const struct params *p, const float *x, float *y);

@@ -87,7 +87,7 @@ cat >"$T/long.yaml" <<EOF
 name: long
 data: {name: fashion-mnist, limit_train: 6000, limit_test: 500}
 model: {name: mlp, hidden: [64]}
-train: {epochs: 4, batch_size: 50}
+train: {epochs: 30, batch_size: 50}
 optimizer: {name: sam, base: {name: sgd, lr: 0.05, momentum: 0.9}}
 EOF
 "$SAMX" run "$T/long.yaml" -o "$T/full" -t 2 -q

@@ -44,6 +44,23 @@ static float crsam_perturb(struct optim *o, const struct params *p, const float 
     return sam_scale(gnorm, s->rho->v, 1e-12);
 }
 
+struct combine_args {
+    float gamma, beta;
+    float *gp;
+    const float *gm, *g;
+};
+
+/* gp = gp + gamma (gp + gm - 2 g) + beta (gp - gm) on one chunk, in the reference's order. */
+static void combine_chunk(void *ctx, long c, size_t lo, size_t hi)
+{
+    const struct combine_args *a = ctx;
+    float gamma = a->gamma, beta = a->beta;
+    float *restrict gp = a->gp;
+    const float *restrict gm = a->gm, *restrict g = a->g;
+    for (size_t i = lo; i < hi; i++)
+        gp[i] = gp[i] + gamma * (gp[i] + gm[i] - 2 * g[i]) + beta * (gp[i] - gm[i]);
+}
+
 static void crsam_step(struct optim *o, struct params *p, struct closure *f,
                        struct step_info *info)
 {
@@ -54,25 +71,10 @@ static void crsam_step(struct optim *o, struct params *p, struct closure *f,
     bool one_group = o->m == 0 || o->m >= f->batch;
     float *gs[] = {s->gp, one_group ? p->g : s->gm};
     sam_family_passes(o, p, f, crsam_perturb, signs, pass, 2, s->g, gs, s->saved, s->e, info);
-    size_t n = p->n;
-    float gamma = (float)s->gamma->v, beta = (float)s->beta->v;
-    float *gp = s->gp;
-    const float *gm = gs[1], *g = s->g;
-    /* Same operation order as the reference, in float; each chunk on its owner thread. */
-    size_t chunk;
-    long nc = vec_chunks(n, &chunk);
-#pragma omp parallel if (n > 32768)
-    {
-        int t = thread_id(), nt = thread_count();
-        for (long c = 0; c < nc; c++) {
-            if (params_chunk_thread(p, c, nc, nt) != t)
-                continue;
-            size_t hi = (size_t)(c + 1) * chunk < n ? (size_t)(c + 1) * chunk : n;
-            for (size_t i = (size_t)c * chunk; i < hi; i++)
-                gp[i] = gp[i] + gamma * (gp[i] + gm[i] - 2 * g[i]) + beta * (gp[i] - gm[i]);
-        }
-    }
-    o->base->ops->apply(o->base, p, gp);
+    struct combine_args a = {.gamma = (float)s->gamma->v, .beta = (float)s->beta->v,
+                             .gp = s->gp, .gm = gs[1], .g = s->g};
+    params_for_chunks(p, combine_chunk, &a);
+    o->base->ops->apply(o->base, p, s->gp);
 }
 
 const struct optim_ops optim_crsam = {

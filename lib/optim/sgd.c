@@ -38,15 +38,28 @@ static int sgd_init(struct optim *o, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-/* One chunk [lo, hi) of the update; `kind` picks the loop so no branch runs per element, and
- * restrict (d is a gradient buffer, never w or the momentum buffer) lets each loop vectorize. */
+/* One update: its case (one loop each, so no branch runs per element) and operands; with part,
+ * also the chunk partials of ||d||^2 (d read once, chunk by chunk while it is in cache). */
 enum sgd_kind { PLAIN, FIRST, FIRST_NESTEROV, NESTEROV, MOMENTUM };
 
-static void sgd_range(enum sgd_kind kind, float lr, float mu, float damp, float wd,
-                      float *restrict w, float *restrict buf, const float *restrict g, size_t lo,
-                      size_t hi)
+struct sgd_args {
+    enum sgd_kind kind;
+    float lr, mu, damp, wd;
+    float *w, *buf;
+    const float *d;
+    double *part;
+};
+
+/* restrict (d is a gradient buffer, never w or the momentum buffer) lets each loop vectorize. */
+static void sgd_chunk(void *ctx, long c, size_t lo, size_t hi)
 {
-    switch (kind) {
+    const struct sgd_args *a = ctx;
+    float lr = a->lr, mu = a->mu, damp = a->damp, wd = a->wd;
+    float *restrict w = a->w, *restrict buf = a->buf;
+    const float *restrict g = a->d;
+    if (a->part)
+        a->part[c] = vec_sumsq_part(g, lo, hi);
+    switch (a->kind) {
     case PLAIN:
         for (size_t i = lo; i < hi; i++)
             w[i] -= lr * (g[i] + wd * w[i]);
@@ -83,36 +96,21 @@ static void sgd_range(enum sgd_kind kind, float lr, float mu, float damp, float 
     }
 }
 
-/* The update, and with part != NULL the chunk partials of ||d||^2 in the same pass (d is read
- * once, chunk by chunk while it is in cache). */
 static void sgd_update(struct optim *o, struct params *p, const float *d, double *part)
 {
     struct sgd *s = o->priv;
-    float lr = (float)s->lr->v, mu = (float)s->momentum->v, damp = (float)s->dampening->v;
-    float wd = (float)s->wd->v;
     SAMX_ASSERT(d != p->w && d != s->buf);
-    enum sgd_kind kind = PLAIN;
-    if (mu != 0) {
+    struct sgd_args a = {.kind = PLAIN, .lr = (float)s->lr->v, .mu = (float)s->momentum->v,
+                         .damp = (float)s->dampening->v, .wd = (float)s->wd->v, .w = p->w,
+                         .buf = s->buf, .d = d, .part = part};
+    if (a.mu != 0) {
         if (s->started == 0)
-            kind = s->nesterov ? FIRST_NESTEROV : FIRST;
+            a.kind = s->nesterov ? FIRST_NESTEROV : FIRST;
         else
-            kind = s->nesterov ? NESTEROV : MOMENTUM;
+            a.kind = s->nesterov ? NESTEROV : MOMENTUM;
         s->started = 1;
     }
-    size_t n = p->n, chunk;
-    long nc = vec_chunks(n, &chunk);
-#pragma omp parallel if (n > 32768)
-    {
-        int t = thread_id(), nt = thread_count();
-        for (long c = 0; c < nc; c++) {
-            if (params_chunk_thread(p, c, nc, nt) != t)
-                continue;
-            size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
-            if (part)
-                part[c] = vec_sumsq_part(d, lo, hi);
-            sgd_range(kind, lr, mu, damp, wd, p->w, s->buf, d, lo, hi);
-        }
-    }
+    params_for_chunks(p, sgd_chunk, &a);
 }
 
 static void sgd_apply(struct optim *o, struct params *p, const float *d)
