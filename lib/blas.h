@@ -34,7 +34,7 @@ void gemm_ld(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const
 /* Rows of each thread's block when m rows are split over nt threads: ceil(m / nt) rounded up to
  * a multiple of 16 so blocks align with the kernels' register tiles. Thread t owns rows
  * [t * rows, min(m, (t + 1) * rows)), possibly none. Every split of weight rows across threads
- * (gemm_par, the MLP's passes, params_owners) uses it, so a row stays with one core. */
+ * (gemm_par, the MLP's passes, params_chunk_thread) uses it, so a row stays with one core. */
 int gemm_par_rows(int m, int nt);
 void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c);

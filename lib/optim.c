@@ -192,13 +192,9 @@ double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e
     return norm;
 }
 
-/* w = from + sign * e_i, where e_i = s * src[i] when s is a number and src[i] itself when s is
- * NaN (the same float operations as forming e and adding it). With save, from is w and saved
- * receives it in the same pass; otherwise from is saved (restoring w and stepping to the next
- * point in one pass). */
 struct perturb_args {
     float *w, *saved;
-    bool save;
+    bool save, scaled;
     float sign, s;
     const float *src;
 };
@@ -209,7 +205,7 @@ static void perturb_chunk(void *ctx, long c, size_t lo, size_t hi)
     const struct perturb_args *a = ctx;
     float *restrict w = a->w, *restrict saved = a->saved;
     const float *restrict src = a->src;
-    bool save = a->save, scaled = !isnan(a->s);
+    bool save = a->save, scaled = a->scaled;
     float sign = a->sign, s = a->s;
     for (size_t i = lo; i < hi; i++) {
         float from = save ? w[i] : saved[i];
@@ -220,15 +216,15 @@ static void perturb_chunk(void *ctx, long c, size_t lo, size_t hi)
     }
 }
 
-/* w = from + sign * e_i, where e_i = s * src[i] when s is a number and src[i] itself when s is
- * NaN (the same float operations as forming e and adding it). With save, from is w and saved
- * receives it in the same pass; otherwise from is saved (restoring w and stepping to the next
- * point in one pass). */
+/* w = from + sign * e_i, where e_i = s * src[i] when scaled and src[i] itself otherwise (the
+ * same float operations as forming e and adding it). With save, from is w and saved receives it
+ * in the same pass; otherwise from is saved (restoring w and stepping to the next point in one
+ * pass). */
 static void perturb_to(const struct params *p, float *w, float *saved, bool save, float sign,
-                       float s, const float *src)
+                       bool scaled, float s, const float *src)
 {
-    struct perturb_args a = {.w = w, .saved = saved, .save = save, .sign = sign, .s = s,
-                             .src = src};
+    struct perturb_args a = {.w = w, .saved = saved, .save = save, .scaled = scaled,
+                             .sign = sign, .s = s, .src = src};
     params_for_chunks(p, perturb_chunk, &a);
 }
 
@@ -272,9 +268,10 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
          * the gradient it is applied from where the gradient stays through the perturbed passes:
          * p->g for one pass, the clean copy g with one group; else it is formed in e. */
         float s = perturb(o, p, p->g, gn, e);
+        bool scaled = s != PERTURB_IN_E;
         const float *src = e;
-        if (!isnan(s)) {
-            SAMX_ASSERT(s >= 0);
+        if (scaled) {
+            SAMX_ASSERT(s >= 0 || isnan(s));
             if (n_signs == 1)
                 src = p->g;
             else if (n_group == 1)
@@ -284,11 +281,11 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
 #pragma omp parallel for schedule(static) if (n > 32768)
                 for (size_t i = 0; i < n; i++)
                     e[i] = s * gc[i];
-                s = NAN;
+                scaled = false;
             }
         }
         for (int k = 0; k < n_signs; k++) {
-            perturb_to(p, p->w, saved, k == 0, signs[k], s, src);
+            perturb_to(p, p->w, saved, k == 0, signs[k], scaled, s, src);
             double lk = closure_grad(f, p, pass_of[k], sel, cnt);
             if (k == 0)
                 loss_p += lk * cnt / batch;

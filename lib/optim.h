@@ -49,8 +49,8 @@ enum {
 
 /* The gradient closure: evaluates the loss of the CURRENT batch at p->w. */
 struct closure {
-    /* Zero p->g, then fill it with the gradient of the mean loss over examples sel[0..n) of the
-     * batch (sel == NULL: all `batch` examples, n ignored) and return that mean loss. */
+    /* Overwrite p->g with the gradient of the mean loss over examples sel[0..n) of the batch
+     * (sel == NULL: all `batch` examples, n ignored) and return that mean loss. */
     double (*grad)(struct closure *f, struct params *p, int pass, const int *sel, int n);
     /* Forward only: per-example losses of sel[0..n) (NULL: all) into out. */
     void (*losses)(struct closure *f, const struct params *p, int pass, const int *sel, int n,
@@ -170,26 +170,31 @@ void optim_each_hparam(const struct optim *o, void (*fn)(void *ctx, const struct
 /* Shared SAM-family helpers, for wrappers. */
 
 /* Perturbation rule: given the group's clean gradient g (n floats) and its norm gnorm, either
- * write e (n floats) and return NAN, or return a scale s >= 0 meaning e = s * g elementwise,
- * without writing e (SAM's ascent: no buffer and no pass over the weights to form it). */
+ * write e (n floats) and return PERTURB_IN_E, or return a scale s meaning e = s * g elementwise,
+ * without writing e (SAM's ascent: no buffer and no pass over the weights to form it). s >= 0,
+ * or NaN when the gradient is not finite (the step then diverges, as it would with e formed). */
+#define PERTURB_IN_E (-1.0f)
 typedef float (*perturb_fn)(struct optim *o, const struct params *p, const float *g,
                             double gnorm, float *e);
 
 /* The common SAM-family evaluation. For each perturbation group (the whole batch when o->m == 0,
  * else consecutive groups of m examples): evaluate g_c at w (PASS_FIRST for every group),
  * form e_c = perturb(g_c), and for each k < n_signs evaluate the gradient at w + sign[k] * e_c,
- * restoring w by copy after each. Returns the batch-weighted averages: g (n floats) of the clean
- * gradients and gs[k] of the gradients at the perturbed points; losses in info (loss_perturbed is
- * the loss at sign[0]) and ||g|| in info->grad_norm. `saved` (n floats) holds w meanwhile and
- * `e` (n floats) is scratch, left untouched when perturb returns a scale. Saving w, restoring it
- * and stepping to the next point are fused into one pass each. pass_of[k] gives the pass flag of each perturbed evaluation.
+ * each point formed from the saved w (w is copied back, never un-perturbed by subtraction).
+ * Returns the batch-weighted averages: g (n floats) of the clean gradients and gs[k] of the
+ * gradients at the perturbed points; losses in info (loss_perturbed is the loss at sign[0]) and
+ * ||g|| in info->grad_norm. `saved` (n floats) holds w meanwhile and `e` (n floats) is scratch,
+ * written only when perturb writes it or (several groups and signs) to hold a scaled e. Saving w
+ * and stepping to the first point, and stepping from the saved w to the next point, are one pass
+ * each. pass_of[k] gives the pass flag of each perturbed evaluation.
  * With a single group (o->m == 0 or >= the batch) a method that needs neither copy may pass
  * g = NULL (only ||g|| is reported) and gs[n_signs-1] = p->g (the gradient stays in place). */
 void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,
                        const float *signs, const int *pass_of, int n_signs, float *g,
                        float *const *gs, float *saved, float *e, struct step_info *info);
 
-/* SAM's normalized ascent as a scale of g: rho / (gnorm + eps), 0 when gnorm or rho is 0. */
+/* SAM's normalized ascent as a scale of g: rho / (gnorm + eps), 0 when gnorm or rho is 0, NaN
+ * when gnorm is NaN. */
 float sam_scale(double gnorm, double rho, double eps);
 /* e = rho * g / (||g|| + 1e-12) (SAM's normalized ascent); e = 0 when ||g|| == 0. Returns ||g||.*/
 double sam_ascent(size_t n, const float *g, double rho, float *e);

@@ -784,6 +784,38 @@ static void test_fused_norm(void)
     threads_set(nt0);
 }
 
+/* A non-finite gradient makes ||g|| NaN, and SAM's e = rho g / ||g|| NaN in every coordinate, as
+ * in the reference code: the whole step diverges (and the trainer records it). */
+static void test_nan_gradient(void)
+{
+    const char *yamls[] = {"optimizer: {name: sam, rho: 0.05, " SGD "}",
+                           "optimizer: {name: crsam, rho: 0.05, " SGD "}",
+                           "optimizer: {name: crsam, rho: 0.05, m: 2, " SGD "}"};
+    for (size_t y = 0; y < sizeof yamls / sizeof *yamls; y++) {
+        struct params p;
+        struct optim o;
+        struct cfg c;
+        struct err e;
+        struct quad q;
+        params_make(&p);
+        quad_init(&q, 4);
+        p.w[OFF[0]] = NAN;
+        if (build(&o, &c, yamls[y], &p, &e) < 0) {
+            ok(false, "build '%s': %s", yamls[y], e.msg);
+        } else {
+            steps(&o, &p, &q, 0, 1);
+            int nan = 0;
+            for (int i = 0; i < NP; i++)
+                nan += isnan(p.w[OFF[i]]) != 0;
+            ok(nan == NP, "%s: a NaN gradient makes every weight NaN (%d of %d)", yamls[y], nan,
+               NP);
+        }
+        optim_release(&o);
+        cfg_free(&c);
+        params_free(&p);
+    }
+}
+
 int main(void)
 {
     test_closed_forms();
@@ -793,6 +825,7 @@ int main(void)
     test_msharp();
     test_no_drift();
     test_fused_norm();
+    test_nan_gradient();
     test_samar_rule();
     test_gsam_rho_t();
     test_registry();

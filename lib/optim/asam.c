@@ -62,7 +62,7 @@ static float asam_perturb(struct optim *o, const struct params *p, const float *
     double norm = vec_nrm2(p->n, e);
     if (norm == 0 || s->rho->v == 0) {
         vec_zero(p->n, e);
-        return NAN;
+        return PERTURB_IN_E;
     }
     float f = (float)(s->rho->v / (norm + s->eps->v));
     for (int k = 0; k < p->nt; k++) {
@@ -72,7 +72,7 @@ static float asam_perturb(struct optim *o, const struct params *p, const float *
         for (size_t i = t->off; i < t->off + t->n; i++)
             e[i] = scaled ? f * ((fabsf(w[i]) + eta) * e[i]) : f * e[i];
     }
-    return NAN;
+    return PERTURB_IN_E;
 }
 
 static void asam_step(struct optim *o, struct params *p, struct closure *f,
