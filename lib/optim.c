@@ -277,6 +277,7 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
             else if (n_group == 1)
                 src = g;
             else {
+                SAMX_ASSERT(e != NULL);
                 const float *gc = p->g;
 #pragma omp parallel for schedule(static) if (n > 32768)
                 for (size_t i = 0; i < n; i++)

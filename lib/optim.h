@@ -184,7 +184,8 @@ typedef float (*perturb_fn)(struct optim *o, const struct params *p, const float
  * Returns the batch-weighted averages: g (n floats) of the clean gradients and gs[k] of the
  * gradients at the perturbed points; losses in info (loss_perturbed is the loss at sign[0]) and
  * ||g|| in info->grad_norm. `saved` (n floats) holds w meanwhile and `e` (n floats) is scratch,
- * written only when perturb writes it or (several groups and signs) to hold a scaled e. Saving w
+ * written only when perturb writes it or (several groups and signs) to hold a scaled e; a
+ * method whose perturbation is a scale with one sign may pass e = NULL. Saving w
  * and stepping to the first point, and stepping from the saved w to the next point, are one pass
  * each. pass_of[k] gives the pass flag of each perturbed evaluation.
  * With a single group (o->m == 0 or >= the batch) a method that needs neither copy may pass

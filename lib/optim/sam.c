@@ -13,7 +13,7 @@
 struct sam {
     struct hparam *rho;
     bool normalize;
-    float *saved, *e, *g, *gs;
+    float *saved, *g, *gs;
 };
 
 static int sam_init(struct optim *o, struct cfg_node *c, struct err *e)
@@ -23,9 +23,11 @@ static int sam_init(struct optim *o, struct cfg_node *c, struct err *e)
         cfg_bool(c, "normalize", true, &s->normalize, e) < 0)
         return -1;
     s->saved = optim_scratch(o);
-    s->e = optim_scratch(o);
-    s->g = optim_scratch(o);
-    s->gs = optim_scratch(o);
+    /* e is never formed (the perturbation is a scale of g); g and gs only with m-sharpness. */
+    if (o->m > 0 && o->m < o->env.max_batch) {
+        s->g = optim_scratch(o);
+        s->gs = optim_scratch(o);
+    }
     return 0;
 }
 
@@ -45,7 +47,7 @@ static void sam_step(struct optim *o, struct params *p, struct closure *f, struc
     bool one_group = o->m == 0 || o->m >= f->batch;
     float *gs = one_group ? p->g : s->gs;
     sam_family_passes(o, p, f, sam_perturb, plus, pass, 1, one_group ? NULL : s->g, &gs,
-                      s->saved, s->e, info);
+                      s->saved, NULL, info);
     o->base->ops->apply(o->base, p, gs);
 }
 

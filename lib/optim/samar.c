@@ -37,7 +37,7 @@ struct samar {
     bool frozen, decouple;
     double s_hat, l_hat, started; /* checkpointed */
     float *hist;                  /* (tau + 1) used: Shat ring, indexed by step mod (tau + 1) */
-    float *saved, *e, *g, *gs;
+    float *saved, *g, *gs;
 };
 
 static int samar_init(struct optim *o, struct cfg_node *c, struct err *e)
@@ -74,8 +74,7 @@ static int samar_init(struct optim *o, struct cfg_node *c, struct err *e)
     optim_state(o, "ema_started", &s->started);
     s->hist = optim_buf(o, "sharpness_history");
     s->saved = optim_scratch(o);
-    s->e = optim_scratch(o);
-    s->g = optim_scratch(o);
+    s->g = optim_scratch(o); /* no e: the perturbation is a scale of g, never formed */
     s->gs = optim_scratch(o);
     return 0;
 }
@@ -135,7 +134,7 @@ static void samar_step(struct optim *o, struct params *p, struct closure *f,
     static const float plus[] = {1.0f};
     static const int pass[] = {PASS_EXTRA};
     size_t n = p->n;
-    sam_family_passes(o, p, f, samar_perturb, plus, pass, 1, s->g, &s->gs, s->saved, s->e, info);
+    sam_family_passes(o, p, f, samar_perturb, plus, pass, 1, s->g, &s->gs, s->saved, NULL, info);
     double lam = s->lambda->v;
     if (!s->decouple) {
         vec_axpby(n, (float)(1 - lam), s->g, (float)lam, s->gs);

@@ -22,7 +22,7 @@
 struct wsam {
     struct hparam *rho, *gamma, *max_norm, *lr;
     bool decouple;
-    float *saved, *e, *g, *gs;
+    float *saved, *g, *gs;
 };
 
 static int wsam_init(struct optim *o, struct cfg_node *c, struct err *e)
@@ -46,8 +46,7 @@ static int wsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     s->lr = optim_hparam_find(o->base, "lr");
     SAMX_ASSERT(s->lr);
     s->saved = optim_scratch(o);
-    s->e = optim_scratch(o);
-    s->g = optim_scratch(o);
+    s->g = optim_scratch(o); /* no e: the perturbation is a scale of g, never formed */
     s->gs = optim_scratch(o);
     return 0;
 }
@@ -74,7 +73,7 @@ static void wsam_step(struct optim *o, struct params *p, struct closure *f,
     static const float plus[] = {1.0f};
     static const int pass[] = {PASS_EXTRA};
     size_t n = p->n;
-    sam_family_passes(o, p, f, wsam_perturb, plus, pass, 1, s->g, &s->gs, s->saved, s->e, info);
+    sam_family_passes(o, p, f, wsam_perturb, plus, pass, 1, s->g, &s->gs, s->saved, NULL, info);
     if (s->max_norm) {
         wsam_clip(n, s->g, s->max_norm->v);
         wsam_clip(n, s->gs, s->max_norm->v);
