@@ -147,27 +147,25 @@ static void forward_share(struct model *m, const float *x, int batch, int t, int
 {
     struct dense *d = m->priv;
     const float *w = m->p.w;
-    {
-        const float *in = x;
-        for (int l = 0; l < d->n_layer; l++) {
-            int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
-            int nj = split_of(n_out, t, nt, &j0, &j1);
-            const float *b = bias_of(m, d, w, l);
-            float *z = d->z[l], *a = d->a[l];
-            if (nj > 0) {
-                if (b)
-                    for (int i = 0; i < batch; i++)
-                        memcpy(z + (size_t)i * n_out + j0, b + j0, (size_t)nj * sizeof *z);
-                gemm_ld(false, true, batch, nj, n_in, 1.0f, in, n_in,
-                        w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in, b ? 1.0f : 0.0f,
-                        z + j0, n_out);
-                if (l + 1 < d->n_layer)
-                    act_forward_block(d->act, a + j0, z + j0, batch, nj, n_out);
-            }
-            /* The next layer reads every column. */
-#pragma omp barrier
-            in = a;
+    const float *in = x;
+    for (int l = 0; l < d->n_layer; l++) {
+        int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
+        int nj = split_of(n_out, t, nt, &j0, &j1);
+        const float *b = bias_of(m, d, w, l);
+        float *z = d->z[l], *a = d->a[l];
+        if (nj > 0) {
+            if (b)
+                for (int i = 0; i < batch; i++)
+                    memcpy(z + (size_t)i * n_out + j0, b + j0, (size_t)nj * sizeof *z);
+            gemm_ld(false, true, batch, nj, n_in, 1.0f, in, n_in,
+                    w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in, b ? 1.0f : 0.0f,
+                    z + j0, n_out);
+            if (l + 1 < d->n_layer)
+                act_forward_block(d->act, a + j0, z + j0, batch, nj, n_out);
         }
+        /* The next layer reads every column. */
+#pragma omp barrier
+        in = a;
     }
 }
 
@@ -193,52 +191,50 @@ static void backward_share(struct model *m, const float *x, const float *dout, i
     struct dense *d = m->priv;
     const float *w = m->p.w;
     float *g = m->p.g;
-    {
-        const float *dcur = dout;
-        for (int l = d->n_layer - 1; l >= 0; l--) {
-            int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
-            int nj = split_of(n_out, t, nt, &j0, &j1);
-            const float *in = l > 0 ? d->a[l - 1] : x;
-            const float *wl = w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in;
-            float *dx = l > 0 ? (dcur == d->d0 ? d->d1 : d->d0) : NULL;
-            /* Thread 0's product goes straight to dx. */
-            float *pt = t == 0 ? dx : d->part[l & 1][t];
-            if (nj > 0) {
-                gemm_ld(true, false, nj, n_in, batch, 1.0f, dcur + j0, n_out, in, n_in,
-                        acc ? 1.0f : 0.0f, g + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in);
-                if (d->bt[l] >= 0)
-                    col_sums(g + m->p.t[d->bt[l]].off + j0, dcur + j0, batch, nj, n_out, acc);
-                if (dx)
-                    gemm_ld(false, false, batch, n_in, nj, 1.0f, dcur + j0, n_out, wl, n_in, 0.0f,
-                            pt, n_in);
-            }
-            if (!dx)
-                break;
-            if (nt > 1) {
-                /* Every partial is complete; the buffers alternate by layer, so the next
-                 * layer's products never overwrite a set that is still being read. */
-#pragma omp barrier
-                /* Threads 0 .. np-1 own rows of this layer and wrote partials. */
-                int rows = gemm_par_rows(n_out, nt), np = (n_out + rows - 1) / rows, c0, c1;
-                float *const *pp = d->part[l & 1];
-                if (np > 1 && split_of(n_in, t, nt, &c0, &c1) > 0)
-                    for (int i = 0; i < batch; i++) {
-                        size_t o = (size_t)i * n_in;
-                        for (int c = c0; c < c1; c++) {
-                            float s = dx[o + c];
-                            for (int k = 1; k < np; k++)
-                                s += pp[k][o + c];
-                            dx[o + c] = s;
-                        }
-                    }
-            }
-            /* The columns each thread owns in the layer below are the ones it just summed. */
-            int c0, c1;
-            if (split_of(n_in, t, nt, &c0, &c1) > 0)
-                act_backward_block(d->act, dx + c0, d->z[l - 1] + c0, d->a[l - 1] + c0, batch,
-                                   c1 - c0, n_in);
-            dcur = dx;
+    const float *dcur = dout;
+    for (int l = d->n_layer - 1; l >= 0; l--) {
+        int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
+        int nj = split_of(n_out, t, nt, &j0, &j1);
+        const float *in = l > 0 ? d->a[l - 1] : x;
+        const float *wl = w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in;
+        float *dx = l > 0 ? (dcur == d->d0 ? d->d1 : d->d0) : NULL;
+        /* Thread 0's product goes straight to dx. */
+        float *pt = t == 0 ? dx : d->part[l & 1][t];
+        if (nj > 0) {
+            gemm_ld(true, false, nj, n_in, batch, 1.0f, dcur + j0, n_out, in, n_in,
+                    acc ? 1.0f : 0.0f, g + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in);
+            if (d->bt[l] >= 0)
+                col_sums(g + m->p.t[d->bt[l]].off + j0, dcur + j0, batch, nj, n_out, acc);
+            if (dx)
+                gemm_ld(false, false, batch, n_in, nj, 1.0f, dcur + j0, n_out, wl, n_in, 0.0f,
+                        pt, n_in);
         }
+        if (!dx)
+            break;
+        if (nt > 1) {
+            /* Every partial is complete; the buffers alternate by layer, so the next
+             * layer's products never overwrite a set that is still being read. */
+#pragma omp barrier
+            /* Threads 0 .. np-1 own rows of this layer and wrote partials. */
+            int rows = gemm_par_rows(n_out, nt), np = (n_out + rows - 1) / rows, c0, c1;
+            float *const *pp = d->part[l & 1];
+            if (np > 1 && split_of(n_in, t, nt, &c0, &c1) > 0)
+                for (int i = 0; i < batch; i++) {
+                    size_t o = (size_t)i * n_in;
+                    for (int c = c0; c < c1; c++) {
+                        float s = dx[o + c];
+                        for (int k = 1; k < np; k++)
+                            s += pp[k][o + c];
+                        dx[o + c] = s;
+                    }
+                }
+        }
+        /* The columns each thread owns in the layer below are the ones it just summed. */
+        int c0, c1;
+        if (split_of(n_in, t, nt, &c0, &c1) > 0)
+            act_backward_block(d->act, dx + c0, d->z[l - 1] + c0, d->a[l - 1] + c0, batch,
+                               c1 - c0, n_in);
+        dcur = dx;
     }
 }
 
