@@ -173,6 +173,8 @@ double sam_ascent(size_t n, const float *g, double rho, float *e)
     return sam_ascent_eps(n, g, rho, 1e-12, e);
 }
 
+bool optim_one_group(const struct optim *o, int batch) { return o->m == 0 || o->m >= batch; }
+
 float sam_scale(double gnorm, double rho, double eps)
 {
     return gnorm == 0 || rho == 0 ? 0.0f : (float)(rho / (gnorm + eps));

@@ -194,6 +194,10 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
                        const float *signs, const int *pass_of, int n_signs, float *g,
                        float *const *gs, float *saved, float *e, struct step_info *info);
 
+/* True when a step on `batch` examples is a single perturbation group (m == 0 or m >= batch):
+ * wrappers may then pass g = NULL and gs[last] = p->g to sam_family_passes. With batch =
+ * o->env.max_batch at init, whether a run can ever need the group buffers. */
+bool optim_one_group(const struct optim *o, int batch);
 /* SAM's normalized ascent as a scale of g: rho / (gnorm + eps), 0 when gnorm or rho is 0, NaN
  * when gnorm is NaN. */
 float sam_scale(double gnorm, double rho, double eps);

@@ -39,8 +39,11 @@ static int asam_init(struct optim *o, struct cfg_node *c, struct err *e)
         return -1;
     s->saved = optim_scratch(o);
     s->e = optim_scratch(o);
-    s->g = optim_scratch(o);
-    s->gs = optim_scratch(o);
+    /* the clean and perturbed gradient sums only with m-sharpness (as SAM) */
+    if (!optim_one_group(o, o->env.max_batch)) {
+        s->g = optim_scratch(o);
+        s->gs = optim_scratch(o);
+    }
     return 0;
 }
 
@@ -81,8 +84,12 @@ static void asam_step(struct optim *o, struct params *p, struct closure *f,
     struct asam *s = o->priv;
     static const float plus[] = {1.0f};
     static const int pass[] = {PASS_EXTRA};
-    sam_family_passes(o, p, f, asam_perturb, plus, pass, 1, s->g, &s->gs, s->saved, s->e, info);
-    o->base->ops->apply(o->base, p, s->gs);
+    /* One group: only ||g|| is needed and gs is applied where the closure left it. */
+    bool one_group = optim_one_group(o, f->batch);
+    float *gs = one_group ? p->g : s->gs;
+    sam_family_passes(o, p, f, asam_perturb, plus, pass, 1, one_group ? NULL : s->g, &gs,
+                      s->saved, s->e, info);
+    o->base->ops->apply(o->base, p, gs);
 }
 
 const struct optim_ops optim_asam = {

@@ -68,7 +68,7 @@ static void crsam_step(struct optim *o, struct params *p, struct closure *f,
     static const float signs[] = {1.0f, -1.0f};
     static const int pass[] = {PASS_EXTRA, PASS_REF_UPDATE};
     /* One group: the gradient at w - e stays in p->g, where the closure wrote it. */
-    bool one_group = o->m == 0 || o->m >= f->batch;
+    bool one_group = optim_one_group(o, f->batch);
     float *gs[] = {s->gp, one_group ? p->g : s->gm};
     sam_family_passes(o, p, f, crsam_perturb, signs, pass, 2, s->g, gs, s->saved, s->e, info);
     struct combine_args a = {.gamma = (float)s->gamma->v, .beta = (float)s->beta->v,

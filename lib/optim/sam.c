@@ -24,7 +24,7 @@ static int sam_init(struct optim *o, struct cfg_node *c, struct err *e)
         return -1;
     s->saved = optim_scratch(o);
     /* e is never formed (the perturbation is a scale of g); g and gs only with m-sharpness. */
-    if (o->m > 0 && o->m < o->env.max_batch) {
+    if (!optim_one_group(o, o->env.max_batch)) {
         s->g = optim_scratch(o);
         s->gs = optim_scratch(o);
     }
@@ -44,7 +44,7 @@ static void sam_step(struct optim *o, struct params *p, struct closure *f, struc
     static const float plus[] = {1.0f};
     static const int pass[] = {PASS_EXTRA};
     /* One group: SAM needs only ||g|| and applies gs where the closure left it. */
-    bool one_group = o->m == 0 || o->m >= f->batch;
+    bool one_group = optim_one_group(o, f->batch);
     float *gs = one_group ? p->g : s->gs;
     sam_family_passes(o, p, f, sam_perturb, plus, pass, 1, one_group ? NULL : s->g, &gs,
                       s->saved, NULL, info);
