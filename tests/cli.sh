@@ -9,13 +9,7 @@ SAMX=$(realpath "$1")
 SRC=$2
 T=$(mktemp -d /tmp/samx-cli.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-n=0
-fail=0
-ok() { # ok COND-EXIT-STATUS NAME
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=$((fail + 1)); fi
-}
-strip_timing() { sed -E 's/"seconds":[^,]*,"samples_per_second":[^,]*,//' "$1"; }
+. "$(dirname "$0")/tap.sh"
 
 FM=/usr/share/datasets/fashion-mnist
 cat >"$T/tiny.yaml" <<EOF
@@ -121,9 +115,7 @@ expect() { # expect STATUS PATTERN NAME -- ARGS...
     shift 4
     "$SAMX" "$@" >"$T/out" 2>"$T/err"
     local rc=$?
-    local lines
-    lines=$(wc -l <"$T/err")
-    if [ $rc -eq "$want" ] && [ "$lines" -eq 1 ] && grep -q "^samx: error: .*$pat" "$T/err"; then
+    if [ $rc -eq "$want" ] && one_error "$T/err" "$pat"; then
         ok 0 "$name"
     else
         ok 1 "$name (exit $rc, stderr: $(head -c 300 "$T/err"))"
@@ -189,6 +181,4 @@ ok $? "samx --version"
 "$SAMX" help run | grep -q "usage: samx run"
 ok $? "samx help run"
 
-echo "1..$n"
-echo "# $((n - fail)) passed, $fail failed"
-[ $fail -eq 0 ]
+tap_done

@@ -8,21 +8,12 @@ set -u
 SAMX=$(realpath "$1")
 T=$(mktemp -d /tmp/samx-sweep.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-n=0
-fail=0
-ok() { # ok COND-EXIT-STATUS NAME
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=$((fail + 1)); fi
-}
-skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
-strip_timing() { sed -E 's/"seconds":[^,]*,"samples_per_second":[^,]*,//' "$1"; }
+. "$(dirname "$0")/tap.sh"
 # every file of every run under $1 with its content hash and mtime: "runs nothing" means equal
 snapshot() {
     find "$1" -path '*=*' -type f -exec stat -c '%n %y' {} + | sort
     find "$1" -path '*=*' -type f -exec md5sum {} + | sort
 }
-# one error line, "samx: error: ..." matching $2
-one_error() { [ "$(wc -l <"$1")" -eq 1 ] && grep -q "^samx: error: .*$2" "$1"; }
 
 cat >"$T/tiny.yaml" <<EOF
 name: tiny
@@ -229,6 +220,4 @@ for d in "$T"/ref/long/*=*/; do
 done
 ok $bad "the resumed runs' records and weights equal an uninterrupted sweep's"
 
-echo "1..$n"
-echo "# $((n - fail)) passed, $fail failed"
-[ $fail -eq 0 ]
+tap_done
