@@ -120,6 +120,44 @@ static int build(struct optim *o, struct cfg *c, const char *yaml, const struct 
     return cfg_check_unused(c, e);
 }
 
+/* One optimizer on the quadratic: weights W0, `batch` examples with every s_j = 1. */
+struct fixture {
+    struct params p;
+    struct optim o;
+    struct cfg c;
+    struct err e;
+    struct quad q;
+};
+
+/* (Re)build x's optimizer from yaml on its weights; 0, or -1 with the reason in x->e. */
+static int fx_build(struct fixture *x, const char *yaml)
+{
+    optim_release(&x->o);
+    cfg_free(&x->c);
+    return build(&x->o, &x->c, yaml, &x->p, &x->e);
+}
+
+static int fx_open(struct fixture *x, const char *yaml, int batch)
+{
+    memset(x, 0, sizeof *x);
+    params_make(&x->p);
+    quad_init(&x->q, batch);
+    return fx_build(x, yaml);
+}
+
+static void fx_close(struct fixture *x)
+{
+    optim_release(&x->o);
+    cfg_free(&x->c);
+    params_free(&x->p);
+}
+
+static void fx_weights(const struct fixture *x, float *w)
+{
+    for (int i = 0; i < NP; i++)
+        w[i] = x->p.w[OFF[i]];
+}
+
 static void steps(struct optim *o, struct params *p, struct quad *q, long t0, int n)
 {
     for (long t = t0; t < t0 + n; t++) {
@@ -133,27 +171,18 @@ static void steps(struct optim *o, struct params *p, struct quad *q, long t0, in
  * returned. */
 static double run_from(const char *yaml, int n, int batch, const float *w0, float *w)
 {
-    struct params p;
-    struct optim o;
-    struct cfg c;
-    struct err e;
-    struct quad q;
-    params_make(&p);
-    for (int i = 0; w0 && i < NP; i++)
-        p.w[OFF[i]] = w0[i];
-    quad_init(&q, batch);
+    struct fixture fx;
     double evals = NAN;
-    if (build(&o, &c, yaml, &p, &e) < 0) {
-        ok(false, "build '%s': %s", yaml, e.msg);
+    if (fx_open(&fx, yaml, batch) < 0) {
+        ok(false, "build '%s': %s", yaml, fx.e.msg);
     } else {
-        steps(&o, &p, &q, 0, n);
-        evals = q.f.evals / n;
-        for (int i = 0; i < NP; i++)
-            w[i] = p.w[OFF[i]];
+        for (int i = 0; w0 && i < NP; i++)
+            fx.p.w[OFF[i]] = w0[i];
+        steps(&fx.o, &fx.p, &fx.q, 0, n);
+        evals = fx.q.f.evals / n;
+        fx_weights(&fx, w);
     }
-    optim_release(&o);
-    cfg_free(&c);
-    params_free(&p);
+    fx_close(&fx);
     return evals;
 }
 
@@ -363,30 +392,25 @@ static void test_closed_forms(void)
 static void test_esam(void)
 {
     static const float s[MAXB] = {1.0f, 1.6f, 0.4f, 1.3f, 0.7f, 1.9f, 0.9f, 1.1f};
-    struct params p;
-    struct optim o;
-    struct cfg c;
-    struct err e;
-    struct quad q;
-    params_make(&p);
-    quad_init(&q, 8);
-    memcpy(q.s, s, sizeof s);
-    if (!ok(build(&o, &c, "optimizer: {name: esam, rho: 0.1, beta: 1.0, gamma: 0.5, " SGD "}", &p,
-                  &e) == 0, "esam builds: %s", e.msg))
+    struct fixture fx;
+    bool built = fx_open(&fx, "optimizer: {name: esam, rho: 0.1, beta: 1.0, gamma: 0.5, " SGD "}",
+                         8) == 0;
+    memcpy(fx.q.s, s, sizeof s);
+    if (!ok(built, "esam builds: %s", fx.e.msg)) {
+        fx_close(&fx);
         return;
-    steps(&o, &p, &q, 0, 1);
+    }
+    steps(&fx.o, &fx.p, &fx.q, 0, 1);
     double x[NP], g[NP], gs[NP], pt[NP], sbar = 0;
     for (int j = 0; j < 8; j++)
         sbar += s[j] / 8.0;
     dstart(x), dgrad(sbar, x, g), dascent(x, g, 0.1, 1e-7, pt);
     dgrad((1.6 + 1.9 + 1.3) / 3, pt, gs), dsgd(x, gs, 0.1, 0.01);
     float got[NP];
-    for (int i = 0; i < NP; i++)
-        got[i] = p.w[OFF[i]];
+    fx_weights(&fx, got);
     same(got, x, "esam (SDS, gamma 0.5) one step");
-    approx(q.f.evals, 1 + 3.0 / 8, 1e-12, 0, "esam: 1 + kept/batch = 1.375 gradient evaluations");
-    optim_release(&o);
-    cfg_free(&c);
+    approx(fx.q.f.evals, 1 + 3.0 / 8, 1e-12, 0, "esam: 1 + kept/batch = 1.375 gradient evaluations");
+    fx_close(&fx);
 
     /* SWP: with beta < 1 some steps perturb fewer tensors, so the run differs from beta = 1. */
     float w1[NP], w2[NP];
@@ -395,7 +419,6 @@ static void test_esam(void)
     ok(memcmp(w1, w2, sizeof w1) != 0, "esam: beta 0.5 (SWP) changes the trajectory");
     double a = run("optimizer: {name: esam, beta: 0.5, gamma: 1.0, " SGD "}", 20, 4, w2);
     approx(a, 2, 0, 0, "esam: gamma >= 0.99 keeps every example (2 evaluations per step)");
-    params_free(&p);
 }
 
 static void test_evals(void)
@@ -522,18 +545,14 @@ static void test_identities(void)
 static void test_msharp(void)
 {
     static const float s[4] = {0.5f, 1.5f, 1.0f, 3.0f};
-    struct params p;
-    struct optim o;
-    struct cfg c;
-    struct err e;
-    struct quad q;
-    params_make(&p);
-    quad_init(&q, 4);
-    memcpy(q.s, s, sizeof s);
-    if (!ok(build(&o, &c, "optimizer: {name: sam, rho: 0.2, m: 2, " SGD "}", &p, &e) == 0,
-            "sam m=2 builds: %s", e.msg))
+    struct fixture fx;
+    bool built = fx_open(&fx, "optimizer: {name: sam, rho: 0.2, m: 2, " SGD "}", 4) == 0;
+    memcpy(fx.q.s, s, sizeof s);
+    if (!ok(built, "sam m=2 builds: %s", fx.e.msg)) {
+        fx_close(&fx);
         return;
-    steps(&o, &p, &q, 0, 1);
+    }
+    steps(&fx.o, &fx.p, &fx.q, 0, 1);
     double x[NP], g[NP], gs[NP], pt[NP], d[NP] = {0};
     dstart(x);
     for (int c2 = 0; c2 < 2; c2++) {
@@ -544,25 +563,21 @@ static void test_msharp(void)
     }
     dsgd(x, d, 0.1, 0.01);
     float got[NP];
-    for (int i = 0; i < NP; i++)
-        got[i] = p.w[OFF[i]];
+    fx_weights(&fx, got);
     same(got, x, "sam m=2 on a batch of 4 one step");
-    approx(q.f.evals, 2, 1e-12, 0, "sam m=2: still 2 gradient evaluations per step");
-    ok(q.n_first == 4, "sam m=2: the clean passes cover the batch once (%d of 4)", q.n_first);
-    optim_release(&o);
-    cfg_free(&c);
+    approx(fx.q.f.evals, 2, 1e-12, 0, "sam m=2: still 2 gradient evaluations per step");
+    ok(fx.q.n_first == 4, "sam m=2: the clean passes cover the batch once (%d of 4)",
+       fx.q.n_first);
     static const char *const rejects[] = {"vasso", "looksam", "esam"};
     for (int i = 0; i < 3; i++) {
         char y[128];
         snprintf(y, sizeof y, "optimizer: {name: %s, m: 2}", rejects[i]);
-        int rc = build(&o, &c, y, &p, &e);
-        ok(rc < 0 && e.status == SAMX_EXIT_CONFIG && strstr(e.msg, rejects[i]) &&
-               strstr(e.msg, "m-sharpness"),
-           "%s rejects m > 0: %s", rejects[i], e.msg);
-        optim_release(&o);
-        cfg_free(&c);
+        int rc = fx_build(&fx, y);
+        ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, rejects[i]) &&
+               strstr(fx.e.msg, "m-sharpness"),
+           "%s rejects m > 0: %s", rejects[i], fx.e.msg);
     }
-    params_free(&p);
+    fx_close(&fx);
 }
 
 /* The base optimizer must see exactly the weights from before the step (copy-back, no drift). */
@@ -587,94 +602,71 @@ static void test_no_drift(void)
         /* A large rho, so subtracting e instead of copying back would show. */
         snprintf(y, sizeof y, "optimizer: {name: %s, rho: 0.7, %s}", op->name,
                  !strcmp(op->name, "looksam") ? "k: 2, " MOM : MOM);
-        struct params p;
-        struct optim o;
-        struct cfg c;
-        struct err e;
-        struct quad q;
-        params_make(&p);
-        quad_init(&q, 4);
-        bool good = build(&o, &c, y, &p, &e) == 0;
-        struct optim_ops spy = *o.base->ops;
+        struct fixture fx;
+        bool good = fx_open(&fx, y, 4) == 0;
         if (good) {
-            spy_real = o.base->ops;
+            struct optim_ops spy = *fx.o.base->ops;
+            spy_real = fx.o.base->ops;
             spy.apply = spy_apply;
-            o.base->ops = &spy;
+            fx.o.base->ops = &spy;
             for (long t = 0; t < 4 && good; t++) {
                 float before[NW];
-                memcpy(before, p.w, sizeof before);
+                memcpy(before, fx.p.w, sizeof before);
                 spy_calls = 0;
-                steps(&o, &p, &q, t, 1);
+                steps(&fx.o, &fx.p, &fx.q, t, 1);
                 good = spy_calls == 1 && memcmp(before, spy_w, sizeof before) == 0;
             }
-            o.base->ops = spy_real;
+            fx.o.base->ops = spy_real;
         }
-        ok(good, "%s: the base step starts from exactly the saved weights (%s)", op->name, e.msg);
-        optim_release(&o);
-        cfg_free(&c);
-        params_free(&p);
+        ok(good, "%s: the base step starts from exactly the saved weights (%s)", op->name,
+           fx.e.msg);
+        fx_close(&fx);
     }
 }
 
 static void test_samar_rule(void)
 {
-    struct params p;
-    struct optim o;
-    struct cfg c;
-    struct err e;
-    struct quad q;
-    params_make(&p);
-    quad_init(&q, 4);
+    struct fixture fx;
     /* rule relative: r = Shat/Lhat > 0 > c_hi on a convex quadratic, so lambda doubles each
      * step up to lam_max. */
-    if (!ok(build(&o, &c,
-                  "optimizer: {name: samar, rule: relative, c_hi: 0, c_lo: -1, up: 2, "
-                  "lam_max: 3, period: 1, " SGD "}",
-                  &p, &e) == 0, "samar builds: %s", e.msg))
+    if (!ok(fx_open(&fx,
+                    "optimizer: {name: samar, rule: relative, c_hi: 0, c_lo: -1, up: 2, "
+                    "lam_max: 3, period: 1, " SGD "}",
+                    4) == 0, "samar builds: %s", fx.e.msg)) {
+        fx_close(&fx);
         return;
+    }
     static const double want[] = {2, 3, 3};
-    struct hparam *lam = optim_hparam_find(&o, "lambda");
+    struct hparam *lam = optim_hparam_find(&fx.o, "lambda");
     for (int t = 0; t < 3; t++) {
-        steps(&o, &p, &q, t, 1);
+        steps(&fx.o, &fx.p, &fx.q, t, 1);
         approx(lam->v, want[t], 0, 0, "samar: lambda after step %d is %g", t, want[t]);
     }
     ok(lam->adaptive, "samar: lambda is an adaptive hyperparameter");
-    optim_release(&o);
-    cfg_free(&c);
     /* trend with a falling sharpness (gradient descent on a quadratic): lambda goes down. */
-    build(&o, &c, "optimizer: {name: samar, tau: 2, period: 2, beta_s: 0, " SGD "}", &p, &e);
-    lam = optim_hparam_find(&o, "lambda");
-    steps(&o, &p, &q, 0, 8);
+    fx_build(&fx, "optimizer: {name: samar, tau: 2, period: 2, beta_s: 0, " SGD "}");
+    lam = optim_hparam_find(&fx.o, "lambda");
+    steps(&fx.o, &fx.p, &fx.q, 0, 8);
     ok(lam->v < 1 && lam->v >= 0.1, "samar trend: lambda decreased to %g as sharpness fell",
        lam->v);
-    optim_release(&o);
-    cfg_free(&c);
-    params_free(&p);
+    fx_close(&fx);
 }
 
 static void test_gsam_rho_t(void)
 {
-    struct params p;
-    struct optim o;
-    struct cfg c;
-    struct err e;
-    struct quad q;
-    params_make(&p);
-    quad_init(&q, 4);
-    if (!ok(build(&o, &c,
-                  "optimizer: {name: gsam, rho: 0.1, rho_min: 0.02, base: {name: sgd, "
-                  "lr: {schedule: cosine, start: 0.2, end: 0.0}}}",
-                  &p, &e) == 0, "gsam builds: %s", e.msg))
-        return;
-    struct hparam *rt = optim_hparam_find(&o, "rho_t");
-    for (long t = 0; t <= 50; t += 25) {
-        steps(&o, &p, &q, t, 1);
-        double lr = 0.1 * (1 + cos(M_PI * t / 50.0));
-        approx(rt->v, 0.02 + 0.08 * lr / 0.2, 1e-12, 1e-15, "gsam: rho_t at step %ld", t);
+    struct fixture fx;
+    if (ok(fx_open(&fx,
+                   "optimizer: {name: gsam, rho: 0.1, rho_min: 0.02, base: {name: sgd, "
+                   "lr: {schedule: cosine, start: 0.2, end: 0.0}}}",
+                   4) == 0, "gsam builds: %s", fx.e.msg)) {
+        struct hparam *rt = optim_hparam_find(&fx.o, "rho_t");
+        for (long t = 0; t <= 50; t += 25) {
+            steps(&fx.o, &fx.p, &fx.q, t, 1);
+            double lr = 0.1 * (1 + cos(M_PI * t / 50.0));
+            approx(rt->v, 0.02 + 0.08 * lr / 0.2, 1e-12, 1e-15, "gsam: rho_t at step %ld", t);
+        }
     }
-    optim_release(&o);
-    cfg_free(&c);
-    params_free(&p);
+    fx_close(&fx);
 }
 
 /* Over the registry: lowers the quadratic, rejects a misspelt key, schedules show in hp. */
@@ -688,30 +680,20 @@ static void test_registry(void)
             snprintf(y, sizeof y, "optimizer: {name: %s, " MOM "}", op->name);
         else
             snprintf(y, sizeof y, "optimizer: {name: %s, lr: 0.05}", op->name);
-        struct params p;
-        struct optim o;
-        struct cfg c;
-        struct err e;
-        struct quad q;
-        params_make(&p);
-        quad_init(&q, 4);
-        if (build(&o, &c, y, &p, &e) == 0) {
-            double f0 = quad_half(&p);
-            steps(&o, &p, &q, 0, 50);
-            double f1 = quad_half(&p);
+        struct fixture fx;
+        if (fx_open(&fx, y, 4) == 0) {
+            double f0 = quad_half(&fx.p);
+            steps(&fx.o, &fx.p, &fx.q, 0, 50);
+            double f1 = quad_half(&fx.p);
             ok(f1 < 0.5 * f0, "%s: 50 steps lower the quadratic %.4g -> %.4g", op->name, f0, f1);
         } else {
-            ok(false, "%s builds: %s", op->name, e.msg);
+            ok(false, "%s builds: %s", op->name, fx.e.msg);
         }
-        optim_release(&o);
-        cfg_free(&c);
 
         snprintf(y, sizeof y, "optimizer: {name: %s, %s: 0.1}", op->name, wr ? "rhoo" : "lrr");
-        int rc = build(&o, &c, y, &p, &e);
-        ok(rc < 0 && strstr(e.msg, "unknown key") && strstr(e.msg, wr ? "'rho'" : "'lr'"),
-           "%s: a misspelt key is rejected with a suggestion: %s", op->name, e.msg);
-        optim_release(&o);
-        cfg_free(&c);
+        int rc = fx_build(&fx, y);
+        ok(rc < 0 && strstr(fx.e.msg, "unknown key") && strstr(fx.e.msg, wr ? "'rho'" : "'lr'"),
+           "%s: a misspelt key is rejected with a suggestion: %s", op->name, fx.e.msg);
 
         if (wr) {
             bool has_gamma = !strcmp(op->name, "wsam") || !strcmp(op->name, "crsam") ||
@@ -720,20 +702,18 @@ static void test_registry(void)
             snprintf(y, sizeof y,
                      "optimizer: {name: %s, rho: {schedule: linear, start: 0.1, end: 0}%s}",
                      op->name, has_gamma ? gamma : "");
-            if (build(&o, &c, y, &p, &e) == 0) {
-                optim_begin_step(&o, 25);
-                approx(optim_hparam_find(&o, "rho")->v, 0.05, 1e-12, 0,
+            if (fx_build(&fx, y) == 0) {
+                optim_begin_step(&fx.o, 25);
+                approx(optim_hparam_find(&fx.o, "rho")->v, 0.05, 1e-12, 0,
                        "%s: scheduled rho is 0.05 at step 25 of 50", op->name);
                 if (has_gamma)
-                    approx(optim_hparam_find(&o, "gamma")->v, 0.3, 1e-12, 0,
+                    approx(optim_hparam_find(&fx.o, "gamma")->v, 0.3, 1e-12, 0,
                            "%s: scheduled gamma is 0.3 at step 25 of 50", op->name);
             } else {
-                ok(false, "%s with schedules builds: %s", op->name, e.msg);
+                ok(false, "%s with schedules builds: %s", op->name, fx.e.msg);
             }
-            optim_release(&o);
-            cfg_free(&c);
         }
-        params_free(&p);
+        fx_close(&fx);
     }
 }
 
