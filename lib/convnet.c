@@ -393,7 +393,7 @@ static void act_backward_acc(enum act a, float *dx, const float *dy, const float
     for (size_t i = 0; i < n; i++) {
         float g;
         if (a == ACT_RELU)
-            g = y[i] > 0 ? dy[i] : 0.0f;
+            g = relu_grad(y[i], dy[i]);
         else if (a == ACT_TANH)
             g = dy[i] * (1.0f - y[i] * y[i]);
         else

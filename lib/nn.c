@@ -93,7 +93,7 @@ static void act_bwd_seg(enum act a, float *dz, const float *restrict z, const fl
     switch (a) {
     case ACT_RELU:
         for (size_t i = 0; i < n; i++)
-            dz[i] = z[i] > 0 ? dz[i] : 0;
+            dz[i] = relu_grad(z[i], dz[i]);
         break;
     case ACT_TANH:
         for (size_t i = 0; i < n; i++)
@@ -150,11 +150,11 @@ void act_backward(enum act a, float *dz, const float *dy, const float *z, const 
         if (dz == dy) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
-                dz[i] = z[i] > 0 ? dz[i] : 0;
+                dz[i] = relu_grad(z[i], dz[i]);
         } else {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
-                dz[i] = z[i] > 0 ? dy[i] : 0;
+                dz[i] = relu_grad(z[i], dy[i]);
         }
         break;
     case ACT_TANH:

@@ -54,4 +54,13 @@ double xent_forward_backward(float *dlogits, double *loss_ex, uint8_t *hit, cons
 double mse_forward_backward(float *dpred, double *loss_ex, const float *pred, const float *y,
                             int batch, float scale);
 
+/* The gradient through a ReLU: d where the ReLU's input (or output) y is positive, else 0
+ * (ReLU'(0) = 0, as PyTorch). Both values are arguments, so a loop over it loads d
+ * unconditionally: written inline as `y[i] > 0 ? d[i] : 0` the load of d[i] is conditional and
+ * GCC leaves the loop scalar. */
+static inline float relu_grad(float y, float d)
+{
+    return y > 0 ? d : 0.0f;
+}
+
 #endif

@@ -11,6 +11,7 @@
 
 #include "blas.h"
 #include "err.h"
+#include "nn.h"
 #include "rng.h"
 
 #define PAR_MIN 16384 /* elements below which elementwise loops stay serial (as nn.c) */
@@ -313,10 +314,10 @@ void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const flo
     }
 }
 
-/* dy where the fused ReLU was active, else 0. */
+/* dy where the fused ReLU was active (y_relu > 0), else 0; dy when there is no ReLU. */
 static inline float masked(const float *dy, const float *y, size_t i)
 {
-    return !y || y[i] > 0 ? dy[i] : 0.0f;
+    return y ? relu_grad(y[i], dy[i]) : dy[i];
 }
 
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -339,7 +340,7 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
             if (yp)
                 for (; j + 16 <= hw; j += 16)
                     for (int l = 0; l < 16; l++) {
-                        float d = yp[j + l] > 0 ? dp[j + l] : 0.0f;
+                        float d = relu_grad(yp[j + l], dp[j + l]);
                         l1[l] += d;
                         l2[l] += d * ((p[j + l] - m) * is);
                     }
@@ -376,10 +377,11 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
             /* One loop per case, so each vectorizes. */
             if (yp && acc)
                 for (int j = 0; j < hw; j++)
-                    q[j] = q[j] + g * ((yp[j] > 0 ? dp[j] : 0.0f) - k1 - (p[j] - m) * is * k2);
+                    q[j] = q[j] + g * (relu_grad(yp[j], dp[j]) - k1 -
+                                       (p[j] - m) * is * k2);
             else if (yp)
                 for (int j = 0; j < hw; j++)
-                    q[j] = g * ((yp[j] > 0 ? dp[j] : 0.0f) - k1 - (p[j] - m) * is * k2);
+                    q[j] = g * (relu_grad(yp[j], dp[j]) - k1 - (p[j] - m) * is * k2);
             else if (acc)
                 for (int j = 0; j < hw; j++)
                     q[j] = q[j] + g * (dp[j] - k1 - (p[j] - m) * is * k2);
@@ -586,10 +588,10 @@ void grad_pass(float *dx, const float *dout, const float *y_relu, size_t n, bool
     } else if (acc) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
-            o[i] = o[i] + (y[i] > 0 ? d[i] : 0.0f);
+            o[i] = o[i] + relu_grad(y[i], d[i]);
     } else {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
-            o[i] = y[i] > 0 ? d[i] : 0.0f;
+            o[i] = relu_grad(y[i], d[i]);
     }
 }

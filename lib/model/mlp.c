@@ -272,8 +272,8 @@ static void act_rop(enum act a, float *g, float *rg, const float *z, const float
     case ACT_RELU:
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) {
-            g[i] = z[i] > 0 ? g[i] : 0;
-            rg[i] = z[i] > 0 ? rg[i] : 0;
+            g[i] = relu_grad(z[i], g[i]);
+            rg[i] = relu_grad(z[i], rg[i]);
         }
         break;
     case ACT_TANH:
