@@ -53,9 +53,73 @@ static void conv_valid(int kx, int stride, int pad, int w, int w_out, int *lo, i
         *hi = *lo;
 }
 
+/* A stride-1 convolution whose output has the input's size ("same" padding, 2 pad = k - 1):
+ * each im2col row is the input plane shifted by (ky - pad, kx - pad), so it is one contiguous
+ * copy, plus zeros for the rows that fall outside the image and for the columns that wrapped
+ * around to the neighbouring row. Most convolutions of the CIFAR models are this case. */
+static bool conv_is_same(const struct conv_shape *s)
+{
+    return s->stride == 1 && s->h_out == s->h && s->w_out == s->w;
+}
+
+/* For shift (sy, sx) of a same-size plane h x w: output rows [y0, y1) read inside the image,
+ * and the flat range [a, b) of the row that a contiguous copy may read (trimmed by the
+ * horizontal shift at the plane's two ends, so the source a + sy*w + sx never leaves the
+ * plane). */
+static void same_span(int sy, int sx, int h, int w, int *y0, int *y1, size_t *a, size_t *b)
+{
+    *y0 = sy < 0 ? (-sy < h ? -sy : h) : 0;
+    *y1 = sy > 0 ? (h - sy > *y0 ? h - sy : *y0) : h;
+    long hw = (long)h * w, lo = (long)*y0 * w + (sx < 0 ? -sx : 0);
+    long hi = (long)*y1 * w - (sx > 0 ? sx : 0);
+    lo = lo < hw ? lo : hw;
+    hi = hi > lo ? hi : lo;
+    *a = (size_t)lo;
+    *b = (size_t)hi;
+}
+
+/* Set the columns of rows [y0, y1) of a flat h x w row that a horizontal shift sx wrapped
+ * around (ox < -sx or ox >= w - sx) to zero. */
+static void zero_wrapped(float *row, int sx, int w, int y0, int y1)
+{
+    int l = sx < 0 ? (-sx < w ? -sx : w) : 0, r = sx > 0 ? (w - sx > 0 ? w - sx : 0) : w;
+    for (int oy = y0; oy < y1; oy++) {
+        float *q = row + (size_t)oy * w;
+        for (int ox = 0; ox < l; ox++)
+            q[ox] = 0;
+        for (int ox = r; ox < w; ox++)
+            q[ox] = 0;
+    }
+}
+
+static void im2col_same(float *col, const float *x, const struct conv_shape *s)
+{
+    int k = s->k, h = s->h, w = s->w;
+    size_t hw = (size_t)h * w;
+    for (int ci = 0; ci < s->c_in; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *row = col + ((size_t)(ci * k + ky) * k + kx) * hw;
+                int sy = ky - s->pad, sx = kx - s->pad, y0, y1;
+                size_t a, b;
+                same_span(sy, sx, h, w, &y0, &y1, &a, &b);
+                memset(row, 0, a * sizeof *row);
+                /* a + sy*w + sx >= 0 and b + sy*w + sx <= hw by same_span's trimming */
+                if (b > a)
+                    memcpy(row + a, x + ci * hw + (ptrdiff_t)a + (ptrdiff_t)sy * w + sx,
+                           (b - a) * sizeof *row);
+                memset(row + b, 0, (hw - b) * sizeof *row);
+                zero_wrapped(row, sx, w, y0, y1);
+            }
+}
+
 /* col (c_in*k*k, h_out*w_out) from one example x (c_in, h, w); zero outside the image. */
 static void im2col(float *col, const float *x, const struct conv_shape *s)
 {
+    if (conv_is_same(s)) {
+        im2col_same(col, x, s);
+        return;
+    }
     int k = s->k, st = s->stride, hw_out = s->h_out * s->w_out;
     for (int ci = 0; ci < s->c_in; ci++)
         for (int ky = 0; ky < k; ky++)
@@ -86,15 +150,29 @@ static void im2col(float *col, const float *x, const struct conv_shape *s)
             }
 }
 
-/* dx (c_in, h, w) += the scatter of dcol (c_in*k*k, h_out*w_out): the adjoint of im2col. */
-static void col2im_add(float *dx, const float *dcol, const struct conv_shape *s)
+/* dx (c_in, h, w) += the scatter of dcol (c_in*k*k, h_out*w_out): the adjoint of im2col.
+ * Same-size convolutions add each row as one contiguous span after zeroing the row's wrapped
+ * entries in dcol (they belong to no input pixel), so dcol is clobbered. */
+static void col2im_add(float *dx, float *dcol, const struct conv_shape *s)
 {
     int k = s->k, st = s->stride, hw_out = s->h_out * s->w_out;
+    bool same = conv_is_same(s);
     for (int ci = 0; ci < s->c_in; ci++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
-                const float *row = dcol + ((size_t)(ci * k + ky) * k + kx) * hw_out;
+                float *row = dcol + ((size_t)(ci * k + ky) * k + kx) * hw_out;
                 float *plane = dx + (size_t)ci * s->h * s->w;
+                if (same) {
+                    int sy = ky - s->pad, sx = kx - s->pad, y0, y1;
+                    size_t a, b;
+                    same_span(sy, sx, s->h, s->w, &y0, &y1, &a, &b);
+                    zero_wrapped(row, sx, s->w, y0, y1);
+                    float *restrict dst = plane + (ptrdiff_t)a + (ptrdiff_t)sy * s->w + sx;
+                    const float *restrict r = row + a;
+                    for (size_t j = 0; j < b - a; j++)
+                        dst[j] += r[j];
+                    continue;
+                }
                 int lo, hi;
                 conv_valid(kx, st, s->pad, s->w, s->w_out, &lo, &hi);
                 for (int oy = 0; oy < s->h_out; oy++) {

@@ -953,6 +953,12 @@ int main(void)
     check_conv(2, 4, 5, 5, 3, 1, 1, 0, true);  /* pointwise: no im2col */
     check_conv(2, 4, 6, 7, 3, 1, 2, 0, false); /* 1x1 stride 2 (option-B shortcut) */
     check_conv(2, 2, 9, 8, 3, 5, 2, 2, true);
+    /* same-size stride-1 convolutions take the shifted-copy im2col: wider kernels, and planes
+     * no wider than the shift */
+    check_conv(2, 3, 6, 7, 2, 5, 1, 2, false);
+    check_conv(3, 2, 2, 3, 3, 3, 1, 1, true);
+    check_conv(2, 2, 1, 1, 2, 3, 1, 1, false);
+    check_conv(2, 2, 3, 2, 2, 5, 1, 2, true);
     check_bn(true);
     check_bn(false);
     check_pool(POOL_MAX, 2, 2);
