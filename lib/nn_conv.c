@@ -83,13 +83,14 @@ static void same_span(int sy, int sx, int h, int w, int *y0, int *y1, size_t *a,
 static void zero_wrapped(float *row, int sx, int w, int y0, int y1)
 {
     int l = sx < 0 ? (-sx < w ? -sx : w) : 0, r = sx > 0 ? (w - sx > 0 ? w - sx : 0) : w;
-    for (int oy = y0; oy < y1; oy++) {
-        float *q = row + (size_t)oy * w;
-        for (int ox = 0; ox < l; ox++)
-            q[ox] = 0;
-        for (int ox = r; ox < w; ox++)
-            q[ox] = 0;
-    }
+    /* Column by column, strided: a per-row loop here becomes a libc memset call of one or
+     * two floats, which cost 3% of a ResNet-20 step. */
+    for (int ox = 0; ox < l; ox++)
+        for (int oy = y0; oy < y1; oy++)
+            row[(size_t)oy * w + ox] = 0;
+    for (int ox = r; ox < w; ox++)
+        for (int oy = y0; oy < y1; oy++)
+            row[(size_t)oy * w + ox] = 0;
 }
 
 static void im2col_same(float *col, const float *x, const struct conv_shape *s)
