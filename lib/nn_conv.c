@@ -199,6 +199,23 @@ static void block_range(int b, int n_blk, int batch, int *lo, int *hi)
     *hi = (int)((long)batch * (b + 1) / n_blk);
 }
 
+/* Columns of output per GEMM call. OpenBLAS 0.3.21's SkylakeX sgemm takes an unpacked
+ * "small matrix" path when M*N*K <= 1e6, and for the thin products of a CIFAR ResNet it is
+ * much faster than the packed path: measured one core, one example (tests/bench/bench_gemm.c
+ * style loop): 16 x 144 x 1024 forward 71 -> 131 GFLOP/s in 128-column chunks, its W^T dout
+ * product 93 -> 193; 32 x 288 x 256 forward 131 -> 180 in 32-column chunks. So a product is
+ * cut into the widest power-of-two column chunks (at least 32) whose M*N*K stays <= 2^19;
+ * products too wide for any such chunk (64 x 576 x 64) are left whole. The chunking depends
+ * on the shape only, so results do not depend on threads. */
+static int gemm_cols(const struct conv_shape *s)
+{
+    long mk = (long)s->c_out * s->c_in * s->k * s->k, hw = (long)s->h_out * s->w_out;
+    int nc = 0;
+    for (long c = 32; c < hw && mk * c <= (1L << 19); c *= 2)
+        nc = (int)c;
+    return nc ? nc : (int)hw;
+}
+
 /* The per-example products run inside our own parallel loop, each as a single-threaded sgemm:
  * the OpenMP build of OpenBLAS does not spawn threads from inside a parallel region (the same
  * arrangement as gemm_par in blas.c), so cores are never oversubscribed. */
@@ -206,7 +223,7 @@ void conv2d_forward(float *out, const float *x, const float *w, const float *b, 
                     const struct conv_shape *s, const struct conv_ws *ws)
 {
     SAMX_ASSERT(batch > 0 && ws->n_blk > 0);
-    int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out;
+    int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out, nc = gemm_cols(s);
     size_t in_sz = (size_t)s->c_in * s->h * s->w, out_sz = (size_t)s->c_out * hw_out;
     bool pw = conv_is_pointwise(s);
 #pragma omp parallel for schedule(static)
@@ -224,8 +241,10 @@ void conv2d_forward(float *out, const float *x, const float *w, const float *b, 
                 for (int co = 0; co < s->c_out; co++)
                     for (int j = 0; j < hw_out; j++)
                         o[(size_t)co * hw_out + j] = b[co];
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out, hw_out, kk, 1.0f,
-                        w, kk, col, hw_out, b ? 1.0f : 0.0f, o, hw_out);
+            for (int j = 0; j < hw_out; j += nc)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out,
+                            hw_out - j < nc ? hw_out - j : nc, kk, 1.0f, w, kk, col + j, hw_out,
+                            b ? 1.0f : 0.0f, o + j, hw_out);
         }
     }
 }
@@ -235,7 +254,7 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
                      const struct conv_ws *ws, bool acc)
 {
     SAMX_ASSERT(batch > 0 && ws->n_blk > 0);
-    int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out;
+    int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out, nc = gemm_cols(s);
     size_t in_sz = (size_t)s->c_in * s->h * s->w, out_sz = (size_t)s->c_out * hw_out;
     size_t nw = (size_t)s->c_out * kk;
     bool pw = conv_is_pointwise(s);
@@ -243,7 +262,8 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
     for (int bi = 0; bi < ws->n_blk; bi++) {
         int lo, hi;
         block_range(bi, ws->n_blk, batch, &lo, &hi);
-        memset(ws->dw[bi], 0, nw * sizeof(float));
+        if (lo == hi)
+            memset(ws->dw[bi], 0, nw * sizeof(float));
         for (int n = lo; n < hi; n++) {
             const float *xn = x + n * in_sz, *dn = dout + n * out_sz;
             const float *col = xn;
@@ -251,33 +271,42 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
                 im2col(ws->col[bi], xn, s);
                 col = ws->col[bi];
             }
-            /* dW_b (c_out, kk) += dout_n (c_out, hw_out) col^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->c_out, kk, hw_out, 1.0f, dn,
-                        hw_out, col, hw_out, 1.0f, ws->dw[bi], kk);
+            /* The block's partial is kept transposed, dW_b^T (kk, c_out) (+)= col dout_n^T:
+             * that orientation of the product measured 1.4-1.8x faster (16 x 144 x 1024:
+             * 68 -> 123 GFLOP/s). The first example of a block overwrites it. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kk, s->c_out, hw_out, 1.0f, col,
+                        hw_out, dn, hw_out, n == lo ? 0.0f : 1.0f, ws->dw[bi], s->c_out);
             if (!dx)
                 continue;
             float *dxn = dx + n * in_sz;
             if (pw) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw_out, s->c_out, 1.0f,
-                            w, kk, dn, hw_out, acc ? 1.0f : 0.0f, dxn, hw_out);
+                for (int j = 0; j < hw_out; j += nc)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk,
+                                hw_out - j < nc ? hw_out - j : nc, s->c_out, 1.0f, w, kk, dn + j,
+                                hw_out, acc ? 1.0f : 0.0f, dxn + j, hw_out);
                 continue;
             }
             /* dcol (kk, hw_out) = W^T dout_n, reusing the col buffer, then scattered. */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, hw_out, s->c_out, 1.0f, w,
-                        kk, dn, hw_out, 0.0f, ws->col[bi], hw_out);
+            for (int j = 0; j < hw_out; j += nc)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk,
+                            hw_out - j < nc ? hw_out - j : nc, s->c_out, 1.0f, w, kk, dn + j,
+                            hw_out, 0.0f, ws->col[bi] + j, hw_out);
             if (!acc)
                 memset(dxn, 0, in_sz * sizeof *dxn);
             col2im_add(dxn, ws->col[bi], s);
         }
     }
-    /* Block partials added in block order: the same bits for any number of running threads. */
+    /* Block partials (transposed) added in block order: the same bits for any number of
+     * running threads. */
+    int c_out = s->c_out;
 #pragma omp parallel for schedule(static) if (nw * ws->n_blk > PAR_MIN)
-    for (size_t i = 0; i < nw; i++) {
-        float sum = 0;
-        for (int bi = 0; bi < ws->n_blk; bi++)
-            sum += ws->dw[bi][i];
-        dw[i] += sum;
-    }
+    for (int co = 0; co < c_out; co++)
+        for (int r = 0; r < kk; r++) {
+            float sum = 0;
+            for (int bi = 0; bi < ws->n_blk; bi++)
+                sum += ws->dw[bi][(size_t)r * c_out + co];
+            dw[(size_t)co * kk + r] += sum;
+        }
     if (db) {
 #pragma omp parallel for schedule(static)
         for (int co = 0; co < s->c_out; co++) {
