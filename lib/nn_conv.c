@@ -201,12 +201,12 @@ static void block_range(int b, int n_blk, int batch, int *lo, int *hi)
 
 /* Columns of output per GEMM call. OpenBLAS 0.3.21's SkylakeX sgemm takes an unpacked
  * "small matrix" path when M*N*K <= 1e6, and for the thin products of a CIFAR ResNet it is
- * much faster than the packed path: measured one core, one example (tests/bench/bench_gemm.c
- * style loop): 16 x 144 x 1024 forward 71 -> 131 GFLOP/s in 128-column chunks, its W^T dout
- * product 93 -> 193; 32 x 288 x 256 forward 131 -> 180 in 32-column chunks. So a product is
- * cut into the widest power-of-two column chunks (at least 32) whose M*N*K stays <= 2^19;
- * products too wide for any such chunk (64 x 576 x 64) are left whole. The chunking depends
- * on the shape only, so results do not depend on threads. */
+ * much faster than the packed path. tests/bench/bench_gemm (one core, one example's products)
+ * measured 16 x 144 x 1024: W col 91 -> 157 GFLOP/s in 128-column chunks; 32 x 288 x 256:
+ * 144 -> 210 in 32-column chunks; 64 x 576 x 64: no chunk qualifies, 171 either way. So a
+ * product is cut into the widest power-of-two column chunks (at least 32) whose M*N*K stays
+ * <= 2^19, or left whole when there is none. The chunking depends on the shape only, so
+ * results do not depend on threads. */
 static int gemm_cols(const struct conv_shape *s)
 {
     long mk = (long)s->c_out * s->c_in * s->k * s->k, hw = (long)s->h_out * s->w_out;
@@ -272,8 +272,8 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
                 col = ws->col[bi];
             }
             /* The block's partial is kept transposed, dW_b^T (kk, c_out) (+)= col dout_n^T:
-             * that orientation of the product measured 1.4-1.8x faster (16 x 144 x 1024:
-             * 68 -> 123 GFLOP/s). The first example of a block overwrites it. */
+             * that orientation is faster (bench_gemm, 16 x 144 x 1024: 70 -> 127 GFLOP/s;
+             * 64 x 576 x 64: 158 -> 186). The first example of a block overwrites it. */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kk, s->c_out, hw_out, 1.0f, col,
                         hw_out, dn, hw_out, n == lo ? 0.0f : 1.0f, ws->dw[bi], s->c_out);
             if (!dx)
