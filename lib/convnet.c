@@ -38,6 +38,8 @@ struct cn_node {
     float *save_mean, *save_invstd; /* (c) CN_BN statistics of the last forward */
     int32_t *arg;              /* CN_MAXPOOL argmax (max_batch, output size) */
     float *mask;               /* CN_DROPOUT (max_batch, size) */
+    double *moments;           /* CN_CONV read by the next CN_BN: its output planes' moments */
+    int moments_of;            /* CN_BN: the node whose `moments` describe the input, or -1 */
 };
 
 struct convnet {
@@ -81,7 +83,7 @@ static struct cn_node *add_node(struct convnet *n, enum cn_kind kind, int in)
     }
     struct cn_node *d = &n->node[n->nn++];
     *d = (struct cn_node){.kind = kind, .in = in, .in2 = -1, .wt = -1, .bt = -1, .rm = -1,
-                          .rv = -1};
+                          .rv = -1, .moments_of = -1};
     return d;
 }
 
@@ -131,7 +133,17 @@ int cn_conv(struct convnet *n, int in, int c_out, int k, int stride, int pad, bo
 int cn_bn(struct convnet *n, int in, const char *name)
 {
     int c = n->v[in].c;
+    /* A BatchNorm right after the convolution that wrote its input takes its batch statistics
+     * from the per-plane moments the convolution computes while each plane is in cache, one
+     * pass over the activations less (two, with the mean's). */
+    int prev = n->nn - 1;
+    if (prev >= 0 && n->node[prev].kind == CN_CONV && n->node[prev].out == in &&
+        !n->node[prev].moments)
+        n->node[prev].moments = xmalloc((size_t)n->m->max_batch * c * 2 * sizeof(double));
+    else
+        prev = -1;
     struct cn_node *d = add_node(n, CN_BN, in);
+    d->moments_of = prev;
     d->wt = add_tensor(&n->m->p, name, "weight", 1, &c);
     d->bt = add_tensor(&n->m->p, name, "bias", 1, &c);
     d->rm = add_tensor(&n->m->buf, name, "running_mean", 1, &c);
@@ -338,14 +350,17 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
         size_t total = (size_t)batch * value_size(ov);
         switch (d->kind) {
         case CN_CONV:
-            conv2d_forward(ov->x, iv->x, tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt),
-                           batch, &d->cs, &n->ws);
+            /* the moments only serve batch statistics: not in evaluation mode */
+            conv2d_forward(ov->x, n->train ? d->moments : NULL, iv->x,
+                           tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt), batch, &d->cs,
+                           &n->ws);
             break;
         case CN_BN: {
             bool update = mode == PASS_TRAIN_UPDATE || mode == PASS_EVAL;
             float *rm = update ? m->buf.w + m->buf.t[d->rm].off : NULL;
             float *rv = update ? m->buf.w + m->buf.t[d->rv].off : NULL;
-            batchnorm_forward(ov->x, d->save_mean, d->save_invstd, iv->x,
+            const double *mo = d->moments_of >= 0 ? n->node[d->moments_of].moments : NULL;
+            batchnorm_forward(ov->x, d->save_mean, d->save_invstd, iv->x, n->train ? mo : NULL,
                               tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt), rm, rv,
                               batch, iv->c, iv->h * iv->w, n->train, d->relu, BN_MOMENTUM,
                               BN_EPS);
@@ -507,6 +522,7 @@ void cn_release(struct model *m)
         free(n->node[i].save_invstd);
         free(n->node[i].arg);
         free(n->node[i].mask);
+        free(n->node[i].moments);
     }
     for (int b = 0; b < n->ws.n_blk && n->ws.col; b++) {
         free(n->ws.col[b]);

@@ -199,6 +199,39 @@ static void block_range(int b, int n_blk, int batch, int *lo, int *hi)
     *hi = (int)((long)batch * (b + 1) / n_blk);
 }
 
+/* Sum of p[0..n) in double, through 16 float lanes (vectorisable without -ffast-math, a fixed
+ * order) whose partials are added in double: BatchNorm's per-plane sums. */
+static double plane_sum(const float *p, int n, float shift, bool square)
+{
+    float lane[16] = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int l = 0; l < 16; l++) {
+            float d = p[j + l] - shift;
+            lane[l] += square ? d * d : d;
+        }
+    double s = 0;
+    for (int l = 0; l < 16; l++)
+        s += lane[l];
+    for (; j < n; j++) {
+        double d = (double)p[j] - shift;
+        s += square ? d * d : d;
+    }
+    return s;
+}
+
+/* A plane's sum and sum of squared deviations from its mean: the mean from a first pass, then
+ * the squares about its float rounding m', corrected by the shift's error
+ * (sum (x - m)^2 = sum (x - m')^2 - (sum (x - m'))^2 / n). The plane is in cache by then. */
+static void plane_moments(const float *p, int n, double *sum, double *m2)
+{
+    double s = plane_sum(p, n, 0.0f, false);
+    float m = (float)(s / n);
+    double d = plane_sum(p, n, m, false);
+    *sum = s;
+    *m2 = plane_sum(p, n, m, true) - d * d / n;
+}
+
 /* Columns of output per GEMM call. OpenBLAS 0.3.21's SkylakeX sgemm takes an unpacked
  * "small matrix" path when M*N*K <= 1e6, and for the thin products of a CIFAR ResNet it is
  * much faster than the packed path. tests/bench/bench_gemm (one core, one example's products)
@@ -219,8 +252,8 @@ static int gemm_cols(const struct conv_shape *s)
 /* The per-example products run inside our own parallel loop, each as a single-threaded sgemm:
  * the OpenMP build of OpenBLAS does not spawn threads from inside a parallel region (the same
  * arrangement as gemm_par in blas.c), so cores are never oversubscribed. */
-void conv2d_forward(float *out, const float *x, const float *w, const float *b, int batch,
-                    const struct conv_shape *s, const struct conv_ws *ws)
+void conv2d_forward(float *out, double *moments, const float *x, const float *w, const float *b,
+                    int batch, const struct conv_shape *s, const struct conv_ws *ws)
 {
     SAMX_ASSERT(batch > 0 && ws->n_blk > 0);
     int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out, nc = gemm_cols(s);
@@ -245,6 +278,11 @@ void conv2d_forward(float *out, const float *x, const float *w, const float *b, 
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out,
                             hw_out - j < nc ? hw_out - j : nc, kk, 1.0f, w, kk, col + j, hw_out,
                             b ? 1.0f : 0.0f, o + j, hw_out);
+            if (moments)
+                for (int co = 0; co < s->c_out; co++)
+                    plane_moments(o + (size_t)co * hw_out, hw_out,
+                                  &moments[2 * ((size_t)n * s->c_out + co)],
+                                  &moments[2 * ((size_t)n * s->c_out + co) + 1]);
         }
     }
 }
@@ -348,31 +386,10 @@ void conv2d_ref(float *out, const float *x, const float *w, const float *b, int 
 
 /* ---- BatchNorm2d ---- */
 
-/* Sum of p[0..n) in double, through 16 float lanes (vectorisable without -ffast-math, a fixed
- * order) whose partials are added in double: BatchNorm's per-plane sums. */
-static double plane_sum(const float *p, int n, float shift, bool square)
-{
-    float lane[16] = {0};
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int l = 0; l < 16; l++) {
-            float d = p[j + l] - shift;
-            lane[l] += square ? d * d : d;
-        }
-    double s = 0;
-    for (int l = 0; l < 16; l++)
-        s += lane[l];
-    for (; j < n; j++) {
-        double d = (double)p[j] - shift;
-        s += square ? d * d : d;
-    }
-    return s;
-}
-
 void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const float *x,
-                       const float *gamma, const float *beta, float *run_mean, float *run_var,
-                       int batch, int c, int hw, bool train, bool relu, float momentum,
-                       float eps)
+                       const double *moments, const float *gamma, const float *beta,
+                       float *run_mean, float *run_var, int batch, int c, int hw, bool train,
+                       bool relu, float momentum, float eps)
 {
     SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
     SAMX_ASSERT(!train || (size_t)batch * hw > 1); /* PyTorch refuses one value per channel */
@@ -380,7 +397,20 @@ void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const flo
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < c; ch++) {
         double mean, var_b;
-        if (train) {
+        if (train && moments) {
+            /* Planes merged in example order: the total squared deviation is each plane's
+             * own plus hw (plane mean - mean)^2. */
+            double s = 0, m2 = 0;
+            for (int n = 0; n < batch; n++)
+                s += moments[2 * ((size_t)n * c + ch)];
+            mean = s / cnt;
+            for (int n = 0; n < batch; n++) {
+                const double *mo = &moments[2 * ((size_t)n * c + ch)];
+                double dm = mo[0] / hw - mean;
+                m2 += mo[1] + hw * dm * dm;
+            }
+            var_b = m2 / cnt;
+        } else if (train) {
             /* Two passes (mean, then squares about it) for accuracy; planes in a fixed order. */
             double s = 0;
             for (int n = 0; n < batch; n++)
@@ -394,14 +424,14 @@ void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const flo
             }
             /* the float shift's rounding: sum (x - m')^2 = sum (x - m)^2 + cnt (m - m')^2 */
             var_b = (v - dm * dm / cnt) / cnt;
-            if (run_mean) {
-                run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mean);
-                run_var[ch] =
-                    (float)((1.0 - momentum) * run_var[ch] + momentum * var_b * cnt / (cnt - 1));
-            }
         } else {
             mean = run_mean[ch];
             var_b = run_var[ch];
+        }
+        if (train && run_mean) {
+            run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mean);
+            run_var[ch] =
+                (float)((1.0 - momentum) * run_var[ch] + momentum * var_b * cnt / (cnt - 1));
         }
         float m = (float)mean, is = (float)(1.0 / sqrt(var_b + eps));
         save_mean[ch] = m;

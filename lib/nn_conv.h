@@ -44,9 +44,12 @@ struct conv_ws {
     float **col, **dw;
 };
 
-/* out (batch, c_out, h_out, w_out) = conv(x (batch, c_in, h, w), w) + b (c_out; may be NULL). */
-void conv2d_forward(float *out, const float *x, const float *w, const float *b, int batch,
-                    const struct conv_shape *s, const struct conv_ws *ws);
+/* out (batch, c_out, h_out, w_out) = conv(x (batch, c_in, h, w), w) + b (c_out; may be NULL).
+ * With `moments` (batch * c_out * 2 doubles, or NULL) it also writes each output plane's sum
+ * and sum of squared deviations from the plane's own mean, computed while the plane is still
+ * in cache: the statistics a BatchNorm that reads `out` needs (batchnorm_forward). */
+void conv2d_forward(float *out, double *moments, const float *x, const float *w, const float *b,
+                    int batch, const struct conv_shape *s, const struct conv_ws *ws);
 /* dw += d/dw, db += d/db (may be NULL), dx = (or +=, acc) d/dx (dx may be NULL). */
 void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                      const float *w, int batch, const struct conv_shape *s,
@@ -61,11 +64,14 @@ void conv2d_ref(float *out, const float *x, const float *w, const float *b, int 
  * run_mean/run_var are not NULL updates them as PyTorch does with momentum m:
  * run = (1 - m) run + m stat, with the UNBIASED variance var * N / (N - 1), N = batch*hw.
  * Evaluation (train = false): normalises with run_mean/run_var and saves those. */
-/* With relu, y = max(0, ...) (a fused BatchNorm + ReLU: one pass over the data less). */
+/* With relu, y = max(0, ...) (a fused BatchNorm + ReLU: one pass over the data less).
+ * `moments`: NULL, or in training mode the per-plane moments of x from conv2d_forward, merged
+ * here in example order (Chan et al.'s pairwise update, in double) instead of two passes over
+ * x. */
 void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const float *x,
-                       const float *gamma, const float *beta, float *run_mean, float *run_var,
-                       int batch, int c, int hw, bool train, bool relu, float momentum,
-                       float eps);
+                       const double *moments, const float *gamma, const float *beta,
+                       float *run_mean, float *run_var, int batch, int c, int hw, bool train,
+                       bool relu, float momentum, float eps);
 /* Gradient of the forward above (same `train`): batch statistics depend on x in training mode,
  * the running ones do not. dgamma, dbeta added to; dx overwritten or added (acc). y_relu: the
  * forward's output when it was fused with a ReLU (dy counts where y_relu > 0), else NULL. */

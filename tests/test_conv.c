@@ -265,8 +265,8 @@ static void check_conv(int batch, int c_in, int h, int w, int c_out, int k, int 
         fill_normal(c.b, (size_t)c_out, &r, 0.5);
     fill_normal(c.c, no, &r, 1);
     struct conv_ws ws1 = ws_new(1, &c.s), ws3 = ws_new(3, &c.s);
-    conv2d_forward(out, c.x, c.w, c.b, batch, &c.s, &ws1);
-    conv2d_forward(out3, c.x, c.w, c.b, batch, &c.s, &ws3);
+    conv2d_forward(out, NULL, c.x, c.w, c.b, batch, &c.s, &ws1);
+    conv2d_forward(out3, NULL, c.x, c.w, c.b, batch, &c.s, &ws3);
     conv_f(&c);
     double worst = 0;
     for (size_t i = 0; i < no; i++)
@@ -310,7 +310,7 @@ static double bn_f(void *p)
 {
     struct bn_ctx *k = p;
     /* running statistics are read in eval mode and never updated here (NULL in training) */
-    batchnorm_forward(k->y, k->sm, k->si, k->x, k->gamma, k->beta, k->train ? NULL : k->rm,
+    batchnorm_forward(k->y, k->sm, k->si, k->x, NULL, k->gamma, k->beta, k->train ? NULL : k->rm,
                       k->train ? NULL : k->rv, k->batch, k->c, k->hw, k->train, false, 0.1f,
                       1e-5f);
     return dot_d(k->c_, k->y, (size_t)k->batch * k->c * k->hw);
@@ -350,7 +350,7 @@ static void check_bn(bool train)
         float rm0[4], rv0[4];
         memcpy(rm0, rm, sizeof rm);
         memcpy(rv0, rv, sizeof rv);
-        batchnorm_forward(k.y, sm, si, k.x, gamma, beta, rm, rv, k.batch, k.c, k.hw, true, false,
+        batchnorm_forward(k.y, sm, si, k.x, NULL, gamma, beta, rm, rv, k.batch, k.c, k.hw, true, false,
                           0.1f, 1e-5f);
         double worst = 0;
         for (int ch = 0; ch < 4; ch++) {
@@ -380,6 +380,77 @@ static void check_bn(bool train)
                          "has mean beta, variance gamma^2 (max error %.2g)", worst);
     }
     free(k.x), free(k.y), free(k.c_), free(dx);
+}
+
+/* A convolution's per-plane moments (conv2d_forward) give BatchNorm the same statistics as
+ * its own two passes over the output: outputs, saved statistics and running statistics agree,
+ * also for a channel whose mean (a bias of 300) dwarfs its spread, where the textbook
+ * one-pass E[x^2] - E[x]^2 in float loses every digit. */
+static void check_conv_moments(void)
+{
+    struct conv_shape cs;
+    SAMX_ASSERT(conv_shape_init(&cs, 3, 9, 7, 4, 3, 1, 1));
+    int batch = 5, c = cs.c_out, hw = cs.h_out * cs.w_out;
+    size_t nx = (size_t)batch * cs.c_in * cs.h * cs.w, no = (size_t)batch * c * hw;
+    struct rng r;
+    rng_init(&r, 8, "test.moments", 0);
+    float *x = xfloats(nx), *w = xfloats((size_t)c * 27), b[4] = {0.5f, -1, 300, 0};
+    float *out = xfloats(no), *y1 = xfloats(no), *y2 = xfloats(no);
+    double *mo = xmalloc(no / hw * 2 * sizeof *mo);
+    fill_normal(x, nx, &r, 1);
+    fill_normal(w, (size_t)c * 27, &r, 0.3);
+    struct conv_ws ws = ws_new(2, &cs);
+    conv2d_forward(out, mo, x, w, b, batch, &cs, &ws);
+    double worst_m = 0;
+    for (int i = 0; i < batch * c; i++) {
+        double s = 0, m2 = 0;
+        for (int j = 0; j < hw; j++)
+            s += out[(size_t)i * hw + j];
+        for (int j = 0; j < hw; j++)
+            m2 += pow(out[(size_t)i * hw + j] - s / hw, 2);
+        worst_m = fmax(worst_m, fabs(mo[2 * i] - s) / fmax(1, fabs(s)));
+        worst_m = fmax(worst_m, fabs(mo[2 * i + 1] - m2) / fmax(1, m2));
+    }
+    ok(worst_m < 1e-6, "conv2d moments: plane sums and squared deviations equal a double "
+                       "reference to float rounding (max rel. error %.2g)", worst_m);
+    float g[4] = {1, 0.5f, 2, -1}, be[4] = {0, 0.1f, -0.2f, 0.3f};
+    float rm1[4] = {0}, rv1[4] = {1, 1, 1, 1}, rm2[4] = {0}, rv2[4] = {1, 1, 1, 1};
+    float sm1[4], si1[4], sm2[4], si2[4];
+    batchnorm_forward(y1, sm1, si1, out, NULL, g, be, rm1, rv1, batch, c, hw, true, false, 0.1f,
+                      1e-5f);
+    batchnorm_forward(y2, sm2, si2, out, mo, g, be, rm2, rv2, batch, c, hw, true, false, 0.1f,
+                      1e-5f);
+    /* Both against the definition in double: the output's error is the float rounding of
+     * x - mean with |x| ~ 300, a few 1e-5 after scaling by gamma / std. */
+    double err[2] = {0, 0}, stat = 0;
+    for (int ch = 0; ch < c; ch++) {
+        double s = 0, v = 0, cnt = (double)batch * hw;
+        for (int n = 0; n < batch; n++)
+            for (int j = 0; j < hw; j++)
+                s += out[((size_t)n * c + ch) * hw + j];
+        double mean = s / cnt;
+        for (int n = 0; n < batch; n++)
+            for (int j = 0; j < hw; j++)
+                v += pow(out[((size_t)n * c + ch) * hw + j] - mean, 2);
+        double is = 1 / sqrt(v / cnt + 1e-5);
+        for (int n = 0; n < batch; n++)
+            for (int j = 0; j < hw; j++) {
+                size_t i = ((size_t)n * c + ch) * hw + j;
+                double ref = (out[i] - mean) * is * g[ch] + be[ch];
+                err[0] = fmax(err[0], fabs(y1[i] - ref));
+                err[1] = fmax(err[1], fabs(y2[i] - ref));
+            }
+        stat = fmax(stat, fabs(sm2[ch] - mean) / fmax(1, fabs(mean)));
+        stat = fmax(stat, fabs(si2[ch] - is) / is);
+        stat = fmax(stat, fabs(rm2[ch] - 0.1 * mean) / fmax(1, fabs(mean)));
+        stat = fmax(stat, fabs(rv2[ch] - (0.9 + 0.1 * v / (cnt - 1))) / rv2[ch]);
+    }
+    ok(err[1] < 1e-4 && err[1] <= 2 * err[0] + 1e-6 && stat < 1e-6,
+       "batchnorm from conv moments: statistics and running statistics as the definition "
+       "(%.2g), output as close as batchnorm's own passes (%.2g vs %.2g; a channel of mean "
+       "300)", stat, err[1], err[0]);
+    ws_free(&ws);
+    free(x), free(w), free(out), free(y1), free(y2), free(mo);
 }
 
 /* ---- pooling, shortcut, dropout ---- */
@@ -961,6 +1032,7 @@ int main(void)
     check_conv(2, 2, 3, 2, 2, 5, 1, 2, true);
     check_bn(true);
     check_bn(false);
+    check_conv_moments();
     check_pool(POOL_MAX, 2, 2);
     check_pool(POOL_MAX, 3, 2);
     check_pool(POOL_AVG, 2, 2);
