@@ -53,8 +53,17 @@ ok $? "rerunning a completed run does nothing"
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     /usr/bin/python3 "$SRC/tests/torch_load.py" "$T/a" >"$T/torch" 2>&1
     ok $? "PyTorch load_state_dict of model.safetensors gives samx's test loss ($(head -1 "$T/torch"))"
+    # ResNet-20 against PyTorch at the same weights (experiments/torch-check-resnet): logits,
+    # loss, running statistics; gradients against float64, tightly for the smooth (GELU) net.
+    for act in relu gelu; do
+        /usr/bin/python3 "$SRC/experiments/torch-check-resnet/check.py" "$(dirname "$(dirname "$SAMX")")" \
+            --act $act >"$T/rn" 2>&1
+        ok $? "ResNet-20 ($act) equals PyTorch's: $(grep 'gradient vs float64: samx' "$T/rn" | tr -s ' ')"
+    done
 else
     n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: PyTorch weight loading not checked"
+    n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: ResNet-20 (relu) not checked"
+    n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: ResNet-20 (gelu) not checked"
 fi
 
 # --- determinism ------------------------------------------------------------------------------
