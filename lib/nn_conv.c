@@ -167,6 +167,8 @@ static void col2im_add(float *dx, float *dcol, const struct conv_shape *s)
                     int sy = ky - s->pad, sx = kx - s->pad, y0, y1;
                     size_t a, b;
                     same_span(sy, sx, s->h, s->w, &y0, &y1, &a, &b);
+                    if (b == a) /* the shift leaves the plane: no pixel receives anything */
+                        continue;
                     zero_wrapped(row, sx, s->w, y0, y1);
                     float *restrict dst = plane + (ptrdiff_t)a + (ptrdiff_t)sy * s->w + sx;
                     const float *restrict r = row + a;

@@ -66,3 +66,8 @@ int done(void)
     printf("# %d passed, %d failed\n", n_run - n_fail, n_fail);
     return n_fail ? 1 : 0;
 }
+
+double worse(double worst, double d)
+{
+    return isnan(d) ? INFINITY : d > worst ? d : worst;
+}

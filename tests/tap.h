@@ -14,6 +14,9 @@ bool ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* numpy allclose for one value: |got - want| <= atol + rtol * |want| (NaN never passes). */
 bool approx(double got, double want, double rtol, double atol, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* The running maximum of error terms: max(worst, d), where a NaN term is the worst of all
+ * (fmax would drop it, and a kernel that returns NaN would pass). */
+double worse(double worst, double d);
 /* Diagnostic line ("# ..."), not a check. */
 void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A check that cannot run here, reported as passed with a SKIP directive. */

@@ -26,7 +26,7 @@ static void check_gemm(bool ta, bool tb, int m, int n, int k)
     gemm_ref(ta, tb, m, n, k, 0.5f, a, b, 2.0f, cr);
     double worst = 0;
     for (int i = 0; i < m * n; i++)
-        worst = fmax(worst, fabs((double)c[i] - cr[i]) / (1 + fabs((double)cr[i])));
+        worst = worse(worst, fabs((double)c[i] - cr[i]) / (1 + fabs((double)cr[i])));
     ok(worst < 1e-5, "gemm %c%c %dx%dx%d matches the reference (max rel error %.2g)",
        ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, worst);
     free(a);

@@ -225,9 +225,17 @@ static struct conv_ws ws_new(int n_blk, const struct conv_shape *s)
     struct conv_ws ws = {.n_blk = n_blk};
     ws.col = xcalloc((size_t)n_blk, sizeof *ws.col);
     ws.dw = xcalloc((size_t)n_blk, sizeof *ws.dw);
+    /* Exact sizes, filled with NaN: a kernel that reads workspace it did not write first (a
+     * block without examples must still contribute a zero weight gradient) fails the checks, as
+     * it would in a model, where every layer shares the workspace. */
+    size_t nc = conv_col_floats(s), nw = (size_t)s->c_out * s->c_in * s->k * s->k;
     for (int b = 0; b < n_blk; b++) {
-        ws.col[b] = xfloats(conv_col_floats(s) + 1);
-        ws.dw[b] = xfloats((size_t)s->c_out * s->c_in * s->k * s->k);
+        ws.col[b] = xfloats(nc ? nc : 1);
+        ws.dw[b] = xfloats(nw);
+        for (size_t i = 0; i < nc; i++)
+            ws.col[b][i] = NAN;
+        for (size_t i = 0; i < nw; i++)
+            ws.dw[b][i] = NAN;
     }
     return ws;
 }
@@ -270,7 +278,7 @@ static void check_conv(int batch, int c_in, int h, int w, int c_out, int k, int 
     conv_f(&c);
     double worst = 0;
     for (size_t i = 0; i < no; i++)
-        worst = fmax(worst, fabs(out[i] - c.out[i]));
+        worst = worse(worst, fabs(out[i] - c.out[i]));
     ok(worst < 1e-4 && !memcmp(out, out3, no * sizeof *out),
        "%s: im2col+GEMM equals the direct convolution (max error %.2g), any block count",
        label, worst);
@@ -278,14 +286,14 @@ static void check_conv(int batch, int c_in, int h, int w, int c_out, int k, int 
     conv2d_backward(NULL, dw3, NULL, c.c, c.x, c.w, batch, &c.s, &ws3, false);
     worst = 0;
     for (size_t i = 0; i < nw; i++)
-        worst = fmax(worst, fabs(dw[i] - dw3[i]));
+        worst = worse(worst, fabs(dw[i] - dw3[i]));
     ok(worst < 1e-4, "%s: weight gradient with 1 and 3 batch blocks agree (%.2g)", label, worst);
     /* acc: a second backward adds its dx on top. */
     memcpy(dx2, dx, nx * sizeof *dx);
     conv2d_backward(dx2, dw3, NULL, c.c, c.x, c.w, batch, &c.s, &ws3, true);
     worst = 0;
     for (size_t i = 0; i < nx; i++)
-        worst = fmax(worst, fabs(dx2[i] - 2 * dx[i]));
+        worst = worse(worst, fabs(dx2[i] - 2 * dx[i]));
     ok(worst < 1e-4, "%s: acc adds into dx", label);
     /* The loss is linear in each array, so a large step has no truncation error. */
     struct lcheck l = {.n_arr = bias ? 3 : 2, .arr = {c.x, c.w, c.b},
@@ -362,8 +370,8 @@ static void check_bn(bool train)
             for (int b = 0; b < k.batch; b++)
                 for (int j = 0; j < k.hw; j++)
                     v += pow(k.x[(b * 4 + ch) * k.hw + j] - mean, 2);
-            worst = fmax(worst, fabs(rm[ch] - (0.9 * rm0[ch] + 0.1 * mean)));
-            worst = fmax(worst, fabs(rv[ch] - (0.9 * rv0[ch] + 0.1 * v / (cnt - 1))));
+            worst = worse(worst, fabs(rm[ch] - (0.9 * rm0[ch] + 0.1 * mean)));
+            worst = worse(worst, fabs(rv[ch] - (0.9 * rv0[ch] + 0.1 * v / (cnt - 1))));
             /* normalised output has mean beta, biased variance gamma^2 (up to eps) */
             double ym = 0, yv = 0;
             for (int b = 0; b < k.batch; b++)
@@ -373,8 +381,8 @@ static void check_bn(bool train)
             for (int b = 0; b < k.batch; b++)
                 for (int j = 0; j < k.hw; j++)
                     yv += pow(k.y[(b * 4 + ch) * k.hw + j] - ym, 2);
-            worst = fmax(worst, fabs(ym - beta[ch]));
-            worst = fmax(worst, fabs(yv / cnt - gamma[ch] * gamma[ch]) * 1e-2);
+            worst = worse(worst, fabs(ym - beta[ch]));
+            worst = worse(worst, fabs(yv / cnt - gamma[ch] * gamma[ch]) * 1e-2);
         }
         ok(worst < 1e-5, "batchnorm running mean/var: momentum 0.1, unbiased variance; output "
                          "has mean beta, variance gamma^2 (max error %.2g)", worst);
@@ -408,8 +416,8 @@ static void check_conv_moments(void)
             s += out[(size_t)i * hw + j];
         for (int j = 0; j < hw; j++)
             m2 += pow(out[(size_t)i * hw + j] - s / hw, 2);
-        worst_m = fmax(worst_m, fabs(mo[2 * i] - s) / fmax(1, fabs(s)));
-        worst_m = fmax(worst_m, fabs(mo[2 * i + 1] - m2) / fmax(1, m2));
+        worst_m = worse(worst_m, fabs(mo[2 * i] - s) / fmax(1, fabs(s)));
+        worst_m = worse(worst_m, fabs(mo[2 * i + 1] - m2) / fmax(1, m2));
     }
     ok(worst_m < 1e-6, "conv2d moments: plane sums and squared deviations equal a double "
                        "reference to float rounding (max rel. error %.2g)", worst_m);
@@ -437,13 +445,13 @@ static void check_conv_moments(void)
             for (int j = 0; j < hw; j++) {
                 size_t i = ((size_t)n * c + ch) * hw + j;
                 double ref = (out[i] - mean) * is * g[ch] + be[ch];
-                err[0] = fmax(err[0], fabs(y1[i] - ref));
-                err[1] = fmax(err[1], fabs(y2[i] - ref));
+                err[0] = worse(err[0], fabs(y1[i] - ref));
+                err[1] = worse(err[1], fabs(y2[i] - ref));
             }
-        stat = fmax(stat, fabs(sm2[ch] - mean) / fmax(1, fabs(mean)));
-        stat = fmax(stat, fabs(si2[ch] - is) / is);
-        stat = fmax(stat, fabs(rm2[ch] - 0.1 * mean) / fmax(1, fabs(mean)));
-        stat = fmax(stat, fabs(rv2[ch] - (0.9 + 0.1 * v / (cnt - 1))) / rv2[ch]);
+        stat = worse(stat, fabs(sm2[ch] - mean) / fmax(1, fabs(mean)));
+        stat = worse(stat, fabs(si2[ch] - is) / is);
+        stat = worse(stat, fabs(rm2[ch] - 0.1 * mean) / fmax(1, fabs(mean)));
+        stat = worse(stat, fabs(rv2[ch] - (0.9 + 0.1 * v / (cnt - 1))) / rv2[ch]);
     }
     ok(err[1] < 1e-4 && err[1] <= 2 * err[0] + 1e-6 && stat < 1e-6,
        "batchnorm from conv moments: statistics and running statistics as the definition "
@@ -518,11 +526,11 @@ static void check_pool(enum pool_kind kind, int k, int stride)
                     for (int kx = 0; kx < kw; kx++) {
                         double v = p.x[(size_t)pl * p.h * p.w + (oy * stride + ky) * p.w +
                                        ox * stride + kx];
-                        mx = fmax(mx, v);
+                        mx = worse(mx, v);
                         s += v;
                     }
                 double want = kind == POOL_MAX ? mx : s / (kh * kw);
-                worst = fmax(worst, fabs(want - p.out[((size_t)pl * ho + oy) * wo + ox]));
+                worst = worse(worst, fabs(want - p.out[((size_t)pl * ho + oy) * wo + ox]));
             }
     ok(worst < 1e-6, "%s: forward equals the definition (%.2g)", label, worst);
     float *dx = xfloats(nx);

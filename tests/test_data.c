@@ -786,7 +786,7 @@ static void test_synthetic(void)
     solve(a, b, 5);
     double worst = 0;
     for (int j = 0; j < 5; j++)
-        worst = fmax(worst, fabs(b[j] - beta[j]));
+        worst = worse(worst, fabs(b[j] - beta[j]));
     ok(worst < 1e-4, "synthetic: least squares recovers beta* (max error %.2g)", worst);
 
     ok(load(&d2, yaml, 11, &e) == 0 && !memcmp(d.train.xf, d2.train.xf, 200 * 5 * sizeof(float)) &&

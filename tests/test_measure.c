@@ -138,7 +138,7 @@ static double max_abs(size_t n, const double *a)
 {
     double m = 0;
     for (size_t i = 0; i < n; i++)
-        m = fmax(m, fabs(a[i]));
+        m = worse(m, fabs(a[i]));
     return m;
 }
 
@@ -146,7 +146,7 @@ static double max_abs_diff(size_t n, const double *a, const double *b)
 {
     double m = 0;
     for (size_t i = 0; i < n; i++)
-        m = fmax(m, fabs(a[i] - b[i]));
+        m = worse(m, fabs(a[i] - b[i]));
     return m;
 }
 
@@ -390,7 +390,7 @@ static void test_softmax_regression(void)
             z[c] = b[c];
             for (int a = 0; a < d; a++)
                 z[c] += (double)W[c * d + a] * xi[a];
-            zmax = fmax(zmax, z[c]);
+            zmax = worse(zmax, z[c]);
         }
         for (int c = 0; c < k; c++)
             se += exp(z[c] - zmax);
@@ -478,7 +478,7 @@ static double ref_grad(const struct params *p, const double *w, int act, const f
         }
         double mx = o[0], se = 0;
         for (int c = 1; c < k; c++)
-            mx = fmax(mx, o[c]);
+            mx = worse(mx, o[c]);
         for (int c = 0; c < k; c++)
             se += exp(o[c] - mx);
         for (int c = 0; c < k; c++) {
@@ -576,7 +576,7 @@ static void test_tiny_mlp(const char *yaml, const char *what, int k, int act)
     double scale = max_abs(P * P, he), asym = 0;
     for (size_t i = 0; i < P; i++)
         for (size_t j = 0; j < P; j++)
-            asym = fmax(asym, fabs(he[i * P + j] - he[j * P + i]));
+            asym = worse(asym, fabs(he[i * P + j] - he[j * P + i]));
     ok(asym <= 1e-5 * scale, "%s: exact Hessian (%zu x %zu) symmetric (max asymmetry %.2g of "
        "%.3g)", what, P, P, asym, scale);
     check_against_double(&pr, act, he, what);
@@ -602,7 +602,7 @@ static void test_tiny_mlp(const char *yaml, const char *what, int k, int act)
         probe_hvp(&pr, HVP_EXACT, v, h1);
         probe_hvp(&pr, HVP_FINITE_DIFFERENCE, v, h2);
         vec_axpy(PF, -1.0f, h1, h2);
-        worst = fmax(worst, vec_nrm2(PF, h2) / vec_nrm2(PF, h1));
+        worst = worse(worst, vec_nrm2(PF, h2) / vec_nrm2(PF, h1));
     }
     free(idx);
     if (act != ACT_RELU)
@@ -661,7 +661,7 @@ static void test_filter_normalize(void)
         size_t len = ti->n / (size_t)ti->shape[0];
         for (int row = 0; row < ti->shape[0]; row++) {
             size_t o = ti->off + (size_t)row * len;
-            worst = fmax(worst, fabs(vec_nrm2(len, d + o) / vec_nrm2(len, m.p.w + o) - 1));
+            worst = worse(worst, fabs(vec_nrm2(len, d + o) / vec_nrm2(len, m.p.w + o) - 1));
         }
     }
     ok(worst < 1e-6 && bias == 0, "filter normalisation: each row has its weight row's norm "

@@ -138,7 +138,7 @@ static void check_linear(void)
             double s = b[o];
             for (int k = 0; k < I; k++)
                 s += (double)x[i * I + k] * w[o * I + k];
-            worst = fmax(worst, fabs(s - out[i * O + o]));
+            worst = worse(worst, fabs(s - out[i * O + o]));
         }
     ok(worst < 1e-5, "linear forward equals x w^T + b (max error %.2g)", worst);
     /* Without acc the gradients are overwritten: stale NaNs must not survive. */
@@ -152,12 +152,12 @@ static void check_linear(void)
         double sb = 0;
         for (int i = 0; i < B; i++)
             sb += dout[i * O + o];
-        worst = fmax(worst, fabs(sb - db[o]));
+        worst = worse(worst, fabs(sb - db[o]));
         for (int k = 0; k < I; k++) {
             double s = 0;
             for (int i = 0; i < B; i++)
                 s += (double)dout[i * O + o] * x[i * I + k];
-            worst = fmax(worst, fabs(s - dw[o * I + k]));
+            worst = worse(worst, fabs(s - dw[o * I + k]));
         }
     }
     for (int i = 0; i < B; i++)
@@ -165,7 +165,7 @@ static void check_linear(void)
             double s = 0;
             for (int o = 0; o < O; o++)
                 s += (double)dout[i * O + o] * w[o * I + k];
-            worst = fmax(worst, fabs(s - dx[i * I + k]));
+            worst = worse(worst, fabs(s - dx[i * I + k]));
         }
     ok(worst < 1e-5, "linear backward gives dout^T x, column sums and dout w (max error %.2g)",
        worst);
@@ -337,12 +337,12 @@ static void check_split(const char *act)
     }
     double dout_max = 0, dg_max = 0, g_max = 0, o_max = 0;
     for (int i = 0; i < SB * SO; i++) {
-        dout_max = fmax(dout_max, fabs((double)out[0][i] - out[1][i]));
-        o_max = fmax(o_max, fabs(out[1][i]));
+        dout_max = worse(dout_max, fabs((double)out[0][i] - out[1][i]));
+        o_max = worse(o_max, fabs(out[1][i]));
     }
     for (size_t i = 0; i < n; i++) {
-        dg_max = fmax(dg_max, fabs((double)g[0][i] - g[1][i]));
-        g_max = fmax(g_max, fabs(g[1][i]));
+        dg_max = worse(dg_max, fabs((double)g[0][i] - g[1][i]));
+        g_max = worse(g_max, fabs(g[1][i]));
     }
     ok(dout_max <= 1e-6 * o_max, "split %s: 2-thread forward equals 1-thread (max diff %.2g)",
        act, dout_max);
@@ -353,7 +353,7 @@ static void check_split(const char *act)
     m.ops->backward(&m, x, dout, SB, true);
     double worst = 0;
     for (size_t i = 0; i < n; i++)
-        worst = fmax(worst, fabs((double)m.p.g[i] - 2.0 * g[0][i]));
+        worst = worse(worst, fabs((double)m.p.g[i] - 2.0 * g[0][i]));
     ok(worst <= 1e-5 * g_max, "split %s: backward with acc adds (max diff %.2g)", act, worst);
     for (int k = 0; k < 2; k++) {
         free(out[k]);

@@ -267,12 +267,15 @@ def main():
     rel_t = np.linalg.norm(g32 - g64) / np.linalg.norm(g64)
     # With about a million ReLU units, one pre-activation within float32 rounding of 0 is
     # likely, and its unit then switches between the two float32 computations: every weight
-    # upstream of it changes by ~1e-3 relative (seen: ResNet-20 at this seed, 4e-4, all of it
-    # in layer2.0 and the layers before it). Hence relative tolerances of 2e-3.
+    # upstream of it changes by ~1e-3 relative (seen for ResNet-20 at this seed: 4e-4 from a
+    # unit in layer2.0 with one build, 1.5e-3 from one in the last block with another; torch's
+    # float32 itself: 1.3e-3 for ResNet-18, 2.4e-3 for WRN). Which unit switches depends on the
+    # last bits of the forward pass, so the ReLU tolerance is loose (5e-3); --act gelu is the
+    # tight check of the same code.
     rows.append(("gradient, ||samx-torch||/||torch||", np.linalg.norm(gs - g32) /
                  np.linalg.norm(g32), 1.0, 5e-3))
     # Smooth (GELU): nothing can switch, so samx must be as close to float64 as torch's float32.
-    tol_s = max(1e-4, 10 * rel_t) if act_name == "gelu" else max(2e-3, 2 * rel_t)
+    tol_s = max(1e-4, 10 * rel_t) if act_name == "gelu" else max(5e-3, 2 * rel_t)
     rows.append(("gradient vs float64: samx", rel_s, 1.0, tol_s))
     rows.append(("gradient vs float64: torch fp32", rel_t, 1.0, 5e-3))
     gmax = np.abs(gs - g32).max()
