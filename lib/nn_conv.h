@@ -38,7 +38,8 @@ bool conv_shape_init(struct conv_shape *s, int c_in, int h, int w, int c_out, in
 size_t conv_col_floats(const struct conv_shape *s);
 
 /* Workspace of a convolution layer: n_blk blocks, each with `col` (conv_col_floats floats) and
- * `dw` (a partial weight gradient, c_out*c_in*k*k floats). Allocated by the caller, once. */
+ * `dw` (a partial weight gradient, c_out*c_in*k*k floats, kept transposed). Allocated by the
+ * caller, once; never read before written, so layers may share one. */
 struct conv_ws {
     int n_blk;
     float **col, **dw;
