@@ -234,17 +234,27 @@ static void plane_moments(const float *p, int n, double *sum, double *m2)
     *m2 = plane_sum(p, n, m, true) - d * d / n;
 }
 
-/* Columns of output per GEMM call. OpenBLAS 0.3.21's SkylakeX sgemm takes an unpacked
- * "small matrix" path when M*N*K <= 1e6, and for the thin products of a CIFAR ResNet it is
- * much faster than the packed path. tests/bench/bench_gemm (one core, one example's products)
- * measured 16 x 144 x 1024: W col 91 -> 157 GFLOP/s in 128-column chunks; 32 x 288 x 256:
- * 144 -> 210 in 32-column chunks; 64 x 576 x 64: no chunk qualifies, 171 either way. So a
- * product is cut into the widest power-of-two column chunks (at least 32) whose M*N*K stays
- * <= 2^19, or left whole when there is none. The chunking depends on the shape only, so
- * results do not depend on threads. */
+/* Columns of output per GEMM call. OpenBLAS 0.3.21's SkylakeX-family sgemm (the kernels samx
+ * selects on AVX-512 CPUs) takes an unpacked "small matrix" path when M*N*K <= 1e6, and for
+ * the thin products of a CIFAR ResNet it is much faster than the packed path.
+ * tests/bench/bench_gemm (one core, one example's products) measured 16 x 144 x 1024: W col
+ * 91 -> 157 GFLOP/s in 128-column chunks; 32 x 288 x 256: 144 -> 210 in 32-column chunks;
+ * 64 x 576 x 64: no chunk qualifies, 171 either way. So a product is cut into the widest
+ * power-of-two column chunks (at least 32) whose M*N*K stays <= 2^19, or left whole when there
+ * is none. Other cores have no such path and the chunks only add calls (Haswell kernels: 2-12%
+ * slower), so there products stay whole. The chunking depends on the shape and the BLAS core
+ * only, so results do not depend on threads. */
+static bool blas_small_path(void)
+{
+    const char *c = blas_corename();
+    return !strcmp(c, "SkylakeX") || !strcmp(c, "Cooperlake") || !strcmp(c, "SapphireRapids");
+}
+
 static int gemm_cols(const struct conv_shape *s)
 {
     long mk = (long)s->c_out * s->c_in * s->k * s->k, hw = (long)s->h_out * s->w_out;
+    if (!blas_small_path())
+        return (int)hw;
     int nc = 0;
     for (long c = 32; c < hw && mk * c <= (1L << 19); c *= 2)
         nc = (int)c;
