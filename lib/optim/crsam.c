@@ -33,7 +33,9 @@ static int crsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     s->e = optim_scratch(o);
     s->g = optim_scratch(o);
     s->gp = optim_scratch(o);
-    s->gm = optim_scratch(o);
+    /* With one group (every batch, as a plain run) the gradient at w - e stays in p->g. */
+    if (!optim_one_group(o, o->env.max_batch))
+        s->gm = optim_scratch(o);
     return 0;
 }
 
