@@ -17,13 +17,18 @@ static double now(void)
     return omp_get_wtime();
 }
 
+/* Operands with a short repeating pattern (the values do not matter for speed). */
+static void fill(float *x, size_t n, int period)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(i % period) * 0.1f;
+}
+
 static double rate(bool par, bool ta, bool tb, int m, int n, int k, int reps)
 {
     float *a = xfloats((size_t)m * k), *b = xfloats((size_t)k * n), *c = xfloats((size_t)m * n);
-    for (size_t i = 0; i < (size_t)m * k; i++)
-        a[i] = (float)(i % 7) * 0.1f;
-    for (size_t i = 0; i < (size_t)k * n; i++)
-        b[i] = (float)(i % 5) * 0.1f;
+    fill(a, (size_t)m * k, 7);
+    fill(b, (size_t)k * n, 5);
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
         double t0 = now();
@@ -44,12 +49,9 @@ static double conv_rate(int kind, int c_out, int kk, int hw, int nc)
 {
     float *w = xfloats((size_t)c_out * kk), *col = xfloats((size_t)kk * hw);
     float *out = xfloats((size_t)c_out * hw), *dw = xfloats((size_t)c_out * kk);
-    for (size_t i = 0; i < (size_t)kk * hw; i++)
-        col[i] = (float)(i % 5) * 0.1f;
-    for (size_t i = 0; i < (size_t)c_out * hw; i++)
-        out[i] = (float)(i % 3) * 0.1f;
-    for (size_t i = 0; i < (size_t)c_out * kk; i++)
-        w[i] = (float)(i % 7) * 0.1f;
+    fill(col, (size_t)kk * hw, 5);
+    fill(out, (size_t)c_out * hw, 3);
+    fill(w, (size_t)c_out * kk, 7);
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
         double t0 = now();
@@ -82,7 +84,7 @@ static double conv_rate(int kind, int c_out, int kk, int hw, int nc)
 static void conv_products(void)
 {
     static const struct {
-        int c_out, kk, hw, nc; /* nc: the chunk gemm_cols picks for this shape */
+        int c_out, kk, hw, nc; /* nc: gemm_cols's chunk for this shape on SkylakeX cores */
     } st[] = {{16, 144, 1024, 128}, {32, 288, 256, 32}, {64, 576, 64, 64}};
     threads_set(1);
     for (size_t i = 0; i < sizeof st / sizeof st[0]; i++) {
