@@ -358,8 +358,8 @@ static void check_bn(bool train)
         float rm0[4], rv0[4];
         memcpy(rm0, rm, sizeof rm);
         memcpy(rv0, rv, sizeof rv);
-        batchnorm_forward(k.y, sm, si, k.x, NULL, gamma, beta, rm, rv, k.batch, k.c, k.hw, true, false,
-                          0.1f, 1e-5f);
+        batchnorm_forward(k.y, sm, si, k.x, NULL, gamma, beta, rm, rv, k.batch, k.c, k.hw, true,
+                          false, 0.1f, 1e-5f);
         double worst = 0;
         for (int ch = 0; ch < 4; ch++) {
             double s = 0, v = 0, cnt = k.batch * k.hw;
