@@ -3,7 +3,6 @@
  * Exit statuses: 0 done (a diverged run is a result), 1 runtime failure, 2 usage or config
  * error, 130 interrupted after saving a checkpoint.
  */
-#include <cpuid.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include "sweep.h"
 #include "table.h"
 #include "train.h"
+#include "tune.h"
 #include "version.h"
 
 static const char *const usage_run =
@@ -452,27 +452,13 @@ static int cmd_help(int argc, char **argv, char *cmdline)
     return 0;
 }
 
-/* OpenBLAS 0.3.21 does not recognise recent AVX-512 CPUs and falls back to its Haswell
- * (AVX2) kernels, at about half the speed. The core type can only be chosen before the library
- * loads, so on such a CPU samx sets OPENBLAS_CORETYPE=SkylakeX and re-executes itself once.
- * OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU only restates what 0.3.21 detects by itself, so it
- * is upgraded too; any other value is the user's choice and is kept, and SAMX_BLAS_CORE=keep
- * keeps whatever OpenBLAS loaded. meta.json records the core that ran. */
-static void pick_blas_core(char **argv)
+/* The runtimes read their settings before main (tune.h): when tune_env changes them, samx
+ * re-executes itself once so OpenBLAS and libgomp load with them. If the exec fails, samx runs
+ * on with the runtimes as they loaded (slower, same results). */
+static void tune_process(char **argv)
 {
-    const char *env = getenv("OPENBLAS_CORETYPE"), *keep = getenv("SAMX_BLAS_CORE");
-    if ((env && strcasecmp(env, "Haswell") != 0) || (keep && !strcmp(keep, "keep")) ||
-        getenv("SAMX_REEXECED"))
-        return;
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-        return;
-    bool avx512 = (b >> 16 & 1) && (b >> 17 & 1) && (b >> 30 & 1) && (b >> 31 & 1);
-    if (!avx512 || strcmp(blas_corename(), "Haswell") != 0)
-        return;
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-    setenv("SAMX_REEXECED", "1", 1);
-    execv("/proc/self/exe", argv);
+    if (tune_env())
+        execv("/proc/self/exe", argv);
 }
 
 int main(int argc, char **argv)
@@ -489,8 +475,8 @@ int main(int argc, char **argv)
         return cmd_help(1, argv + 1, NULL);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(commands[i].name, argv[1])) {
-            if (!strcmp(argv[1], "run"))
-                pick_blas_core(argv);
+            if (!strcmp(argv[1], "run") || !strcmp(argv[1], "landscape"))
+                tune_process(argv);
             char *cmdline = join_argv(argc, argv);
             int rc = commands[i].fn(argc - 1, argv + 1, cmdline);
             free(cmdline);

@@ -11,6 +11,7 @@
 #endif
 
 #include "err.h"
+#include "tune.h"
 
 /* OpenBLAS extensions, declared here because Debian's cblas.h does not always expose them. */
 extern char *openblas_get_corename(void);
@@ -60,7 +61,7 @@ void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
     int lda = trans_a ? m : k, ldb = trans_b ? k : n;
     int rows = gemm_par_rows(m, nt);
     int blocks = (m + rows - 1) / rows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int bi = 0; bi < blocks; bi++) {
         int i0 = bi * rows, mi = i0 + rows <= m ? rows : m - i0;
         /* A's block: rows i0.. of A, or columns i0.. of A^T; same leading dimension. */
@@ -133,7 +134,7 @@ static double chunked_sum(size_t n, const float *x, const float *y)
     double part[VEC_MAX_CHUNKS];
     size_t chunk;
     long nc = vec_chunks(n, &chunk);
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (long c = 0; c < nc; c++) {
         size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
         part[c] = lanes_sum(x, y, lo, hi);
@@ -146,7 +147,7 @@ double vec_nrm2(size_t n, const float *x) { return sqrt(chunked_sum(n, x, NULL))
 
 void vec_axpy(size_t n, float a, const float *x, float *y)
 {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] += a * x[i];
 }
@@ -159,7 +160,7 @@ void vec_copy(size_t n, const float *x, float *y)
     if (x == y)
         return;
     long nc = (long)((n + VEC_CHUNK - 1) / VEC_CHUNK);
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (long c = 0; c < nc; c++) {
         size_t lo = (size_t)c * VEC_CHUNK, hi = lo + VEC_CHUNK < n ? lo + VEC_CHUNK : n;
         memcpy(y + lo, x + lo, (hi - lo) * sizeof *x);
@@ -168,7 +169,7 @@ void vec_copy(size_t n, const float *x, float *y)
 
 void vec_axpby(size_t n, float a, const float *x, float b, float *y)
 {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] = a * x[i] + b * y[i];
 }
@@ -176,7 +177,7 @@ void vec_axpby(size_t n, float a, const float *x, float b, float *y)
 void vec_zero(size_t n, float *x)
 {
     long nc = (long)((n + VEC_CHUNK - 1) / VEC_CHUNK);
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (long c = 0; c < nc; c++) {
         size_t lo = (size_t)c * VEC_CHUNK, hi = lo + VEC_CHUNK < n ? lo + VEC_CHUNK : n;
         memset(x + lo, 0, (hi - lo) * sizeof *x);
@@ -185,7 +186,7 @@ void vec_zero(size_t n, float *x)
 
 void vec_scal(size_t n, float a, float *x)
 {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         x[i] *= a;
 }
@@ -199,13 +200,28 @@ bool vec_finite(size_t n, const float *x)
     return acc == 0.0f;
 }
 
+/* -t N as set by threads_set; 0 until then (threads_get then takes OpenMP's default). */
+static int n_threads;
+
 void threads_set(int n)
 {
     SAMX_ASSERT(n >= 1);
+    n_threads = n;
+    /* OpenBLAS's OpenMP build follows omp_get_max_threads() at every call and rounds
+     * differently on different thread counts, so both stay at 1: every parallel region of samx
+     * names its team (num_threads(team_size())), and each BLAS call runs single-threaded,
+     * inside a region or not. Then no result depends on the team (tune.h). */
+    blas_set_threads(1);
+    team_init(n);
+}
+
+void blas_set_threads(int n)
+{
+    SAMX_ASSERT(n >= 1);
+    openblas_set_num_threads(n);
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    openblas_set_num_threads(n);
 }
 
 int thread_id(void)
@@ -228,11 +244,14 @@ int thread_count(void)
 
 int threads_get(void)
 {
+    if (!n_threads) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+        threads_set(omp_get_max_threads());
 #else
-    return 1;
+        threads_set(1);
 #endif
+    }
+    return n_threads;
 }
 
 const char *blas_corename(void)

@@ -1,7 +1,7 @@
 /* blas.h: the one GEMM entry point and the vector operations over flat float buffers.
  *
- * gemm() wraps cblas_sgemm (the OpenMP build of OpenBLAS); gemm_ref() is a plain triple loop in
- * double that tests check it against. Never call gemm() inside an OpenMP parallel region.
+ * gemm() wraps cblas_sgemm (the OpenMP build of OpenBLAS, run single-threaded: threads_set);
+ * gemm_ref() is a plain triple loop in double that tests check it against.
  *
  * Reductions (dot, nrm2, sum) are deterministic for any thread count: the vector is cut into
  * fixed chunks of VEC_CHUNK elements, each chunk is summed in double by one thread in index
@@ -18,13 +18,12 @@
  * A is (m, k) or (k, m), B is (k, n) or (n, k); leading dimensions are the row lengths. */
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
           const float *b, float beta, float *c);
-/* The same product with C's rows split into one block per OpenMP thread, each block a
- * single-threaded sgemm. This is the one place samx calls BLAS inside a parallel region, and it
- * is safe by construction: the OpenMP build of OpenBLAS runs single-threaded when called from a
- * parallel region, so the two runtimes never oversubscribe the cores. For the small products of
- * a mini-batch step (128 x 512 x 784) this keeps every core busy where OpenBLAS's own
- * threading does not. Each element of C is computed by one thread, so results are
- * deterministic for a given thread count. Falls back to gemm() for one thread or tiny m. */
+/* The same product with C's rows split into one block per thread of -t (threads_get), the
+ * blocks run by the team (tune.h), each block a single-threaded sgemm. For the small products
+ * of a mini-batch step (128 x 512 x 784) this keeps every core busy. Each element of C is
+ * computed by one block, so results depend on -t only. Falls back to gemm() (one thread) for
+ * -t 1 or small products (under 32 rows or a million multiply-adds), where waking the team
+ * costs more than it saves. Call it outside parallel regions. */
 void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c);
 /* gemm with explicit leading dimensions (row lengths of the stored A, B, C), for blocks of
@@ -64,9 +63,14 @@ bool vec_finite(size_t n, const float *x);
 int thread_id(void);
 int thread_count(void);
 
-/* Threads: set both the OpenMP team size and OpenBLAS's thread count (n >= 1); query them. */
+/* Threads: -t N (n >= 1), which fixes how every pass is split; the threads that run a region
+ * are the team (tune.h). threads_get() before any threads_set() takes OpenMP's default
+ * (OMP_NUM_THREADS or the cores). threads_set leaves OpenBLAS single-threaded.
+ * blas_set_threads sets OpenBLAS's (and OpenMP's default) thread count: for benchmarks of
+ * OpenBLAS itself only, never inside samx's passes. */
 void threads_set(int n);
 int threads_get(void);
+void blas_set_threads(int n);
 /* What OpenBLAS reports about itself: core name (e.g. "SkylakeX"), config string, whether it
  * is the OpenMP build (openblas_get_parallel() == 2). Empty strings if unavailable. */
 const char *blas_corename(void);

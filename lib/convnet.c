@@ -10,6 +10,7 @@
 #include "nn.h"
 #include "nn_conv.h"
 #include "rng.h"
+#include "tune.h"
 
 #define BN_MOMENTUM 0.1f /* torch.nn.BatchNorm2d defaults */
 #define BN_EPS 1e-5f
@@ -404,7 +405,7 @@ static void act_backward_acc(enum act a, float *dx, const float *dy, const float
                              const float *y, size_t n, bool acc)
 {
     const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g;
         if (a == ACT_RELU)

@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "rng.h"
+#include "tune.h"
 
 const struct dataset_ops *const dataset_registry[] = {
     &dataset_idx_fashion_mnist,
@@ -337,7 +338,7 @@ static void batch_gather(const struct dataset *ds, const struct augment *a, uint
         SAMX_ASSERT(ds->x8 || ds->xf || n == 0);
         SAMX_ASSERT(!a || (ds->x8 && n < 65536));
         size_t plane = ds->chan_norm ? (size_t)ds->height * ds->width : dim;
-#pragma omp parallel for schedule(static) if ((size_t)n * dim > 65536)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if ((size_t)n * dim > 65536)
         for (int i = 0; i < n; i++) {
             float *xi = x + (size_t)i * dim;
             if (a) {

@@ -27,6 +27,7 @@
 #include "nn.h"
 #include "rundir.h"
 #include "train.h"
+#include "tune.h"
 
 #define PAR_MIN 32768 /* elements below which elementwise loops stay serial */
 
@@ -52,7 +53,7 @@ void hvp_loss_output(const struct hvp_loss *l, const float *out, const float *ro
         return;
     }
     double s = l->smoothing;
-#pragma omp parallel for schedule(static) if ((size_t)batch * k > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if ((size_t)batch * k > PAR_MIN)
     for (int i = 0; i < batch; i++) {
         const float *z = out + (size_t)i * k, *r = rout + (size_t)i * k;
         float *d = dout + (size_t)i * k, *rd = rdout + (size_t)i * k;
@@ -80,7 +81,7 @@ void hvp_loss_output(const struct hvp_loss *l, const float *out, const float *ro
 /* out = a + s * b, each element in double then rounded once. */
 static void vec_add_scaled(size_t n, float *out, const float *a, double s, const float *b)
 {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         out[i] = (float)((double)a[i] + s * b[i]);
 }
@@ -233,7 +234,7 @@ void probe_hvp(struct probe *pr, enum hvp_kind kind, const float *v, float *hv)
     vec_copy(n, pr->w0, m->p.w);
     const float *gm = pr->gm;
     double inv = 0.5 / h;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         hv[i] = (float)(((double)hv[i] - gm[i]) * inv);
 }
@@ -342,7 +343,7 @@ static double sharp_group(struct probe *pr, const struct sharp_opts *o, float *d
                 *s1 = loss - *l0;
         }
         if (t) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
                 g[i] *= t[i];
         }
@@ -353,7 +354,7 @@ static double sharp_group(struct probe *pr, const struct sharp_opts *o, float *d
         if (un > o->rho)
             vec_scal(n, (float)(o->rho / un), u);
         if (t) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
                 delta[i] = t[i] * u[i];
         } else {
@@ -455,7 +456,7 @@ static int landscape_write(struct measure *ms, const char *path, float *d1, floa
             double b = c->dims == 2 ? -c->range + 2.0 * c->range * j / (pts - 1) : 0;
             const float *w0 = pr->w0;
             float *w = p->w;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
             for (size_t q = 0; q < n; q++)
                 w[q] = (float)((double)w0[q] + a * d1[q] + (b != 0 ? b * d2[q] : 0.0));
             double ac, l = probe_loss(pr, &ac);

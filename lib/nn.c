@@ -5,6 +5,7 @@
 
 #include "blas.h"
 #include "err.h"
+#include "tune.h"
 
 #define PAR_MIN 16384
 
@@ -15,7 +16,8 @@ void linear_forward(float *out, const float *x, const float *w, const float *b, 
 {
     SAMX_ASSERT(batch > 0 && n_in > 0 && n_out > 0);
     if (b) {
-#pragma omp parallel for schedule(static) if ((size_t)batch * n_out > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) \
+    if ((size_t)batch * n_out > PAR_MIN)
         for (int i = 0; i < batch; i++)
             for (int j = 0; j < n_out; j++)
                 out[(size_t)i * n_out + j] = b[j];
@@ -49,7 +51,8 @@ void linear_backward(float *dx, float *dw, float *db, const float *dout, const f
          * computed a block of columns at a time so the inner loop runs along rows of dout. */
         enum { COLS = 64 };
         int nblk = (n_out + COLS - 1) / COLS;
-#pragma omp parallel for schedule(static) if ((size_t)batch * n_out > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) \
+    if ((size_t)batch * n_out > PAR_MIN)
         for (int blk = 0; blk < nblk; blk++) {
             int j0 = blk * COLS, nj = j0 + COLS <= n_out ? COLS : n_out - j0;
             col_sums(db + j0, dout + j0, batch, nj, n_out, acc);
@@ -123,17 +126,17 @@ void act_forward(enum act a, float *y, const float *z, size_t n)
 {
     switch (a) {
     case ACT_RELU:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             y[i] = z[i] > 0 ? z[i] : 0;
         break;
     case ACT_TANH:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             y[i] = tanhf(z[i]);
         break;
     case ACT_GELU:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             y[i] = gelu(z[i]);
         break;
@@ -148,22 +151,22 @@ void act_backward(enum act a, float *dz, const float *dy, const float *z, const 
         /* In place (the common call) and out of place get separate loops: with dz == dy the
          * compiler's overlap check would send the shared loop down its scalar path. */
         if (dz == dy) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
                 dz[i] = relu_grad(z[i], dz[i]);
         } else {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
                 dz[i] = relu_grad(z[i], dy[i]);
         }
         break;
     case ACT_TANH:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             dz[i] = dy[i] * (1.0f - y[i] * y[i]);
         break;
     case ACT_GELU:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             dz[i] = dy[i] * gelu_grad(z[i]);
         break;
@@ -175,7 +178,7 @@ double xent_forward_backward(float *dlogits, double *loss_ex, uint8_t *hit, cons
                              float scale)
 {
     SAMX_ASSERT(batch > 0 && k > 1 && smoothing >= 0 && smoothing < 1);
-#pragma omp parallel for schedule(static) if ((size_t)batch * k > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if ((size_t)batch * k > PAR_MIN)
     for (int i = 0; i < batch; i++) {
         const float *z = logits + (size_t)i * k;
         int y = label[i];

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "nn.h"
 #include "rng.h"
+#include "tune.h"
 
 #define PAR_MIN 16384 /* elements below which elementwise loops stay serial (as nn.c) */
 
@@ -271,7 +272,7 @@ void conv2d_forward(float *out, double *moments, const float *x, const float *w,
     int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out, nc = gemm_cols(s);
     size_t in_sz = (size_t)s->c_in * s->h * s->w, out_sz = (size_t)s->c_out * hw_out;
     bool pw = conv_is_pointwise(s);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int bi = 0; bi < ws->n_blk; bi++) {
         int lo, hi;
         block_range(bi, ws->n_blk, batch, &lo, &hi);
@@ -308,7 +309,7 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
     size_t in_sz = (size_t)s->c_in * s->h * s->w, out_sz = (size_t)s->c_out * hw_out;
     size_t nw = (size_t)s->c_out * kk;
     bool pw = conv_is_pointwise(s);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int bi = 0; bi < ws->n_blk; bi++) {
         int lo, hi;
         block_range(bi, ws->n_blk, batch, &lo, &hi);
@@ -349,7 +350,7 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
     /* Block partials (transposed) added in block order: the same bits for any number of
      * running threads. */
     int c_out = s->c_out;
-#pragma omp parallel for schedule(static) if (nw * ws->n_blk > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (nw * ws->n_blk > PAR_MIN)
     for (int co = 0; co < c_out; co++)
         for (int r = 0; r < kk; r++) {
             float sum = 0;
@@ -358,7 +359,7 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
             dw[(size_t)co * kk + r] += sum;
         }
     if (db) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
         for (int co = 0; co < s->c_out; co++) {
             double sum = 0;
             for (int n = 0; n < batch; n++) {
@@ -406,7 +407,7 @@ void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const flo
     SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
     SAMX_ASSERT(!train || (size_t)batch * hw > 1); /* PyTorch refuses one value per channel */
     double cnt = (double)batch * hw;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int ch = 0; ch < c; ch++) {
         double mean, var_b;
         if (train && moments) {
@@ -476,7 +477,7 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                         bool train, bool acc)
 {
     double cnt = (double)batch * hw;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int ch = 0; ch < c; ch++) {
         float m = save_mean[ch], is = save_invstd[ch];
         double sdy = 0, sdyx = 0;
@@ -549,7 +550,7 @@ void maxpool_forward(float *out, int32_t *arg, const float *x, int batch, int c,
 {
     int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
     long planes = (long)batch * c;
-#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (planes * h * w > PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float *p = x + pl * h * w;
         for (int oy = 0; oy < ho; oy++)
@@ -572,7 +573,7 @@ void maxpool_backward(float *dx, const float *dout, const int32_t *arg, int batc
 {
     int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
     long planes = (long)batch * c;
-#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (planes * h * w > PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         float *d = dx + pl * h * w;
         if (!acc)
@@ -588,7 +589,7 @@ void avgpool_forward(float *out, const float *x, int batch, int c, int h, int w,
     int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
     long planes = (long)batch * c;
     float inv = 1.0f / (float)(k * k);
-#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (planes * h * w > PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float *p = x + pl * h * w;
         for (int oy = 0; oy < ho; oy++)
@@ -608,7 +609,7 @@ void avgpool_backward(float *dx, const float *dout, int batch, int c, int h, int
     int ho = (h - k) / stride + 1, wo = (w - k) / stride + 1;
     long planes = (long)batch * c;
     float inv = 1.0f / (float)(k * k);
-#pragma omp parallel for schedule(static) if (planes * h * w > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (planes * h * w > PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         float *d = dx + pl * h * w;
         if (!acc)
@@ -626,7 +627,7 @@ void avgpool_backward(float *dx, const float *dout, int batch, int c, int h, int
 void gap_forward(float *out, const float *x, int batch, int c, int hw)
 {
     long planes = (long)batch * c;
-#pragma omp parallel for schedule(static) if (planes * hw > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (planes * hw > PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         double s = 0;
         for (int j = 0; j < hw; j++)
@@ -639,7 +640,7 @@ void gap_backward(float *dx, const float *dout, int batch, int c, int hw, bool a
 {
     long planes = (long)batch * c;
     float inv = 1.0f / (float)hw;
-#pragma omp parallel for schedule(static) if (planes * hw > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (planes * hw > PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         float g = dout[pl] * inv;
         for (int j = 0; j < hw; j++)
@@ -654,7 +655,7 @@ void shortcut_a_forward(float *out, const float *x, int batch, int c_in, int h, 
 {
     int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride, lo = (c_out - c_in) / 2;
     SAMX_ASSERT(c_out >= c_in && (c_out - c_in) % 2 == 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int n = 0; n < batch; n++)
         for (int co = 0; co < c_out; co++) {
             float *o = out + ((size_t)n * c_out + co) * ho * wo;
@@ -674,7 +675,7 @@ void shortcut_a_backward(float *dx, const float *dout, int batch, int c_in, int 
                          int c_out, int stride, bool acc)
 {
     int ho = (h + stride - 1) / stride, wo = (w + stride - 1) / stride, lo = (c_out - c_in) / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int n = 0; n < batch; n++)
         for (int ci = 0; ci < c_in; ci++) {
             float *d = dx + ((size_t)n * c_in + ci) * h * w;
@@ -694,7 +695,7 @@ void dropout_forward(float *out, float *mask, const float *x, int batch, size_t 
 {
     SAMX_ASSERT(p >= 0 && p < 1 && batch < 65536 && layer >= 0 && layer < 256);
     float keep = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(team_size())
     for (int i = 0; i < batch; i++) {
         struct rng r;
         rng_init(&r, seed, "dropout", step << 24 | (uint64_t)layer << 16 | (uint64_t)i);
@@ -708,14 +709,14 @@ void dropout_forward(float *out, float *mask, const float *x, int batch, size_t 
 
 void dropout_backward(float *dx, const float *dout, const float *mask, size_t n, bool acc)
 {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         dx[i] = acc ? dx[i] + dout[i] * mask[i] : dout[i] * mask[i];
 }
 
 void add_forward(float *out, const float *a, const float *b, size_t n, bool relu)
 {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float v = a[i] + b[i];
         out[i] = relu && v <= 0 ? 0.0f : v;
@@ -732,15 +733,15 @@ void grad_pass(float *dx, const float *dout, const float *y_relu, size_t n, bool
     float *restrict o = dx;
     const float *restrict d = dout, *restrict y = y_relu;
     if (acc && !y) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             o[i] = o[i] + d[i];
     } else if (acc) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             o[i] = o[i] + relu_grad(y[i], d[i]);
     } else {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             o[i] = relu_grad(y[i], d[i]);
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "tune.h"
 
 const struct optim_ops *const optim_registry[] = {
     &optim_sgd,   &optim_adamw, &optim_sam,   &optim_asam,    &optim_wsam, &optim_crsam,
@@ -188,7 +189,7 @@ double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e
         vec_zero(n, e);
         return norm;
     }
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         e[i] = s * g[i];
     return norm;
@@ -281,7 +282,7 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
             else {
                 SAMX_ASSERT(e != NULL);
                 const float *gc = p->g;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
                 for (size_t i = 0; i < n; i++)
                     e[i] = s * gc[i];
                 scaled = false;

@@ -7,6 +7,7 @@
 
 #include "blas.h"
 #include "err.h"
+#include "tune.h"
 
 int params_add(struct params *p, const char *name, int ndim, const int *shape)
 {
@@ -61,14 +62,15 @@ void params_alloc(struct params *p)
 
 int params_chunk_thread(const struct params *p, long c, long nc, int nt)
 {
-    return nt == p->own_nt ? p->own[c] : (int)(c * nt / nc);
+    /* Chunks of block b run on team thread b % nt, as the MLP's passes place block b. */
+    return nt <= p->own_nt ? p->own[c] % nt : (int)(c * nt / nc);
 }
 
 void params_for_chunks(const struct params *p, chunk_fn fn, void *ctx)
 {
     size_t chunk, n = p->n;
     long nc = vec_chunks(n, &chunk);
-#pragma omp parallel if (n > 32768)
+#pragma omp parallel num_threads(team_size()) if (n > 32768)
     {
         int t = thread_id(), nt = thread_count();
         for (long c = 0; c < nc; c++)

@@ -14,6 +14,7 @@
 #include "io.h"
 #include "safetensors.h"
 #include "train.h"
+#include "tune.h"
 #include "version.h"
 
 const char *const run_status_names[] = {"running", "completed", "diverged", "interrupted",
@@ -148,6 +149,8 @@ static int write_meta(struct rundir *rd, struct experiment *x, const struct trai
     cJSON_AddNumberToObject(m, "omp_threads", threads_get());
     cJSON_AddNumberToObject(m, "openblas_threads", blas_threads());
     cJSON_AddStringToObject(m, "openblas_core", blas_corename());
+    cJSON_AddStringToObject(m, "omp_wait_policy", tune_wait_policy());
+    cJSON_AddStringToObject(m, "omp_team", team_policy());
     cJSON_AddStringToObject(m, "openblas_config", blas_config());
     cJSON_AddStringToObject(m, "openblas_parallel",
                             blas_parallel() == 2 ? "openmp" : blas_parallel() == 1 ? "pthreads"

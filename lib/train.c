@@ -10,6 +10,7 @@
 #include "nn.h"
 #include "rng.h"
 #include "rundir.h"
+#include "tune.h"
 
 /* Sums over the steps of an epoch, reduced to the record's values. */
 struct epoch_acc {
@@ -289,6 +290,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
             int lo = (int)(s * x->batch_size);
             int n = lo + x->batch_size <= x->data.train.n ? (int)x->batch_size
                                                            : x->data.train.n - lo;
+            team_step_begin(); /* the team size follows the step time (tune.h) */
             /* issue 7: augmentation drawn from (seed, "augment", step), once per step */
             data_batch_train(&x->data, b.order + lo, n, (uint64_t)x->seed, st->step, b.xb, b.lb,
                              b.yb);
@@ -297,6 +299,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
             optim_begin_step(&x->optim, st->step);
             struct step_info info;
             optim_step(&x->optim, p, &f, &info);
+            team_step_end();
             st->step++;
             st->step_in_epoch = s + 1;
             st->acc_grad_norm += info.grad_norm;

@@ -52,11 +52,11 @@ int main(void)
         y[i] = (float)rng_normal(&r);
         ref += (double)x[i] * y[i];
     }
-    omp_set_num_threads(1);
+    threads_set(1);
     double d1 = vec_dot(n, x, y), n1 = vec_nrm2(n, x);
-    omp_set_num_threads(2);
+    threads_set(2);
     double d2 = vec_dot(n, x, y), n2 = vec_nrm2(n, x);
-    omp_set_num_threads(7);
+    threads_set(7);
     double d7 = vec_dot(n, x, y);
     ok(memcmp(&d1, &d2, sizeof d1) == 0 && memcmp(&d1, &d7, sizeof d1) == 0 &&
            memcmp(&n1, &n2, sizeof n1) == 0,

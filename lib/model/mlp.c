@@ -28,6 +28,7 @@
 #include "model.h"
 #include "nn.h"
 #include "rng.h"
+#include "tune.h"
 
 #define MAX_LAYERS 32
 #define PAR_MIN 16384 /* elements below which elementwise loops stay serial (as nn.c) */
@@ -116,25 +117,27 @@ static const float *bias_of(const struct model *m, const struct dense *d, const 
     return d->bt[l] >= 0 ? base + m->p.t[d->bt[l]].off : NULL;
 }
 
-/* Training passes are split by output unit, one parallel region per pass: thread t owns the
- * rows [j0, j1) of every layer's weight (gemm_par_rows, the split gemm_par and the optimizers'
- * chunk loops also use) and computes those output columns in the forward pass, those rows of dW
- * and db, and the partial product dcur[:, j0:j1] W[j0:j1, :] of dx, which the threads add in
- * thread order for the columns they own in the layer below. So every weight-sized array stays in
- * its owner's cache and only activations move between cores. Each thread calls single-threaded
- * sgemm on its block (OpenBLAS does not spawn threads inside a parallel region). With one thread
- * the products are exactly the unsplit ones. */
-static int split_of(int n, int t, int nt, int *j0, int *j1)
+/* Training passes are split by output unit, one parallel region per pass: block j of nb owns
+ * the rows [j0, j1) of every layer's weight (gemm_par_rows, the split gemm_par and the
+ * optimizers' chunk loops also use) and computes those output columns in the forward pass,
+ * those rows of dW and db, and the partial product dcur[:, j0:j1] W[j0:j1, :] of dx, which are
+ * added in block order for the columns each block owns in the layer below. nb is the thread
+ * count (-t); the team running a pass may be smaller (tune.h), and team thread t takes blocks
+ * t, t + team, ... in every layer and both passes, so every weight-sized array stays in one
+ * core's cache, only activations move between cores, and the team size never changes a bit.
+ * Each thread calls single-threaded sgemm on its block (OpenBLAS does not spawn threads inside
+ * a parallel region). With one block the products are exactly the unsplit ones. */
+static int split_of(int n, int blk, int nb, int *j0, int *j1)
 {
-    int rows = gemm_par_rows(n, nt);
-    *j0 = t * rows < n ? t * rows : n;
+    int rows = gemm_par_rows(n, nb);
+    *j0 = blk * rows < n ? blk * rows : n;
     *j1 = *j0 + rows < n ? *j0 + rows : n;
     return *j1 - *j0;
 }
 
-/* Threads for a pass over `batch` examples: one below about a million multiply-adds, where
+/* Blocks of a pass over `batch` examples: one below about a million multiply-adds, where
  * waking a team costs more than it saves (gemm_par's threshold). */
-static int pass_threads(const struct model *m, const struct dense *d, int batch)
+static int pass_blocks(const struct model *m, const struct dense *d, int batch)
 {
     int nt = threads_get();
     if ((double)batch * (double)m->p.n < 1e6)
@@ -142,18 +145,27 @@ static int pass_threads(const struct model *m, const struct dense *d, int batch)
     return nt < d->n_part ? nt : d->n_part;
 }
 
-/* Thread t's share of the forward pass (nt threads, all calling it). */
-static void forward_share(struct model *m, const float *x, int batch, int t, int nt)
+/* The team for nb blocks. A team of one runs no parallel construct at all. */
+static int pass_team(int nb)
+{
+    int team = team_size();
+    return team < nb ? team : nb;
+}
+
+/* Team thread t's share of the forward pass (team threads, all calling it; nb blocks). */
+static void forward_share(struct model *m, const float *x, int batch, int t, int team, int nb)
 {
     struct dense *d = m->priv;
     const float *w = m->p.w;
     const float *in = x;
     for (int l = 0; l < d->n_layer; l++) {
-        int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
-        int nj = split_of(n_out, t, nt, &j0, &j1);
+        int n_in = d->width[l], n_out = d->width[l + 1];
         const float *b = bias_of(m, d, w, l);
         float *z = d->z[l], *a = d->a[l];
-        if (nj > 0) {
+        for (int blk = t; blk < nb; blk += team) {
+            int j0, j1, nj = split_of(n_out, blk, nb, &j0, &j1);
+            if (nj == 0)
+                continue;
             if (b)
                 for (int i = 0; i < batch; i++)
                     memcpy(z + (size_t)i * n_out + j0, b + j0, (size_t)nj * sizeof *z);
@@ -164,7 +176,9 @@ static void forward_share(struct model *m, const float *x, int batch, int t, int
                 act_forward_block(d->act, a + j0, z + j0, batch, nj, n_out);
         }
         /* The next layer reads every column. */
+        if (team > 1) {
 #pragma omp barrier
+        }
         in = a;
     }
 }
@@ -174,33 +188,34 @@ static void dense_forward(struct model *m, const float *x, int batch, enum pass_
     struct dense *d = m->priv;
     (void)mode;
     SAMX_ASSERT(batch > 0 && batch <= m->max_batch);
-    int nt = pass_threads(m, d, batch);
-    /* One thread runs no parallel construct at all: OpenBLAS must see no enclosing region. */
-    if (nt == 1) {
-        forward_share(m, x, batch, 0, 1);
+    int nb = pass_blocks(m, d, batch), team = pass_team(nb);
+    if (team == 1) {
+        forward_share(m, x, batch, 0, 1, nb);
         return;
     }
-#pragma omp parallel num_threads(nt)
-    forward_share(m, x, batch, thread_id(), thread_count());
+#pragma omp parallel num_threads(team)
+    forward_share(m, x, batch, thread_id(), thread_count(), nb);
 }
 
-/* Thread t's share of the backward pass (nt threads, all calling it). */
+/* Team thread t's share of the backward pass (team threads, all calling it; nb blocks). */
 static void backward_share(struct model *m, const float *x, const float *dout, int batch,
-                           bool acc, int t, int nt)
+                           bool acc, int t, int team, int nb)
 {
     struct dense *d = m->priv;
     const float *w = m->p.w;
     float *g = m->p.g;
     const float *dcur = dout;
     for (int l = d->n_layer - 1; l >= 0; l--) {
-        int n_in = d->width[l], n_out = d->width[l + 1], j0, j1;
-        int nj = split_of(n_out, t, nt, &j0, &j1);
+        int n_in = d->width[l], n_out = d->width[l + 1];
         const float *in = l > 0 ? d->a[l - 1] : x;
-        const float *wl = w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in;
         float *dx = l > 0 ? (dcur == d->d0 ? d->d1 : d->d0) : NULL;
-        /* Thread 0's product goes straight to dx. */
-        float *pt = t == 0 ? dx : d->part[l & 1][t];
-        if (nj > 0) {
+        for (int blk = t; blk < nb; blk += team) {
+            int j0, j1, nj = split_of(n_out, blk, nb, &j0, &j1);
+            if (nj == 0)
+                continue;
+            const float *wl = w + m->p.t[d->wt[l]].off + (size_t)j0 * n_in;
+            /* Block 0's product goes straight to dx. */
+            float *pt = blk == 0 ? dx : d->part[l & 1][blk];
             gemm_ld(true, false, nj, n_in, batch, 1.0f, dcur + j0, n_out, in, n_in,
                     acc ? 1.0f : 0.0f, g + m->p.t[d->wt[l]].off + (size_t)j0 * n_in, n_in);
             if (d->bt[l] >= 0)
@@ -211,14 +226,21 @@ static void backward_share(struct model *m, const float *x, const float *dout, i
         }
         if (!dx)
             break;
-        if (nt > 1) {
-            /* Every partial is complete; the buffers alternate by layer, so the next
-             * layer's products never overwrite a set that is still being read. */
+        if (team > 1) {
+            /* Every partial (block 0's: dx itself) is complete; the buffers alternate by
+             * layer, so the next layer's products never overwrite a set still being read. */
 #pragma omp barrier
-            /* Threads 0 .. np-1 own rows of this layer and wrote partials. */
-            int rows = gemm_par_rows(n_out, nt), np = (n_out + rows - 1) / rows, c0, c1;
-            float *const *pp = d->part[l & 1];
-            if (np > 1 && split_of(n_in, t, nt, &c0, &c1) > 0)
+        }
+        /* Blocks 0 .. np-1 own rows of this layer and wrote partials. */
+        int rows = gemm_par_rows(n_out, nb), np = (n_out + rows - 1) / rows;
+        float *const *pp = d->part[l & 1];
+        /* The columns each block owns in the layer below: their partials are added in block
+         * order, then the activation's gradient applied; the same thread reads them next. */
+        for (int blk = t; blk < nb; blk += team) {
+            int c0, c1;
+            if (split_of(n_in, blk, nb, &c0, &c1) == 0)
+                continue;
+            if (np > 1)
                 for (int i = 0; i < batch; i++) {
                     size_t o = (size_t)i * n_in;
                     for (int c = c0; c < c1; c++) {
@@ -228,12 +250,9 @@ static void backward_share(struct model *m, const float *x, const float *dout, i
                         dx[o + c] = s;
                     }
                 }
-        }
-        /* The columns each thread owns in the layer below are the ones it just summed. */
-        int c0, c1;
-        if (split_of(n_in, t, nt, &c0, &c1) > 0)
             act_backward_block(d->act, dx + c0, d->z[l - 1] + c0, d->a[l - 1] + c0, batch,
                                c1 - c0, n_in);
+        }
         dcur = dx;
     }
 }
@@ -243,13 +262,13 @@ static void dense_backward(struct model *m, const float *x, const float *dout, i
 {
     struct dense *d = m->priv;
     SAMX_ASSERT(batch > 0 && batch <= m->max_batch);
-    int nt = pass_threads(m, d, batch);
-    if (nt == 1) {
-        backward_share(m, x, dout, batch, acc, 0, 1);
+    int nb = pass_blocks(m, d, batch), team = pass_team(nb);
+    if (team == 1) {
+        backward_share(m, x, dout, batch, acc, 0, 1, nb);
         return;
     }
-#pragma omp parallel num_threads(nt)
-    backward_share(m, x, dout, batch, acc, thread_id(), thread_count());
+#pragma omp parallel num_threads(team)
+    backward_share(m, x, dout, batch, acc, thread_id(), thread_count(), nb);
 }
 
 /* Second-order step of the backward pass through an activation, in place: given
@@ -270,14 +289,14 @@ static void act_rop(enum act a, float *g, float *rg, const float *z, const float
     const float inv_sqrt_2pi = 0.3989422804014327f;
     switch (a) {
     case ACT_RELU:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             g[i] = relu_grad(z[i], g[i]);
             rg[i] = relu_grad(z[i], rg[i]);
         }
         break;
     case ACT_TANH:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float d1 = 1.0f - y[i] * y[i];
             rg[i] = rg[i] * d1 - 2.0f * y[i] * d1 * rz[i] * g[i];
@@ -285,7 +304,7 @@ static void act_rop(enum act a, float *g, float *rg, const float *z, const float
         }
         break;
     case ACT_GELU:
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
         for (size_t i = 0; i < n; i++) {
             float d1 = hvp_gelu_grad(z[i]);
             float d2 = inv_sqrt_2pi * expf(-0.5f * z[i] * z[i]) * (2.0f - z[i] * z[i]);
@@ -311,7 +330,7 @@ static void dense_hvp(struct model *m, const float *x, int batch, const struct h
         int n_in = d->width[l], n_out = d->width[l + 1];
         linear_forward(d->rz[l], in, v + wo, bias_of(m, d, v, l), batch, n_in, n_out);
         if (rin)
-            gemm(false, true, batch, n_out, n_in, 1.0f, rin, w + wo, 1.0f, d->rz[l]);
+            gemm_par(false, true, batch, n_out, n_in, 1.0f, rin, w + wo, 1.0f, d->rz[l]);
         if (l + 1 < d->n_layer)
             act_backward(d->act, d->ra[l], d->rz[l], d->z[l], d->a[l], (size_t)batch * n_out);
         in = d->a[l];
@@ -329,12 +348,12 @@ static void dense_hvp(struct model *m, const float *x, int batch, const struct h
         linear_backward(NULL, hv + wo, hb, rcur, a_in, w + wo, batch, n_in, n_out, true);
         if (l == 0)
             break;
-        gemm(true, false, n_out, n_in, batch, 1.0f, dcur, d->ra[l - 1], 1.0f, hv + wo);
+        gemm_par(true, false, n_out, n_in, batch, 1.0f, dcur, d->ra[l - 1], 1.0f, hv + wo);
         float *dnext = dcur == d->d0 ? d->d1 : d->d0;
         float *rnext = rcur == d->r0 ? d->r1 : d->r0;
-        gemm(false, false, batch, n_in, n_out, 1.0f, dcur, w + wo, 0.0f, dnext);
-        gemm(false, false, batch, n_in, n_out, 1.0f, rcur, w + wo, 0.0f, rnext);
-        gemm(false, false, batch, n_in, n_out, 1.0f, dcur, v + wo, 1.0f, rnext);
+        gemm_par(false, false, batch, n_in, n_out, 1.0f, dcur, w + wo, 0.0f, dnext);
+        gemm_par(false, false, batch, n_in, n_out, 1.0f, rcur, w + wo, 0.0f, rnext);
+        gemm_par(false, false, batch, n_in, n_out, 1.0f, dcur, v + wo, 1.0f, rnext);
         act_rop(d->act, dnext, rnext, d->z[l - 1], d->a[l - 1], d->rz[l - 1],
                 (size_t)batch * n_in);
         dcur = dnext;

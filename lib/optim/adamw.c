@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "optim.h"
+#include "tune.h"
 
 struct adamw {
     struct hparam *lr, *beta1, *beta2, *eps, *wd;
@@ -43,7 +44,7 @@ static void adamw_apply(struct optim *o, struct params *p, const float *d)
     float fb1 = (float)b1, fb2 = (float)b2;
     float *w = p->w, *m = a->m, *v = a->v;
     (void)lr;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float g = d[i];
         w[i] *= decay;

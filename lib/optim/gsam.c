@@ -20,6 +20,7 @@
 
 #include "blas.h"
 #include "optim.h"
+#include "tune.h"
 
 struct gsam {
     struct hparam *rho, *rho_min, *alpha, *rho_t, *lr;
@@ -67,7 +68,7 @@ static void gsam_decompose(const struct gsam *s, size_t n, const float *gc, cons
     double ng = vec_nrm2(n, gc), ngp = vec_nrm2(n, gp);
     double cosine = vec_dot(n, gc, gp) / (ng * ngp + 1e-12);
     float k = (float)(cosine * ng / (ngp + 1e-12)), alpha = (float)s->alpha->v;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float di = gp[i] - alpha * (gc[i] - k * gp[i]);
         d[i] = first ? wgt * di : d[i] + wgt * di;

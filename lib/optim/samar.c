@@ -26,6 +26,7 @@
  */
 #include "blas.h"
 #include "optim.h"
+#include "tune.h"
 
 enum { RULE_TREND, RULE_RELATIVE, RULE_LOSS_RATIO };
 static const char *const samar_rules[] = {"trend", "relative", "loss_ratio", NULL};
@@ -144,7 +145,7 @@ static void samar_step(struct optim *o, struct params *p, struct closure *f,
         float c = (float)(s->lr->v * lam);
         float *w = p->w;
         const float *g = s->g, *gs = s->gs;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
         for (size_t i = 0; i < n; i++)
             w[i] -= c * (gs[i] - g[i]);
     }

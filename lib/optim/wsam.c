@@ -18,6 +18,7 @@
  */
 #include "blas.h"
 #include "optim.h"
+#include "tune.h"
 
 struct wsam {
     struct hparam *rho, *gamma, *max_norm, *lr;
@@ -92,7 +93,7 @@ static void wsam_step(struct optim *o, struct params *p, struct closure *f,
     float c = (float)(s->lr->v * alpha);
     float *w = p->w;
     const float *g = s->g, *gs = s->gs;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         w[i] -= c * (gs[i] - g[i]);
 }

@@ -102,7 +102,10 @@ int main(void)
 {
     printf("openblas core %s\n", blas_corename());
     for (int t = 1; t <= 2; t++) {
+        /* OpenBLAS's own threads for its rows (samx runs it single-threaded), samx's team of
+         * t for the row-split ones: threads_set last, since it sets OpenBLAS to one thread. */
         threads_set(t);
+        blas_set_threads(t);
         printf("threads %d: peak sgemm 2048^3 %.1f GFLOP/s\n", t,
                rate(false, false, false, 2048, 2048, 2048, 2));
         static const struct {
