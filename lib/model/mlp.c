@@ -175,8 +175,8 @@ static void forward_share(struct model *m, const float *x, int batch, int t, int
             if (l + 1 < d->n_layer)
                 act_forward_block(d->act, a + j0, z + j0, batch, nj, n_out);
         }
-        /* The next layer reads every column. */
-        if (team > 1) {
+        /* The next layer reads every column; after the last one, the region's end waits. */
+        if (team > 1 && l + 1 < d->n_layer) {
 #pragma omp barrier
         }
         in = a;
