@@ -68,7 +68,7 @@ const char *tune_wait_policy(void)
 
 static struct {
     int n, size;
-    bool ready, pinned, cycle;
+    bool ready, pinned, cycle, trace;
     double t0, win[TEAM_WINDOW];
     int nwin;
     double ref[SAMX_MAX_THREADS + 1]; /* latest median step time per team size; 0 unknown */
@@ -85,6 +85,7 @@ void team_init(int n)
     tm.period = TEAM_PERIOD;
     tm.down = true;
     tm.ready = true;
+    tm.trace = getenv("SAMX_TEAM_TRACE") != NULL;
     const char *pin = getenv("SAMX_TEAM");
     if (pin && !strcmp(pin, "cycle")) {
         tm.cycle = tm.pinned = true;
@@ -152,7 +153,12 @@ void team_step_end(void)
     tm.ref[tm.size] = med;
     if (tm.probing) {
         /* Keep the probed size only when it is clearly faster: noise must not flip it. */
-        if (med < 0.97 * tm.ref[tm.home]) {
+        bool keep = med < 0.97 * tm.ref[tm.home];
+        if (tm.trace)
+            fprintf(stderr, "samx: team %d: %.2f ms a step, team %d: %.2f ms: %s %d\n",
+                    tm.home, 1e3 * tm.ref[tm.home], tm.size, 1e3 * med,
+                    keep ? "switch to" : "stay at", keep ? tm.size : tm.home);
+        if (keep) {
             tm.period = TEAM_PERIOD;
         } else {
             tm.size = tm.home;

@@ -61,7 +61,8 @@ const char *tune_wait_policy(void);
  * when the current size's median gets TEAM_SLOWER times slower than it was (a load appeared).
  * SAMX_TEAM=K pins the team to K (clamped to 1..N); SAMX_TEAM=cycle makes it 1, 2, ..., N, 1,
  * ... from step to step: the tests use both to check that the team size, and changing it
- * between steps, leaves records and weights unchanged. OpenBLAS always runs single-threaded
+ * between steps, leaves records and weights unchanged. SAMX_TEAM_TRACE=1 prints each probe's
+ * verdict on stderr. OpenBLAS always runs single-threaded
  * (threads_set), so no BLAS result depends on the team either. */
 #define TEAM_WINDOW 5
 #define TEAM_PERIOD 64
