@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,6 +333,34 @@ static bool cfg_is_null(const char *s)
     return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
+/* The keys of one mapping, for the duplicate check: open addressing over the key texts (FNV-1a),
+ * so a mapping of n keys is checked in O(n), not O(n^2) comparisons. */
+struct cfg_keyset {
+    const char **slot;
+    size_t mask;
+};
+
+static uint64_t cfg_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+/* Insert key; false if it was there already. */
+static bool cfg_keyset_add(struct cfg_keyset *ks, const char *key)
+{
+    for (size_t i = cfg_hash(key) & ks->mask;; i = (i + 1) & ks->mask) {
+        if (!ks->slot[i]) {
+            ks->slot[i] = key;
+            return true;
+        }
+        if (!strcmp(ks->slot[i], key))
+            return false;
+    }
+}
+
 /* Copy libyaml node y into a new node under parent (NULL for the root). *out is set before the
  * node is filled, so after an error the partial tree is still reachable and can be freed. */
 static int cfg_copy(struct cfg_src *s, yaml_node_t *y, struct cfg_node *parent, yaml_node_t *yk,
@@ -371,27 +400,36 @@ static int cfg_copy(struct cfg_src *s, yaml_node_t *y, struct cfg_node *parent, 
                 return -1;
         }
     } else if (type == CFG_MAP) {
-        for (yaml_node_pair_t *pr = y->data.mapping.pairs.start; pr < y->data.mapping.pairs.top;
-             pr++) {
+        size_t n_pairs = (size_t)(y->data.mapping.pairs.top - y->data.mapping.pairs.start), cap = 8;
+        while (cap < 2 * n_pairs)
+            cap *= 2;
+        struct cfg_keyset ks = {xcalloc(cap, sizeof *ks.slot), cap - 1};
+        int rc = 0;
+        for (yaml_node_pair_t *pr = y->data.mapping.pairs.start;
+             rc == 0 && pr < y->data.mapping.pairs.top; pr++) {
             yaml_node_t *k = yaml_document_get_node(&s->doc, pr->key);
             struct cfg_node *kid;
-            if (k->type != YAML_SCALAR_NODE)
-                return cfg_src_err(s, k->start_mark, "keys must be strings");
+            if (k->type != YAML_SCALAR_NODE) {
+                rc = cfg_src_err(s, k->start_mark, "keys must be strings");
+                break;
+            }
             const char *key = (const char *)k->data.scalar.value;
             if (!*key)
-                return cfg_src_err(s, k->start_mark, "empty key");
-            if (strlen(key) != k->data.scalar.length)
-                return cfg_src_err(s, k->start_mark, "nul character in a key");
-            if (cfg_child(n, key)) {
+                rc = cfg_src_err(s, k->start_mark, "empty key");
+            else if (strlen(key) != k->data.scalar.length)
+                rc = cfg_src_err(s, k->start_mark, "nul character in a key");
+            else if (!cfg_keyset_add(&ks, key)) {
                 char *path = cfg_path(n);
-                cfg_src_err(s, k->start_mark, "duplicate key '%s%s%s'", path, *path ? "." : "",
-                            key);
+                rc = cfg_src_err(s, k->start_mark, "duplicate key '%s%s%s'", path,
+                                 *path ? "." : "", key);
                 free(path);
-                return -1;
+            } else {
+                rc = cfg_copy(s, yaml_document_get_node(&s->doc, pr->value), n, k, &kid);
             }
-            if (cfg_copy(s, yaml_document_get_node(&s->doc, pr->value), n, k, &kid) < 0)
-                return -1;
         }
+        free(ks.slot);
+        if (rc < 0)
+            return -1;
     }
     return 0;
 }
