@@ -198,7 +198,7 @@ static void add_missing(struct runset *rs, const char *dir, const cJSON *line)
         all = kv_get(r, rs->keys[i]) != NULL;
     if (ok && !all) {
         struct run_opts ro = {.config = config->valuestring, .overrides = ov, .n_overrides = n_ov,
-                              .threads = 1};
+                              .threads = 1, .plan = true};
         struct experiment x;
         kv_clear(r);
         if (experiment_build(&x, &ro, &ignored) == 0)
