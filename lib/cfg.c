@@ -23,6 +23,8 @@
 
 /* Deeper YAML is rejected, which bounds the recursion of the tree walks below. */
 enum { CFG_MAX_DEPTH = 64 };
+/* A config file is read up to this size (the largest real ones are a few kB). */
+enum { CFG_MAX_BYTES = 64 << 20 };
 
 struct cfg_buf {
     char *s;
@@ -540,7 +542,12 @@ int cfg_load(struct cfg *c, const char *path, struct err *e)
         }
         got = fread(text + len, 1, cap - len, f);
         len += got;
-    } while (got > 0);
+    } while (got > 0 && len <= CFG_MAX_BYTES);
+    if (len > CFG_MAX_BYTES) { /* a device (/dev/zero) or a runaway file */
+        fclose(f);
+        free(text);
+        return err_cfg(e, "cannot read '%s': larger than %d MiB", path, CFG_MAX_BYTES >> 20);
+    }
     if (ferror(f)) {
         int errnum = errno;
         fclose(f);

@@ -105,6 +105,12 @@ static void data_split_val(struct data *d, double frac, uint64_t seed)
 {
     struct dataset *tr = &d->train;
     int n_val = (int)lround(frac * tr->n);
+    if (d->plan) { /* sizes only: no examples to move */
+        dataset_select(&d->val, tr, NULL, 1, 0);
+        d->val.n = n_val;
+        tr->n -= n_val;
+        return;
+    }
     if (n_val == 0) {
         dataset_select(&d->val, tr, NULL, 1, 0); /* shape only */
         return;
