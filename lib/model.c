@@ -21,7 +21,7 @@ const struct model_ops *model_find(const char *name)
 static int model_load_weights(struct model *m, const char *path, struct err *e)
 {
     struct st_file f;
-    bool plan = !m->p.w; /* planning: names and shapes from the header only */
+    bool plan = m->plan; /* names and shapes from the header only */
     if ((plan ? st_open_header(&f, path, e) : st_open(&f, path, e)) < 0)
         return -1;
     int rc = 0;
@@ -51,6 +51,7 @@ static int model_build(struct model *m, struct cfg_node *c, int n_in, const int 
         m->in_w = chw[2];
     }
     m->seed = seed;
+    m->plan = plan;
     if (cfg_str(c, "name", "mlp", &name, e) < 0)
         return -1;
     m->ops = model_find(name);

@@ -77,6 +77,7 @@ struct model {
      * checkpoint.safetensors after the weights, read back by init_from and on resume. */
     struct params buf;
     uint64_t seed;  /* the run's seed: dropout masks come from (seed, "dropout", step) */
+    bool plan;      /* built by model_plan: init may leave its workspace unallocated */
     long step;      /* the optimizer step being computed, set by the training loop */
 };
 

@@ -198,6 +198,12 @@ timeout 20 "$SAMX" check t.yaml data.n_train=2000000000 data.features=100000 >/d
 ok $? "check of a 2e9 x 1e5 synthetic data set neither draws nor allocates it"
 timeout 20 "$SAMX" check t.yaml model.hidden=[1000000,1000000] >/dev/null
 ok $? "check of a 10^12-parameter MLP allocates no weights"
+sed 's/model: .*/model: {name: resnet}/; s/loss: mse/loss: cross_entropy/' m.yaml >"$T/rn.yaml"
+timeout 20 "$SAMX" check rn.yaml model.depth=170 model.width=1024 >/dev/null
+ok $? "check of a ResNet-170 of width 1024 allocates no workspace"
+expect 2 "'model.depth' must be 18 or 6n+2 up to 170" \
+    "ResNet-1202 (more tensors than samx holds) is a config error, not an assertion" -- \
+    "$SAMX" check rn.yaml model.depth=1202
 mkdir -p "$T/sw" && cd "$T/sw" || exit 1
 start=$(date +%s%N)
 timeout 60 "$SAMX" sweep "$SRC/configs/quickstart.yaml" seed=0..99 --dry-run >"$T/dry"
