@@ -8,6 +8,7 @@
 # targets' replay programs (built next to SAMX as build/tests/fuzz/replay_*), if present.
 set -u
 SAMX=$(realpath "$1")
+FUZZ=${2:+$(realpath "$2")}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 T=$(mktemp -d /tmp/samx-inputs.XXXXXX)
 trap 'rm -rf "$T"' EXIT
@@ -214,7 +215,6 @@ ok $? "... lists 100 commands"
 cd "$T" || exit 1
 
 # --- fuzz regressions: every committed crash input replayed --------------------------------------
-FUZZ=${2:-}
 if [ -n "$FUZZ" ]; then
     bin=$(dirname "$SAMX")/../tests/fuzz
     for dir in "$FUZZ"/regressions/*/; do
