@@ -1032,6 +1032,20 @@ static bool cfg_looks_typed(const char *s)
 }
 
 /* Can s be written as a plain scalar and read back as the same text? Conservative. */
+/* The escape for a character libyaml reads as a line break (NEL, LS, PS) or drops (the BOM)
+ * inside a scalar, with its UTF-8 length in *n; NULL for any other character. Written as it
+ * is, such a character would load back as a space or vanish. */
+static const char *cfg_unicode_escape(const unsigned char *p, size_t *n)
+{
+    if (p[0] == 0xc2 && p[1] == 0x85)
+        return *n = 2, "\\N";
+    if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+        return *n = 3, p[2] == 0xa8 ? "\\L" : "\\P";
+    if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf)
+        return *n = 3, "\\uFEFF";
+    return NULL;
+}
+
 static bool cfg_plain_ok(const char *s, bool flow)
 {
     size_t len = strlen(s);
@@ -1045,8 +1059,9 @@ static bool cfg_plain_ok(const char *s, bool flow)
         return false;
     if (flow && strpbrk(s, ",[]{}:"))
         return false;
+    size_t n;
     for (const char *p = s; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || cfg_unicode_escape((const unsigned char *)p, &n))
             return false;
     return true;
 }
@@ -1054,9 +1069,10 @@ static bool cfg_plain_ok(const char *s, bool flow)
 static void cfg_put_quoted(struct cfg_buf *b, const char *s)
 {
     bool control = false;
+    size_t n;
 
     for (const char *p = s; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || cfg_unicode_escape((const unsigned char *)p, &n))
             control = true;
     if (!control) {
         cfg_buf_puts(b, "'");
@@ -1071,6 +1087,12 @@ static void cfg_put_quoted(struct cfg_buf *b, const char *s)
     cfg_buf_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8] = {(char)*p, '\0'};
+        const char *u = cfg_unicode_escape(p, &n);
+        if (u) {
+            cfg_buf_puts(b, u);
+            p += n - 1;
+            continue;
+        }
         if (*p == '\\' || *p == '"')
             snprintf(esc, sizeof esc, "\\%c", *p);
         else if (*p == '\n')
