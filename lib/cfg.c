@@ -23,6 +23,9 @@
 
 /* Deeper YAML is rejected, which bounds the recursion of the tree walks below. */
 enum { CFG_MAX_DEPTH = 64 };
+/* Keys are at most this long: the dump writes keys as YAML implicit keys, which may not exceed
+ * 1024 characters, and an escaped byte takes up to 4 (samx's own keys are short names). */
+enum { CFG_MAX_KEY = 200 };
 /* A config file is read up to this size (the largest real ones are a few kB). */
 enum { CFG_MAX_BYTES = 64 << 20 };
 
@@ -418,6 +421,8 @@ static int cfg_copy(struct cfg_src *s, yaml_node_t *y, struct cfg_node *parent, 
             const char *key = (const char *)k->data.scalar.value;
             if (!*key)
                 rc = cfg_src_err(s, k->start_mark, "empty key");
+            else if (k->data.scalar.length > CFG_MAX_KEY)
+                rc = cfg_src_err(s, k->start_mark, "key longer than %d bytes", CFG_MAX_KEY);
             else if (strlen(key) != k->data.scalar.length)
                 rc = cfg_src_err(s, k->start_mark, "nul character in a key");
             else if (!cfg_keyset_add(&ks, key)) {
@@ -570,7 +575,8 @@ static bool cfg_key_path_ok(const char *s, size_t len)
             if (seg == 0)
                 return false;
             seg = 0;
-        } else if (isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-') {
+        } else if ((isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-') &&
+                   seg < CFG_MAX_KEY) {
             seg++;
         } else {
             return false;
