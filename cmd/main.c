@@ -187,7 +187,7 @@ static int cmd_run(int argc, char **argv, char *cmdline)
 
 static int cmd_check(int argc, char **argv, char *cmdline)
 {
-    struct run_opts o = {.threads = 1, .command_line = cmdline};
+    struct run_opts o = {.threads = 1, .command_line = cmdline, .plan = true};
     parse_run_args(argc, argv, &o, usage_check, false);
     struct experiment x;
     struct err e = {0};

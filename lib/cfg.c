@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,11 @@
 
 /* Deeper YAML is rejected, which bounds the recursion of the tree walks below. */
 enum { CFG_MAX_DEPTH = 64 };
+/* Keys are at most this long: the dump writes keys as YAML implicit keys, which may not exceed
+ * 1024 characters, and an escaped byte takes up to 4 (samx's own keys are short names). */
+enum { CFG_MAX_KEY = 200 };
+/* A config file is read up to this size (the largest real ones are a few kB). */
+enum { CFG_MAX_BYTES = 64 << 20 };
 
 struct cfg_buf {
     char *s;
@@ -332,6 +338,34 @@ static bool cfg_is_null(const char *s)
     return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
 }
 
+/* The keys of one mapping, for the duplicate check: open addressing over the key texts (FNV-1a),
+ * so a mapping of n keys is checked in O(n), not O(n^2) comparisons. */
+struct cfg_keyset {
+    const char **slot;
+    size_t mask;
+};
+
+static uint64_t cfg_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+/* Insert key; false if it was there already. */
+static bool cfg_keyset_add(struct cfg_keyset *ks, const char *key)
+{
+    for (size_t i = cfg_hash(key) & ks->mask;; i = (i + 1) & ks->mask) {
+        if (!ks->slot[i]) {
+            ks->slot[i] = key;
+            return true;
+        }
+        if (!strcmp(ks->slot[i], key))
+            return false;
+    }
+}
+
 /* Copy libyaml node y into a new node under parent (NULL for the root). *out is set before the
  * node is filled, so after an error the partial tree is still reachable and can be freed. */
 static int cfg_copy(struct cfg_src *s, yaml_node_t *y, struct cfg_node *parent, yaml_node_t *yk,
@@ -371,27 +405,38 @@ static int cfg_copy(struct cfg_src *s, yaml_node_t *y, struct cfg_node *parent, 
                 return -1;
         }
     } else if (type == CFG_MAP) {
-        for (yaml_node_pair_t *pr = y->data.mapping.pairs.start; pr < y->data.mapping.pairs.top;
-             pr++) {
+        size_t n_pairs = (size_t)(y->data.mapping.pairs.top - y->data.mapping.pairs.start), cap = 8;
+        while (cap < 2 * n_pairs)
+            cap *= 2;
+        struct cfg_keyset ks = {xcalloc(cap, sizeof *ks.slot), cap - 1};
+        int rc = 0;
+        for (yaml_node_pair_t *pr = y->data.mapping.pairs.start;
+             rc == 0 && pr < y->data.mapping.pairs.top; pr++) {
             yaml_node_t *k = yaml_document_get_node(&s->doc, pr->key);
             struct cfg_node *kid;
-            if (k->type != YAML_SCALAR_NODE)
-                return cfg_src_err(s, k->start_mark, "keys must be strings");
+            if (k->type != YAML_SCALAR_NODE) {
+                rc = cfg_src_err(s, k->start_mark, "keys must be strings");
+                break;
+            }
             const char *key = (const char *)k->data.scalar.value;
             if (!*key)
-                return cfg_src_err(s, k->start_mark, "empty key");
-            if (strlen(key) != k->data.scalar.length)
-                return cfg_src_err(s, k->start_mark, "nul character in a key");
-            if (cfg_child(n, key)) {
+                rc = cfg_src_err(s, k->start_mark, "empty key");
+            else if (k->data.scalar.length > CFG_MAX_KEY)
+                rc = cfg_src_err(s, k->start_mark, "key longer than %d bytes", CFG_MAX_KEY);
+            else if (strlen(key) != k->data.scalar.length)
+                rc = cfg_src_err(s, k->start_mark, "nul character in a key");
+            else if (!cfg_keyset_add(&ks, key)) {
                 char *path = cfg_path(n);
-                cfg_src_err(s, k->start_mark, "duplicate key '%s%s%s'", path, *path ? "." : "",
-                            key);
+                rc = cfg_src_err(s, k->start_mark, "duplicate key '%s%s%s'", path,
+                                 *path ? "." : "", key);
                 free(path);
-                return -1;
+            } else {
+                rc = cfg_copy(s, yaml_document_get_node(&s->doc, pr->value), n, k, &kid);
             }
-            if (cfg_copy(s, yaml_document_get_node(&s->doc, pr->value), n, k, &kid) < 0)
-                return -1;
         }
+        free(ks.slot);
+        if (rc < 0)
+            return -1;
     }
     return 0;
 }
@@ -502,7 +547,12 @@ int cfg_load(struct cfg *c, const char *path, struct err *e)
         }
         got = fread(text + len, 1, cap - len, f);
         len += got;
-    } while (got > 0);
+    } while (got > 0 && len <= CFG_MAX_BYTES);
+    if (len > CFG_MAX_BYTES) { /* a device (/dev/zero) or a runaway file */
+        fclose(f);
+        free(text);
+        return err_cfg(e, "cannot read '%s': larger than %d MiB", path, CFG_MAX_BYTES >> 20);
+    }
     if (ferror(f)) {
         int errnum = errno;
         fclose(f);
@@ -525,7 +575,8 @@ static bool cfg_key_path_ok(const char *s, size_t len)
             if (seg == 0)
                 return false;
             seg = 0;
-        } else if (isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-') {
+        } else if ((isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-') &&
+                   seg < CFG_MAX_KEY) {
             seg++;
         } else {
             return false;
@@ -987,6 +1038,20 @@ static bool cfg_looks_typed(const char *s)
 }
 
 /* Can s be written as a plain scalar and read back as the same text? Conservative. */
+/* The escape for a character libyaml reads as a line break (NEL, LS, PS) or drops (the BOM)
+ * inside a scalar, with its UTF-8 length in *n; NULL for any other character. Written as it
+ * is, such a character would load back as a space or vanish. */
+static const char *cfg_unicode_escape(const unsigned char *p, size_t *n)
+{
+    if (p[0] == 0xc2 && p[1] == 0x85)
+        return *n = 2, "\\N";
+    if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+        return *n = 3, p[2] == 0xa8 ? "\\L" : "\\P";
+    if (p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf)
+        return *n = 3, "\\uFEFF";
+    return NULL;
+}
+
 static bool cfg_plain_ok(const char *s, bool flow)
 {
     size_t len = strlen(s);
@@ -1000,8 +1065,9 @@ static bool cfg_plain_ok(const char *s, bool flow)
         return false;
     if (flow && strpbrk(s, ",[]{}:"))
         return false;
+    size_t n;
     for (const char *p = s; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || cfg_unicode_escape((const unsigned char *)p, &n))
             return false;
     return true;
 }
@@ -1009,9 +1075,10 @@ static bool cfg_plain_ok(const char *s, bool flow)
 static void cfg_put_quoted(struct cfg_buf *b, const char *s)
 {
     bool control = false;
+    size_t n;
 
     for (const char *p = s; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || cfg_unicode_escape((const unsigned char *)p, &n))
             control = true;
     if (!control) {
         cfg_buf_puts(b, "'");
@@ -1026,6 +1093,12 @@ static void cfg_put_quoted(struct cfg_buf *b, const char *s)
     cfg_buf_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8] = {(char)*p, '\0'};
+        const char *u = cfg_unicode_escape(p, &n);
+        if (u) {
+            cfg_buf_puts(b, u);
+            p += n - 1;
+            continue;
+        }
         if (*p == '\\' || *p == '"')
             snprintf(esc, sizeof esc, "\\%c", *p);
         else if (*p == '\n')

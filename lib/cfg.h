@@ -17,7 +17,8 @@
  * Errors are config errors (exit status 2) and read
  *     sam.yaml:12:5: unknown key 'optimizer.rhoo' (did you mean 'rho'?)
  *     sam.yaml:7:13: 'train.epochs' must be an integer, got 'ten'
- * Every function returning int returns 0 on success and -1 with e set.
+ * Keys are at most 200 bytes (the dump writes them as YAML implicit keys, limited to 1024
+ * characters once escaped). Every function returning int returns 0 on success and -1 with e set.
  *
  * Ownership: the struct cfg owns every node and string. Pointers returned by getters stay valid
  * until cfg_free.

@@ -59,6 +59,13 @@ struct convnet {
 
 static size_t value_size(const struct cn_value *v) { return (size_t)v->c * v->h * v->w; }
 
+/* Workspace, or NULL for a model built only to plan (struct model.plan): a deep, wide network
+ * would otherwise allocate gigabytes just to be checked. */
+static float *ws_floats(const struct convnet *n, size_t count)
+{
+    return n->m->plan ? NULL : xfloats(count);
+}
+
 static int add_value(struct convnet *n, int c, int h, int w)
 {
     SAMX_ASSERT(c > 0 && h > 0 && w > 0);
@@ -69,8 +76,8 @@ static int add_value(struct convnet *n, int c, int h, int w)
     struct cn_value *v = &n->v[n->nv];
     *v = (struct cn_value){.c = c, .h = h, .w = w};
     if (n->nv > 0) {
-        v->x = xfloats((size_t)n->m->max_batch * value_size(v));
-        v->dx = xfloats((size_t)n->m->max_batch * value_size(v));
+        v->x = ws_floats(n, (size_t)n->m->max_batch * value_size(v));
+        v->dx = ws_floats(n, (size_t)n->m->max_batch * value_size(v));
     }
     return n->nv++;
 }
@@ -177,7 +184,7 @@ static int pool(struct convnet *n, enum cn_kind kind, int in, int k, int stride)
     d->k = k;
     d->stride = stride;
     d->out = add_value(n, iv.c, (iv.h - k) / stride + 1, (iv.w - k) / stride + 1);
-    if (kind == CN_MAXPOOL)
+    if (kind == CN_MAXPOOL && !n->m->plan)
         d->arg = xmalloc((size_t)n->m->max_batch * value_size(&n->v[d->out]) * sizeof *d->arg);
     return d->out;
 }
@@ -233,7 +240,7 @@ int cn_dropout(struct convnet *n, int in, float p)
     d->p = p;
     d->layer = n->n_dropout++;
     d->out = add_value(n, n->v[in].c, n->v[in].h, n->v[in].w);
-    d->mask = xfloats((size_t)n->m->max_batch * value_size(&n->v[d->out]));
+    d->mask = ws_floats(n, (size_t)n->m->max_batch * value_size(&n->v[d->out]));
     return d->out;
 }
 
@@ -274,8 +281,8 @@ int cn_finish(struct convnet *n, struct err *e)
     n->ws.col = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.col);
     n->ws.dw = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.dw);
     for (int b = 0; b < n->ws.n_blk; b++) {
-        n->ws.col[b] = n->col_floats ? xfloats(n->col_floats) : NULL;
-        n->ws.dw[b] = n->dw_floats ? xfloats(n->dw_floats) : NULL;
+        n->ws.col[b] = n->col_floats ? ws_floats(n, n->col_floats) : NULL;
+        n->ws.dw[b] = n->dw_floats ? ws_floats(n, n->dw_floats) : NULL;
     }
     n->m->out = last->x;
     return 0;

@@ -106,6 +106,12 @@ static void data_split_val(struct data *d, double frac, uint64_t seed)
 {
     struct dataset *tr = &d->train;
     int n_val = (int)lround(frac * tr->n);
+    if (d->plan) { /* sizes only: no examples to move */
+        dataset_select(&d->val, tr, NULL, 1, 0);
+        d->val.n = n_val;
+        tr->n -= n_val;
+        return;
+    }
     if (n_val == 0) {
         dataset_select(&d->val, tr, NULL, 1, 0); /* shape only */
         return;
@@ -207,13 +213,15 @@ static int data_augment_keys(struct data *d, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e)
+static int data_build(struct data *d, struct cfg_node *c, uint64_t seed, bool plan,
+                      struct err *e)
 {
     const char *name;
     double val_split, label_noise;
     long limit_train, limit_test;
 
     memset(d, 0, sizeof *d);
+    d->plan = plan;
     if (cfg_str(c, "name", "fashion-mnist", &name, e))
         return -1;
     d->ops = dataset_find(name);
@@ -245,7 +253,7 @@ int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e)
     if (d->ops->load(d, c, seed, e))
         goto fail;
     if ((d->augment.crop || d->augment.flip || d->augment.cutout) &&
-        (d->train.channels == 0 || !d->train.x8)) {
+        (d->train.channels == 0 || (!d->plan && !d->train.x8))) {
         cfg_err(e, cfg_child(c, "augment"), "'augment' needs an image data set ('%s' is not)",
                 name);
         goto fail;
@@ -268,13 +276,27 @@ int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e)
         free(path);
         goto fail;
     }
+    if (d->train.n == 0) {
+        err_set(e, "'%s': the training set is empty", d->n_file ? d->file[0].path : name);
+        goto fail;
+    }
     data_split_val(d, val_split, seed);
-    if (label_noise > 0)
+    if (label_noise > 0 && !d->plan)
         data_label_noise(d, label_noise, seed);
     return 0;
 fail:
     data_free(d);
     return -1;
+}
+
+int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e)
+{
+    return data_build(d, c, seed, false, e);
+}
+
+int data_plan(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e)
+{
+    return data_build(d, c, seed, true, e);
 }
 
 void data_free(struct data *d)
@@ -465,7 +487,12 @@ int data_read_file(const char *path, uint8_t **buf, size_t *len, char sha[65], s
         return err_set(e, "cannot read '%s': %s", path, strerror(errno));
     struct stat st;
     size_t cap = 65536, n = 0;
-    if (fstat(fileno(f), &st) == 0 && st.st_size > 0)
+    /* A device or pipe (/dev/zero) could be read until memory runs out. */
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set(e, "cannot read '%s': not a regular file", path);
+    }
+    if (st.st_size > 0)
         cap = (size_t)st.st_size + 1;
     uint8_t *raw = xmalloc(cap);
     for (;;) {
@@ -493,6 +520,45 @@ int data_read_file(const char *path, uint8_t **buf, size_t *len, char sha[65], s
     }
     *buf = xrealloc(raw, n);
     *len = n;
+    return 0;
+}
+
+int data_read_head(const char *path, uint8_t *buf, size_t n, size_t *got, bool *gz,
+                   long long *size, struct err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_set(e, "cannot read '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set(e, "cannot read '%s': not a regular file", path);
+    }
+    *size = (long long)st.st_size;
+    uint8_t magic[2];
+    size_t m = fread(magic, 1, 2, f);
+    *gz = m == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    fclose(f);
+    if (!*gz) {
+        f = fopen(path, "rb");
+        if (!f)
+            return err_set(e, "cannot read '%s': %s", path, strerror(errno));
+        *got = fread(buf, 1, n, f);
+        int bad = ferror(f);
+        fclose(f);
+        return bad ? err_set(e, "cannot read '%s': read error", path) : 0;
+    }
+    gzFile g = gzopen(path, "rb");
+    if (!g)
+        return err_set(e, "cannot read '%s': %s", path, strerror(errno));
+    int r = gzread(g, buf, (unsigned)n), zerr;
+    char msg[128] = "";
+    if (r < 0)
+        snprintf(msg, sizeof msg, "%s", gzerror(g, &zerr));
+    gzclose(g);
+    if (r < 0)
+        return err_set(e, "'%s': corrupt gzip data: %s", path, msg);
+    *got = (size_t)r;
     return 0;
 }
 

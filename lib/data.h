@@ -70,6 +70,12 @@ struct data {
     bool shuffle;        /* data.shuffle: reshuffle train every epoch (else file order) */
     int n_noisy;         /* labels actually changed by label_noise */
     struct augment augment; /* data.augment: applied by data_batch_train to train batches */
+    /* Planning (samx check, sweep --dry-run/--emit, table): shapes and sizes only, from file
+     * headers (IDX), file sizes (CIFAR) or the config (synthetic); no example is loaded
+     * (x8/xf/label/y stay NULL), no file hashed. CSV is still read whole: its shape is only
+     * known by parsing it. What needs the examples (label values, gzip payloads) is checked
+     * at run time. */
+    bool plan;
 };
 
 /* A dataset plugin. load() reads the plugin's own keys from `c` (the data: mapping), fills
@@ -92,6 +98,9 @@ const struct dataset_ops *dataset_find(const char *name);
 
 /* Read data.* from `c` (the data: mapping), load, limit, split and corrupt as above. */
 int data_init(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e);
+/* data_init for planning (d->plan above): the same keys, defaults and config errors, and the
+ * shapes and sizes of train, val and test; no examples. */
+int data_plan(struct data *d, struct cfg_node *c, uint64_t seed, struct err *e);
 void data_free(struct data *d);
 
 /* Gather examples idx[0..n) of ds into x (n, ds->dim) as float, and their labels (classification)
@@ -109,6 +118,11 @@ void data_batch_train(const struct data *d, const int *idx, int n, uint64_t seed
 /* Read a whole file, gunzipping it when it starts with the gzip magic. Fills *sha with the
  * sha256 of the bytes on disk. Errors name the path. */
 int data_read_file(const char *path, uint8_t **buf, size_t *len, char sha[65], struct err *e);
+/* The first n bytes of a file (gunzipped when it starts with the gzip magic) into buf, for
+ * reading a header without the payload; *got is how many there were (fewer at the end of the
+ * data). *gz says whether it was gzip; *size is the file's size on disk. Regular files only. */
+int data_read_head(const char *path, uint8_t *buf, size_t n, size_t *got, bool *gz,
+                   long long *size, struct err *e);
 /* sha256 of a buffer as 64 hex digits + NUL. */
 void sha256_hex(const void *buf, size_t len, char out[65]);
 

@@ -5,10 +5,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An error is one line: control characters from the input it quotes (a YAML string spanning
+ * lines, a key with a tab) are written as \n, \t or \xHH, cut at the buffer's end. */
+static void err_one_line(char *msg, size_t size)
+{
+    char out[sizeof ((struct err *)0)->msg];
+    size_t n = 0;
+    if (size > sizeof out)
+        size = sizeof out;
+    for (const unsigned char *p = (const unsigned char *)msg; *p && n + 1 < size; p++) {
+        char esc[8];
+        if (*p >= 0x20 && *p != 0x7f) {
+            out[n++] = (char)*p;
+            continue;
+        }
+        if (*p == '\n' || *p == '\t' || *p == '\r')
+            snprintf(esc, sizeof esc, "\\%c", *p == '\n' ? 'n' : *p == '\t' ? 't' : 'r');
+        else
+            snprintf(esc, sizeof esc, "\\x%02x", *p);
+        size_t k = strlen(esc);
+        if (n + k + 1 > size)
+            break;
+        memcpy(out + n, esc, k);
+        n += k;
+    }
+    out[n] = 0;
+    memcpy(msg, out, n + 1);
+}
+
 static int err_vset(struct err *e, int status, const char *fmt, va_list ap)
 {
     if (e) {
         vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        err_one_line(e->msg, sizeof e->msg);
         e->status = status;
     }
     return -1;
@@ -47,6 +76,7 @@ int err_prefix(struct err *e, const char *fmt, ...)
     if (n > 0 && (size_t)n < sizeof e->msg)
         memcpy(e->msg + n, old, sizeof e->msg - (size_t)n - 1);
     e->msg[sizeof e->msg - 1] = 0;
+    err_one_line(e->msg, sizeof e->msg);
     return -1;
 }
 

@@ -71,8 +71,7 @@ static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
         return cfg_err(e, cfg_child(t, "label_smoothing"), "label smoothing applies to "
                                                            "cross_entropy only");
     long n = x->data.train.n;
-    if (n == 0)
-        return err_cfg(e, "'%s': the training set is empty", x->cfg.path);
+    SAMX_ASSERT(n > 0); /* data_init reports an empty training set, naming its file */
     if (x->batch_size > n)
         x->batch_size = n; /* a batch larger than the data set is the whole data set */
     x->steps_per_epoch = x->drop_last ? n / x->batch_size : (n + x->batch_size - 1) / x->batch_size;
@@ -82,6 +81,7 @@ static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
 int experiment_build(struct experiment *x, const struct run_opts *o, struct err *e)
 {
     memset(x, 0, sizeof *x);
+    x->plan = o->plan;
     if (cfg_load(&x->cfg, o->config, e) < 0)
         return -1;
     for (int i = 0; i < o->n_overrides; i++)
@@ -100,19 +100,28 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
         return -1;
     if (!x->name[0] || strchr(x->name, '/') || !strcmp(x->name, ".") || !strcmp(x->name, ".."))
         return cfg_err(e, cfg_child(root, "name"), "'name' must be a plain directory name");
-    if (!(dn = cfg_map(root, "data", e)) || data_init(&x->data, dn, (uint64_t)x->seed, e) < 0)
+    if (!(dn = cfg_map(root, "data", e)) ||
+        (x->plan ? data_plan(&x->data, dn, (uint64_t)x->seed, e)
+                 : data_init(&x->data, dn, (uint64_t)x->seed, e)) < 0)
         return -1;
     if (!(tn = cfg_map(root, "train", e)) || build_train(x, tn, e) < 0)
         return -1;
     int n_out = x->data.train.n_classes > 0 ? x->data.train.n_classes : 1;
     int max_batch = (int)(x->batch_size > x->eval_batch_size ? x->batch_size : x->eval_batch_size);
-    if (!(mn = cfg_map(root, "model", e)) ||
-        (x->data.train.channels > 0 /* issue 7: image shape for convolutional models */
+    int chw[3] = {x->data.train.channels, x->data.train.height, x->data.train.width};
+    if (!(mn = cfg_map(root, "model", e)))
+        return -1;
+    if (x->plan) {
+        if (model_plan(&x->model, mn, x->data.train.dim, chw[0] > 0 ? chw : NULL, n_out,
+                       (uint64_t)x->seed, e) < 0)
+            return -1;
+    } else if ((x->data.train.channels > 0 /* issue 7: image shape for convolutional models */
              ? model_init_image(&x->model, mn, x->data.train.channels, x->data.train.height,
                                 x->data.train.width, n_out, max_batch, (uint64_t)x->seed, e)
              : model_init(&x->model, mn, x->data.train.dim, n_out, max_batch,
-                          (uint64_t)x->seed, e)) < 0)
+                          (uint64_t)x->seed, e)) < 0) {
         return -1;
+    }
     /* issue 7: train.bn_update, read when the model has running statistics (or the key is
      * given), so the resolved config of a BatchNorm model says what was done and the configs
      * (and run ids) of models without such state are unchanged. */
@@ -128,6 +137,7 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
         .clk = {.steps_per_epoch = x->steps_per_epoch, .epochs = (double)x->epochs},
         .max_batch = (int)x->batch_size,
         .seed = (uint64_t)x->seed,
+        .plan = x->plan,
     };
     if (!(on = cfg_map(root, "optimizer", e)) || optim_init(&x->optim, on, &env, e) < 0)
         return -1;

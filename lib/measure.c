@@ -553,7 +553,7 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             return range_err(e, c, "probes", "in [1, 100000]");
         if (t->tol < 0)
             return range_err(e, c, "tol", ">= 0");
-        if ((t->on = t->every > 0))
+        if ((t->on = t->every > 0 && !x->plan))
             probe_init(&t->pr, m, ds, (int)t->examples, ms->seed, (uint64_t)t->split, mse, ls);
     }
     if (cfg_child(ev, "lambda_max")) {
@@ -572,7 +572,7 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             n_real += m->p.t[k].n;
         if (l->k < 1 || l->k > 64 || (size_t)l->k > n_real)
             return range_err(e, c, "k", "in [1, 64] and at most the number of parameters");
-        if ((l->on = l->every > 0)) {
+        if ((l->on = l->every > 0 && !x->plan)) {
             probe_init(&l->pr, m, ds, (int)l->examples, ms->seed, (uint64_t)l->split, mse, ls);
             l->vec = xmalloc((size_t)l->k * sizeof *l->vec);
             for (k = 0; k < l->k; k++)
@@ -604,7 +604,7 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             return range_err(e, c, "m", ">= 0 (0: one group of all examples)");
         if (o->eta < 0)
             return range_err(e, c, "eta", ">= 0");
-        if ((s->on = s->every > 0))
+        if ((s->on = s->every > 0 && !x->plan))
             probe_init(&s->pr, m, ds, (int)s->examples, ms->seed, (uint64_t)s->split, mse, ls);
     }
     if (cfg_child(ev, "landscape") || force_landscape) {
@@ -623,7 +623,7 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             return range_err(e, c, "points", "in [2, 1001]");
         if (!(l->range > 0))
             return range_err(e, c, "range", "> 0");
-        if ((l->on = l->every > 0 || force_landscape)) {
+        if ((l->on = (l->every > 0 || force_landscape) && !x->plan)) {
             probe_init(&l->pr, m, ds, (int)l->examples, ms->seed, (uint64_t)l->split, mse, ls);
             size_t cells = (size_t)l->points * (l->dims == 2 ? (size_t)l->points : 1);
             ms->csv_cap = 64 + cells * 4 * 32;

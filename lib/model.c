@@ -21,14 +21,17 @@ const struct model_ops *model_find(const char *name)
 static int model_load_weights(struct model *m, const char *path, struct err *e)
 {
     struct st_file f;
-    if (st_open(&f, path, e) < 0)
+    bool plan = m->plan; /* names and shapes from the header only */
+    if ((plan ? st_open_header(&f, path, e) : st_open(&f, path, e)) < 0)
         return -1;
     int rc = 0;
     for (int i = 0; i < m->p.nt && rc == 0; i++)
-        rc = st_read_f32(&f, &m->p.t[i], m->p.w + m->p.t[i].off, e);
+        rc = plan ? st_check_f32(&f, &m->p.t[i], e)
+                  : st_read_f32(&f, &m->p.t[i], m->p.w + m->p.t[i].off, e);
     /* Buffers (BatchNorm running statistics) are part of the model's state too. */
     for (int i = 0; i < m->buf.nt && rc == 0; i++)
-        rc = st_read_f32(&f, &m->buf.t[i], m->buf.w + m->buf.t[i].off, e);
+        rc = plan ? st_check_f32(&f, &m->buf.t[i], e)
+                  : st_read_f32(&f, &m->buf.t[i], m->buf.w + m->buf.t[i].off, e);
     if (rc == 0 && f.n_tensors != m->p.nt + m->buf.nt)
         rc = err_set(e, "'%s': holds %d tensors, the model has %d", path, f.n_tensors,
                      m->p.nt + m->buf.nt);
@@ -38,7 +41,7 @@ static int model_load_weights(struct model *m, const char *path, struct err *e)
 
 /* chw: the image shape, or NULL for tabular inputs. */
 static int model_build(struct model *m, struct cfg_node *c, int n_in, const int *chw, int n_out,
-                       int max_batch, uint64_t seed, struct err *e)
+                       int max_batch, uint64_t seed, bool plan, struct err *e)
 {
     const char *name, *init_from;
     memset(m, 0, sizeof *m);
@@ -48,6 +51,7 @@ static int model_build(struct model *m, struct cfg_node *c, int n_in, const int 
         m->in_w = chw[2];
     }
     m->seed = seed;
+    m->plan = plan;
     if (cfg_str(c, "name", "mlp", &name, e) < 0)
         return -1;
     m->ops = model_find(name);
@@ -59,28 +63,38 @@ static int model_build(struct model *m, struct cfg_node *c, int n_in, const int 
     m->max_batch = max_batch;
     if (m->ops->init(m, c, e) < 0)
         return -1;
-    params_alloc(&m->p);
-    if (m->buf.nt > 0)
-        params_alloc(&m->buf);
+    if (!plan) {
+        params_alloc(&m->p);
+        if (m->buf.nt > 0)
+            params_alloc(&m->buf);
+    }
     if (cfg_str(c, "init_from", NULL, &init_from, e) < 0)
         return -1;
     if (init_from)
         return model_load_weights(m, init_from, e);
-    m->ops->reset(m, seed);
+    if (!plan)
+        m->ops->reset(m, seed);
     return 0;
 }
 
 int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max_batch,
                uint64_t seed, struct err *e)
 {
-    return model_build(m, c, n_in, NULL, n_out, max_batch, seed, e);
+    return model_build(m, c, n_in, NULL, n_out, max_batch, seed, false, e);
 }
 
 int model_init_image(struct model *m, struct cfg_node *c, int channels, int height, int width,
                      int n_out, int max_batch, uint64_t seed, struct err *e)
 {
     int chw[3] = {channels, height, width};
-    return model_build(m, c, channels * height * width, chw, n_out, max_batch, seed, e);
+    return model_build(m, c, channels * height * width, chw, n_out, max_batch, seed, false, e);
+}
+
+int model_plan(struct model *m, struct cfg_node *c, int n_in, const int *chw, int n_out,
+               uint64_t seed, struct err *e)
+{
+    return model_build(m, c, chw ? chw[0] * chw[1] * chw[2] : n_in, chw, n_out, 1, seed, true,
+                       e);
 }
 
 void model_release(struct model *m)

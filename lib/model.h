@@ -77,6 +77,7 @@ struct model {
      * checkpoint.safetensors after the weights, read back by init_from and on resume. */
     struct params buf;
     uint64_t seed;  /* the run's seed: dropout masks come from (seed, "dropout", step) */
+    bool plan;      /* built by model_plan: init may leave its workspace unallocated */
     long step;      /* the optimizer step being computed, set by the training loop */
 };
 
@@ -94,6 +95,12 @@ int model_init(struct model *m, struct cfg_node *c, int n_in, int n_out, int max
  * convolutional models need; tabular models accept it too. */
 int model_init_image(struct model *m, struct cfg_node *c, int channels, int height, int width,
                      int n_out, int max_batch, uint64_t seed, struct err *e);
+/* Planning (samx check, sweep --dry-run): the keys, defaults, config errors and tensor layout
+ * (m->p.n, m->p.t) of model_init (chw NULL) or model_init_image (chw the image shape), with a
+ * workspace for one example and no weights (m->p.w NULL); model.init_from is checked from its
+ * safetensors header (names, dtypes, shapes, file size), not read. */
+int model_plan(struct model *m, struct cfg_node *c, int n_in, const int *chw, int n_out,
+               uint64_t seed, struct err *e);
 void model_release(struct model *m);
 
 #endif

@@ -137,13 +137,13 @@ float *optim_buf(struct optim *o, const char *name)
 {
     SAMX_ASSERT(o->n_buf < OPTIM_MAX_BUF);
     o->buf_name[o->n_buf] = name;
-    return o->buf[o->n_buf++] = xfloats(o->env.n);
+    return o->buf[o->n_buf++] = o->env.plan ? NULL : xfloats(o->env.n);
 }
 
 float *optim_scratch(struct optim *o)
 {
     SAMX_ASSERT(o->n_scratch < OPTIM_MAX_BUF);
-    return o->scratch[o->n_scratch++] = xfloats(o->env.n);
+    return o->scratch[o->n_scratch++] = o->env.plan ? NULL : xfloats(o->env.n);
 }
 
 void optim_state(struct optim *o, const char *name, double *v)

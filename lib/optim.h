@@ -91,6 +91,7 @@ struct optim_env {
     struct sched_clock clk;       /* time base for schedules */
     int max_batch;
     uint64_t seed;                /* for methods that draw random numbers (stream "optim.*") */
+    bool plan;                    /* only checking the config: optim_buf/optim_scratch give NULL */
 };
 
 struct optim;

@@ -36,18 +36,29 @@ void st_entries_params(const struct params *p, const float *w, struct st_entry *
 
 struct st_file {
     char *path;
-    uint8_t *buf;
-    size_t len;
+    uint8_t *buf;        /* the tensor data (NULL after st_open_header) */
+    size_t len;          /* bytes read: 8 + header + data */
     struct cJSON *hdr;
     const uint8_t *data; /* start of the byte buffer */
-    size_t data_len;
+    size_t data_len;     /* bytes of tensor data the header lists */
     int n_tensors;       /* entries other than __metadata__ */
 };
 
-/* Read and validate a whole file: header JSON, dtypes, shapes against offsets, offsets within
- * the data. Errors name the path. */
+/* Read and validate a whole file. Every header field is checked as input: a header length of
+ * 2 bytes to 100 MiB, a JSON object whose entries each have a known dtype, a shape of at most
+ * 8 non-negative integer sizes and integer data_offsets [begin, end] with end - begin =
+ * elements x dtype size; names unique; __metadata__ an object of strings; the tensors' spans
+ * tile the data with no overlap or hole, and the file ends exactly where the data does. Reads
+ * are bounded by the header: only the header and then exactly the bytes it lists are read (a
+ * device or a huge header never makes samx read until memory runs out). Errors (exit 1) name
+ * the path. */
 int st_open(struct st_file *f, const char *path, struct err *e);
-/* Copy tensor t.name (F32, exactly t's shape) into dst. */
+/* st_open without reading the tensor data (f->data stays NULL): validates the header and, for
+ * a regular file, that its size is what the header lists. For st_check_f32 and st_meta. */
+int st_open_header(struct st_file *f, const char *path, struct err *e);
+/* Whether tensor t.name is there, F32, exactly t's shape. */
+int st_check_f32(struct st_file *f, const struct tensor *t, struct err *e);
+/* Copy tensor t.name (F32, exactly t's shape) into dst. Needs st_open. */
 int st_read_f32(struct st_file *f, const struct tensor *t, float *dst, struct err *e);
 /* Copy a tensor of the given dtype and exactly nbytes into dst. */
 int st_read_raw(struct st_file *f, const char *name, const char *dtype, void *dst,

@@ -474,7 +474,7 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
         for (int i = 0; i < pl->np; i++)
             r->ov[i] = xasprintf("%s=%s", pl->p[i].key, pl->p[i].val[combo[k * np + i]]);
         struct run_opts ro = {.config = pl->config, .overrides = (const char *const *)r->ov,
-                              .n_overrides = r->n_ov, .threads = 1};
+                              .n_overrides = r->n_ov, .threads = 1, .plan = true};
         struct experiment x;
         if (experiment_build(&x, &ro, e) < 0) {
             char *what = join_quoted(r->ov, r->n_ov);

@@ -80,7 +80,8 @@ static int scan_dir(struct scan *sc, const char *dir, int depth, struct err *e)
             free(p);
     }
     closedir(d);
-    qsort(kids, (size_t)n_kids, sizeof *kids, cmp_str);
+    if (n_kids > 1) /* kids is NULL when there are none */
+        qsort(kids, (size_t)n_kids, sizeof *kids, cmp_str);
     int rc = 0;
     for (int i = 0; i < n_kids; i++) {
         if (rc == 0)
@@ -198,7 +199,7 @@ static void add_missing(struct runset *rs, const char *dir, const cJSON *line)
         all = kv_get(r, rs->keys[i]) != NULL;
     if (ok && !all) {
         struct run_opts ro = {.config = config->valuestring, .overrides = ov, .n_overrides = n_ov,
-                              .threads = 1};
+                              .threads = 1, .plan = true};
         struct experiment x;
         kv_clear(r);
         if (experiment_build(&x, &ro, &ignored) == 0)
@@ -330,7 +331,8 @@ int runset_load(struct runset *rs, const char *const *dirs, int n_dirs, const ch
         else
             rc = scan_dir(&sc, dirs[i], 0, e);
     }
-    qsort(sc.runs, (size_t)sc.n_runs, sizeof *sc.runs, cmp_str);
+    if (sc.n_runs > 1)
+        qsort(sc.runs, (size_t)sc.n_runs, sizeof *sc.runs, cmp_str);
     for (int i = 0; i < sc.n_runs; i++) {
         /* the same run reached through two DIR arguments counts once */
         if (rc == 0 && !(i > 0 && !strcmp(sc.runs[i], sc.runs[i - 1])))
@@ -357,7 +359,8 @@ int runset_load(struct runset *rs, const char *const *dirs, int n_dirs, const ch
     }
     if (rc < 0)
         return -1;
-    qsort(rs->run, (size_t)rs->n_run, sizeof *rs->run, cmp_run);
+    if (rs->n_run > 1)
+        qsort(rs->run, (size_t)rs->n_run, sizeof *rs->run, cmp_run);
     for (int i = 0; i < rs->n_run; i++) {
         struct table_run *r = &rs->run[i];
         struct table_group *g = NULL;
@@ -374,7 +377,8 @@ int runset_load(struct runset *rs, const char *const *dirs, int n_dirs, const ch
         g->run[g->n_run++] = i;
     }
     sort_rs = rs;
-    qsort(rs->grp, (size_t)rs->n_grp, sizeof *rs->grp, cmp_group);
+    if (rs->n_grp > 1)
+        qsort(rs->grp, (size_t)rs->n_grp, sizeof *rs->grp, cmp_group);
     for (int j = 0; j < rs->n_grp; j++) {
         const struct table_run *first = NULL;
         for (int i = 0; i < rs->grp[j].n_run; i++) {

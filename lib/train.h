@@ -31,6 +31,7 @@ struct run_opts {
     int threads;                /* > 0 */
     bool force, dry_run, quiet;
     bool progress;              /* draw a progress line on stderr (a terminal) */
+    bool plan;                  /* experiment_build only checks: see struct experiment.plan */
     const char *command_line;   /* for meta.json */
 };
 
@@ -61,6 +62,12 @@ struct experiment {
     struct measure measure;     /* eval.* landscape measurements (issue 4, measure.h) */
     char *resolved;             /* cfg_dump of the resolved config */
     char run_id[256];           /* "<overrides or default>-<8 hex>" */
+    /* Built for planning (samx check, sweep --dry-run/--emit and its check of every run, table):
+     * every key, default and config error, the resolved config and run id exactly as a run
+     * gets them, from the data's shapes (data_plan: file headers, no examples) and the model's
+     * layout (model_plan: no weights, workspace for one example); optimizer buffers and
+     * measurement probe sets are not allocated. Such an experiment cannot be trained. */
+    bool plan;
 };
 
 /* Load the config, apply overrides, build data, model and optimizer, and check every key.

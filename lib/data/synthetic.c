@@ -76,6 +76,12 @@ static int synthetic_load(struct data *d, struct cfg_node *c, uint64_t seed, str
         return -1;
 
     int dim = (int)features;
+    if (d->plan) {
+        d->train.n = (int)n_train;
+        d->test.n = (int)n_test;
+        d->train.dim = d->test.dim = dim;
+        return 0;
+    }
     double *beta = xmalloc((size_t)dim * sizeof *beta);
     double *sd = xmalloc((size_t)dim * sizeof *sd);
     struct rng r;

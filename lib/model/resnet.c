@@ -81,9 +81,10 @@ static int resnet_init(struct model *m, struct cfg_node *c, struct err *e)
     if (cfg_int(c, "depth", 20, &depth, e) < 0)
         return -1;
     bool r18 = depth == 18;
-    if (!r18 && (depth < 8 || depth > 1202 || (depth - 2) % 6 != 0))
-        return cfg_err(e, cfg_child(c, "depth"), "'model.depth' must be 18 or 6n+2 (20, 32, 44, "
-                                                 "56, 110), got %ld", depth);
+    /* 170: the deepest 6n+2 network whose tensors fit SAMX_MAX_TENSORS (params.h) */
+    if (!r18 && (depth < 8 || depth > 170 || (depth - 2) % 6 != 0))
+        return cfg_err(e, cfg_child(c, "depth"), "'model.depth' must be 18 or 6n+2 up to 170 (20, "
+                                                 "32, 44, 56, 110), got %ld", depth);
     if (cfg_int(c, "width", r18 ? 64 : 16, &width, e) < 0 ||
         cfg_enum(c, "shortcut", shortcuts, r18 ? 1 : 0, &sc, e) < 0 ||
         cfg_enum(c, "activation", act_names, ACT_RELU, &act, e) < 0)
@@ -146,9 +147,10 @@ static int wrn_init(struct model *m, struct cfg_node *c, struct err *e)
         cfg_num(c, "dropout", 0, &drop, e) < 0 ||
         cfg_enum(c, "activation", act_names, ACT_RELU, &act, e) < 0)
         return -1;
-    if (depth < 10 || depth > 1000 || (depth - 4) % 6 != 0)
-        return cfg_err(e, cfg_child(c, "depth"), "'model.depth' must be 6n+4 (16, 22, 28, 40), "
-                                                 "got %ld", depth);
+    /* 172: the deepest 6n+4 network whose tensors fit SAMX_MAX_TENSORS (params.h) */
+    if (depth < 10 || depth > 172 || (depth - 4) % 6 != 0)
+        return cfg_err(e, cfg_child(c, "depth"), "'model.depth' must be 6n+4 up to 172 (16, 22, "
+                                                 "28, 40), got %ld", depth);
     if (widen < 1 || widen > 64)
         return cfg_err(e, cfg_child(c, "widen"), "'model.widen' must be in [1, 64]");
     if (!(drop >= 0 && drop < 1))
