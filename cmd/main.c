@@ -7,6 +7,7 @@
  */
 #include <cpuid.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -485,7 +486,15 @@ static void pick_blas_core(char **argv)
         return;
     setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
     setenv("SAMX_REEXECED", "1", 1);
+    /* The signal mask survives exec: a SIGINT/SIGTERM before the new image installs its
+     * handlers stays pending instead of killing it silently (rundir_signals_init). */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, &old);
     execv("/proc/self/exe", argv);
+    sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
 int main(int argc, char **argv)

@@ -106,7 +106,9 @@ double rundir_now(void);
 /* SIGINT/SIGTERM from the start of the process. rundir_signals_init installs handlers that
  * print "samx: interrupted by SIGxxx" and _exit(SAMX_EXIT_INTERRUPTED) (commands that write
  * nothing half-way); rundir_signals_defer switches them to setting a flag that the training
- * loop polls after each step (samx run, from before its data is loaded). */
+ * loop polls after each step (samx run, from before its data is loaded). rundir_signals_init
+ * also unblocks SIGINT/SIGTERM, which samx blocks across its own re-exec (main.c), so that a
+ * signal in between is handled rather than killing the process. */
 void rundir_signals_init(void);
 void rundir_signals_defer(void);
 bool rundir_interrupted(void);
