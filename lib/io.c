@@ -109,6 +109,13 @@ int io_exists(const char *path) { return access(path, F_OK) == 0; }
 int io_lock(const char *path, int *fd, struct err *e)
 {
     *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0 && (errno == EROFS || errno == EACCES)) {
+        /* Nobody can write here: a lock file that exists still locks; without one there is
+         * nothing to protect, and the first write will say why it cannot. */
+        *fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (*fd < 0)
+            return 0;
+    }
     if (*fd < 0)
         return err_set(e, "cannot create '%s': %s", path, strerror(errno));
     int rc;

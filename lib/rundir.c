@@ -415,12 +415,17 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
     const char *th = st_meta(&f, "omp_threads"), *core = st_meta(&f, "openblas_core");
     char now_th[32];
     snprintf(now_th, sizeof now_th, "%d", threads_get());
-    if (!th || !core || strcmp(th, now_th) || strcmp(core, blas_corename())) {
+    if (!th || !core) {
+        rc = err_set(e, "'%s': checkpoint lacks 'omp_threads' or 'openblas_core' (an older "
+                        "samx wrote it?); use --force to start over",
+                     path);
+        goto out;
+    }
+    if (strcmp(th, now_th) || strcmp(core, blas_corename())) {
         rc = err_cfg(e, "'%s': trained with %s threads and OpenBLAS core %s, this run has %s "
                         "and %s; resume with -t %s (and OPENBLAS_CORETYPE=%s), or --force to "
                         "start over",
-                     rd->dir, th ? th : "?", core ? core : "?", now_th, blas_corename(),
-                     th ? th : "?", core ? core : "?");
+                     rd->dir, th, core, now_th, blas_corename(), th, core);
         goto out;
     }
     const char *status = st_meta(&f, "status");

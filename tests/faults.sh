@@ -342,9 +342,11 @@ if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o size=1m tmpfs "$M" 2>/dev/null; the
     rc=$?
     test $rc -eq 1 && one_error "$T/err" "'$M/c.*Read-only file system"
     ok $? "a read-only results directory: exit 1, one clear line ($(head -c 160 "$T/err"))"
+    "$SAMX" run "$T/f.yaml" -t 1 -o "$M/a" seed=2 2>"$T/err" && grep -q "already complete" "$T/err"
+    ok $? "a completed run on it is still skipped ($(head -c 160 "$T/err"))"
     umount "$M"
 else
-    for w in "a full filesystem" "a run beside a full one" "a resume after space is back" "the run beside it" "a read-only filesystem"; do
+    for w in "a full filesystem" "a run beside a full one" "a resume after space is back" "the run beside it" "a read-only filesystem" "a completed run on a read-only filesystem"; do
         skip "not root or no tmpfs mount: $w not checked"
     done
 fi
