@@ -385,7 +385,8 @@ int train_run(const struct run_opts *o, struct err *e)
         if (!dir)
             dir = xasprintf("%s/%s", parent, x.run_id);
         else if (!o->quiet && strcmp(strrchr(dir, '/') + 1, x.run_id) != 0)
-            fprintf(stderr, "samx: '%s' is this config's run directory (same config as %s)\n",
+            fprintf(stderr, "samx: '%s' holds this config's run (found by its hash; this "
+                            "invocation's label would be '%s')\n",
                     dir, x.run_id);
         free(parent);
     }
