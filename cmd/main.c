@@ -1,9 +1,12 @@
 /* samx: command table, option parsing, dispatch, exit statuses. Only this file exits.
  *
  * Exit statuses: 0 done (a diverged run is a result), 1 runtime failure, 2 usage or config
- * error, 130 interrupted after saving a checkpoint.
+ * error, 75 busy (another samx holds the run directory's lock; EX_TEMPFAIL), 130 interrupted
+ * (SIGINT/SIGTERM; samx run saves a checkpoint first). Every non-zero status comes with one
+ * line on stderr saying why. Signal handlers are installed first thing, for every command.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,7 @@
 #include "model.h"
 #include "optim.h"
 #include "plot.h"
+#include "rundir.h"
 #include "schedule.h"
 #include "sweep.h"
 #include "table.h"
@@ -30,7 +34,11 @@ static const char *const usage_run =
     "  -t THREADS     threads [OMP_NUM_THREADS, else the machine's cores]\n"
     "  --force        start over even if DIR holds a completed or interrupted run\n"
     "  --dry-run      resolve and check everything, print what would run, train nothing\n"
-    "  -q             no progress display\n";
+    "  -q             no progress display\n"
+    "  The run directory is found by the config's hash: any spelling of the same config (its\n"
+    "  own config.yaml included) resumes or skips the same directory. Exit 0 done, 1 runtime\n"
+    "  error, 2 config or usage error (a resume with other threads or OpenBLAS core too),\n"
+    "  75 busy (another samx is training this run directory), 130 interrupted (resumable).\n";
 static const char *const usage_check =
     "usage: samx check CONFIG [KEY=VALUE ...]\n"
     "  validate CONFIG (loading its data) and print the resolved config, every default included\n";
@@ -174,12 +182,18 @@ static void parse_run_args(int argc, char **argv, struct run_opts *o, const char
 
 static int cmd_run(int argc, char **argv, char *cmdline)
 {
+    /* From here a signal only sets a flag: loading finishes, training checkpoints, exit 130. */
+    rundir_signals_defer();
     struct run_opts o = {.threads = default_threads(), .command_line = cmdline};
     parse_run_args(argc, argv, &o, usage_run, true);
     o.progress = !o.quiet && isatty(2);
     threads_set(o.threads);
     struct err e = {0};
     int rc = train_run(&o, &e);
+    if (rc < 0 && e.status == SAMX_EXIT_INTERRUPTED) {
+        fprintf(stderr, "samx: %s\n", e.msg);
+        exit(SAMX_EXIT_INTERRUPTED);
+    }
     if (rc < 0)
         die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
     return rc;
@@ -457,12 +471,22 @@ static int cmd_help(int argc, char **argv, char *cmdline)
  * on with the runtimes as they loaded (slower, same results). */
 static void tune_process(char **argv)
 {
-    if (tune_env())
-        execv("/proc/self/exe", argv);
+    if (!tune_env())
+        return;
+    /* The signal mask survives exec: a SIGINT/SIGTERM before the new image installs its
+     * handlers stays pending instead of killing it silently (rundir_signals_init). */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    execv("/proc/self/exe", argv);
+    sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
 int main(int argc, char **argv)
 {
+    rundir_signals_init();
     if (argc < 2) {
         print_main_usage(stderr);
         return SAMX_EXIT_CONFIG;

@@ -849,6 +849,40 @@ int cfg_str(struct cfg_node *map, const char *key, const char *def, const char *
     return 0;
 }
 
+int cfg_str_path(struct cfg_node *map, const char *key, const char *def, const char **out,
+                 struct err *e)
+{
+    if (cfg_str(map, key, def, out, e) < 0)
+        return -1;
+    struct cfg_node *k = cfg_child(map, key);
+    if (!*out || !**out || **out == '/' || !k || k->type != CFG_SCALAR)
+        return 0;
+    char base[PATH_MAX] = ".";
+    bool in_file = k->line > 0 && strncmp(k->file, "override '", 10) != 0;
+    char *dir = xstrdup(in_file ? k->file : ".");
+    char *slash = strrchr(dir, '/');
+    if (!in_file || !slash)
+        snprintf(dir, 2, ".");
+    else if (slash == dir)
+        slash[1] = 0;
+    else
+        *slash = 0;
+    if (!realpath(dir, base)) {
+        free(dir);
+        return cfg_err(e, k, "cannot resolve '%s': directory '%s' of its config: %s", *out,
+                       in_file ? k->file : ".", strerror(errno));
+    }
+    free(dir);
+    const char *rel = *out;
+    while (rel[0] == '.' && rel[1] == '/')
+        rel += 2;
+    char *abs = xasprintf("%s%s%s", base, strcmp(base, "/") ? "/" : "", rel);
+    free(k->str);
+    k->str = abs;
+    *out = k->str;
+    return 0;
+}
+
 int cfg_enum(struct cfg_node *map, const char *key, const char *const *choices, int def, int *out,
              struct err *e)
 {

@@ -85,6 +85,11 @@ int cfg_bool(struct cfg_node *map, const char *key, bool def, bool *out, struct 
  * as null and *out is NULL ("optional, none"). */
 int cfg_str(struct cfg_node *map, const char *key, const char *def, const char **out,
             struct err *e);
+/* A file or directory path, as cfg_str; a relative one is made absolute against the directory
+ * of the config file it was written in (an override's, against the current directory) and
+ * written back into the tree, so the resolved config names the same file from anywhere. */
+int cfg_str_path(struct cfg_node *map, const char *key, const char *def, const char **out,
+                 struct err *e);
 /* One of `choices` (NULL-terminated); *out is the index. Error lists the choices. */
 int cfg_enum(struct cfg_node *map, const char *key, const char *const *choices, int def,
              int *out, struct err *e);

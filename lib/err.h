@@ -21,12 +21,13 @@ enum {
     SAMX_EXIT_OK = 0,
     SAMX_EXIT_RUNTIME = 1,
     SAMX_EXIT_CONFIG = 2,
+    SAMX_EXIT_BUSY = 75, /* EX_TEMPFAIL: another samx holds the run directory's lock */
     SAMX_EXIT_INTERRUPTED = 130,
 };
 
 struct err {
     char msg[1024];
-    int status; /* SAMX_EXIT_RUNTIME or SAMX_EXIT_CONFIG; 0 while no error is set */
+    int status; /* SAMX_EXIT_RUNTIME, SAMX_EXIT_CONFIG or SAMX_EXIT_BUSY; 0 while no error */
 };
 
 /* Set a runtime error (exit status 1). Always returns -1, so `return err_set(e, ...)` reads well. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,6 +105,31 @@ int io_read_all(const char *path, char **buf, size_t *len, struct err *e)
 }
 
 int io_exists(const char *path) { return access(path, F_OK) == 0; }
+
+int io_lock(const char *path, int *fd, struct err *e)
+{
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*fd < 0 && (errno == EROFS || errno == EACCES)) {
+        /* Nobody can write here: a lock file that exists still locks; without one there is
+         * nothing to protect, and the first write will say why it cannot. */
+        *fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (*fd < 0)
+            return 0;
+    }
+    if (*fd < 0)
+        return err_set(e, "cannot create '%s': %s", path, strerror(errno));
+    int rc;
+    while ((rc = flock(*fd, LOCK_EX | LOCK_NB)) < 0 && errno == EINTR)
+        ;
+    if (rc == 0)
+        return 0;
+    int saved = errno;
+    close(*fd);
+    *fd = -1;
+    if (saved == EWOULDBLOCK)
+        return 1;
+    return err_set(e, "cannot lock '%s': %s", path, strerror(saved));
+}
 
 void io_put_quoted(FILE *f, const char *s)
 {

@@ -24,6 +24,12 @@ int io_mkdir_p(const char *dir, struct err *e);
 /* Read a whole file into a NUL-terminated malloc'd buffer. */
 int io_read_all(const char *path, char **buf, size_t *len, struct err *e);
 int io_exists(const char *path);
+/* Take an exclusive flock on path (created if missing) without waiting; *fd holds it until
+ * closed, and the kernel drops it when the process dies, so a killed holder never blocks the
+ * next one. On a read-only filesystem an existing path is locked read-only, and a missing one
+ * is not locked at all (*fd = -1; nothing can be written there). Returns 0, 1 when another
+ * process holds it (*fd = -1), or -1 with e set. */
+int io_lock(const char *path, int *fd, struct err *e);
 /* Write s in single quotes, a quote inside doubled: a single-quoted string both for YAML flow
  * values and for gnuplot. */
 void io_put_quoted(FILE *f, const char *s);

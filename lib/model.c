@@ -68,7 +68,7 @@ static int model_build(struct model *m, struct cfg_node *c, int n_in, const int 
         if (m->buf.nt > 0)
             params_alloc(&m->buf);
     }
-    if (cfg_str(c, "init_from", NULL, &init_from, e) < 0)
+    if (cfg_str_path(c, "init_from", NULL, &init_from, e) < 0)
         return -1;
     if (init_from)
         return model_load_weights(m, init_from, e);

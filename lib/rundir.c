@@ -1,6 +1,7 @@
 #include "rundir.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -51,14 +52,23 @@ double rundir_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static volatile sig_atomic_t interrupted;
+static volatile sig_atomic_t interrupted, deferred;
 static void on_signal(int sig)
 {
-    (void)sig;
-    interrupted = 1;
+    if (!interrupted)
+        interrupted = sig;
+    if (deferred)
+        return;
+    /* write and _exit only: async-signal-safe */
+    static const char msg_int[] = "samx: interrupted by SIGINT\n";
+    static const char msg_term[] = "samx: interrupted by SIGTERM\n";
+    ssize_t w = sig == SIGINT ? write(2, msg_int, sizeof msg_int - 1)
+                              : write(2, msg_term, sizeof msg_term - 1);
+    (void)w;
+    _exit(SAMX_EXIT_INTERRUPTED);
 }
 
-void rundir_catch_signals(void)
+void rundir_signals_init(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -66,15 +76,19 @@ void rundir_catch_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A signal that came while they were blocked across a re-exec (main.c) is delivered now. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
+
+void rundir_signals_defer(void) { deferred = 1; }
 
 bool rundir_interrupted(void) { return interrupted != 0; }
 
-void rundir_release_signals(void)
-{
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-}
+const char *rundir_signal_name(void) { return interrupted == SIGINT ? "SIGINT" : "SIGTERM"; }
 
 void rundir_progress(const struct experiment *x, long epoch, long step, double loss, double sps)
 {
@@ -200,7 +214,17 @@ int rundir_append_record(struct rundir *rd, struct record *r, struct err *e)
     note_record(rd, r->obj);
     cJSON_Delete(r->obj);
     r->obj = r->nonfinite = NULL;
+    size_t n = strlen(s);
     int bad = fprintf(rd->metrics, "%s\n", s) < 0 || fflush(rd->metrics) != 0;
+    if (!bad) {
+        if (rd->records_len + n + 1 > rd->records_cap) {
+            rd->records_cap = 2 * (rd->records_len + n + 1);
+            rd->records = xrealloc(rd->records, rd->records_cap);
+        }
+        memcpy(rd->records + rd->records_len, s, n);
+        rd->records_len += n;
+        rd->records[rd->records_len++] = '\n';
+    }
     free(s);
     if (bad)
         return err_set(e, "cannot write '%s/metrics.jsonl': %s", rd->dir, strerror(errno));
@@ -219,13 +243,27 @@ static int meta_get(const struct st_file *f, const char *key, double *v, struct 
 {
     const char *s = st_meta(f, key);
     char *end;
-    if (!s || (*v = strtod(s, &end), *end))
-        return err_set(e, "'%s': checkpoint lacks '%s'", f->path, key);
+    if (!s || (*v = strtod(s, &end), *end || end == s))
+        return err_set(e, "'%s': checkpoint lacks '%s'; use --force to start over", f->path,
+                       key);
     return 0;
 }
 
-/* Weights, model buffers (BatchNorm running statistics, issue 7), optimizer buffers. */
-#define MAX_ENTRIES (2 * SAMX_MAX_TENSORS + 2 * OPTIM_MAX_BUF)
+/* A field that must be a finite number in [lo, hi] (an integer when integral). */
+static int meta_range(const struct st_file *f, const char *key, double lo, double hi,
+                      bool integral, double *v, struct err *e)
+{
+    if (meta_get(f, key, v, e) < 0)
+        return -1;
+    if (isfinite(*v) && *v >= lo && *v <= hi && (!integral || *v == floor(*v)))
+        return 0;
+    return err_set(e, "'%s': checkpoint field '%s' is %.17g, outside [%.17g, %.17g]%s; the file "
+                      "is damaged (use --force to start over)",
+                   f->path, key, *v, lo, hi, integral ? " or not an integer" : "");
+}
+
+/* Weights, model buffers (BatchNorm running statistics, issue 7), optimizer buffers, records. */
+#define MAX_ENTRIES (2 * SAMX_MAX_TENSORS + 2 * OPTIM_MAX_BUF + 1)
 
 /* Append the model's buffers (m->buf) to the entries after its n weight tensors. */
 static int entries_buffers(const struct model *m, struct st_entry *ent, int n)
@@ -234,6 +272,37 @@ static int entries_buffers(const struct model *m, struct st_entry *ent, int n)
         return n;
     st_entries_params(&m->buf, m->buf.w, ent + n);
     return n + m->buf.nt;
+}
+
+/* The checkpoint's checksum (rundir.h): sha256 of the metadata without "checksum", printed
+ * unformatted, followed by the tensor bytes in file order. */
+static void checkpoint_digest(const cJSON *meta, const struct st_entry *ent, int n,
+                              const void *data, size_t data_len, char out[65])
+{
+    cJSON *m = cJSON_Duplicate(meta, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(m, "checksum");
+    char *js = cJSON_PrintUnformatted(m);
+    cJSON_Delete(m);
+    size_t nj = strlen(js), nd = data_len;
+    if (ent) {
+        nd = 0;
+        for (int i = 0; i < n; i++)
+            nd += ent[i].nbytes;
+    }
+    char *buf = xmalloc(nj + nd + 1);
+    memcpy(buf, js, nj);
+    if (ent) {
+        size_t off = nj;
+        for (int i = 0; i < n; i++) {
+            memcpy(buf + off, ent[i].data, ent[i].nbytes);
+            off += ent[i].nbytes;
+        }
+    } else if (nd) {
+        memcpy(buf + nj, data, nd);
+    }
+    sha256_hex(buf, nj + nd, out);
+    free(buf);
+    free(js);
 }
 
 int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct train_state *st,
@@ -259,10 +328,19 @@ int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct trai
             meta_num(m, key, *o->state[i]);
         }
     }
+    if (rd->records_len > 0)
+        ent[n++] = (struct st_entry){.name = "records", .dtype = "U8", .ndim = 1,
+                                     .shape = {(long)rd->records_len}, .data = rd->records,
+                                     .nbytes = rd->records_len};
     char sha[65];
     sha256_hex(x->resolved, strlen(x->resolved), sha);
     cJSON_AddStringToObject(m, "config_sha256", sha);
     cJSON_AddStringToObject(m, "status", run_status_names[st->status]);
+    char th[32];
+    snprintf(th, sizeof th, "%d", threads_get());
+    cJSON_AddStringToObject(m, "omp_threads", th);
+    cJSON_AddStringToObject(m, "openblas_core", blas_corename());
+    meta_num(m, "records_bytes", (double)rd->records_len);
     meta_num(m, "epoch", (double)st->epoch);
     meta_num(m, "step", (double)st->step);
     meta_num(m, "step_in_epoch", (double)st->step_in_epoch);
@@ -277,11 +355,48 @@ int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct trai
     meta_num(m, "acc_steps", (double)st->acc_steps);
     meta_num(m, "epoch_seconds", st->epoch_seconds);
     meta_num(m, "wall_seconds", st->wall_seconds + rundir_now() - rd->started);
+    char sum[65];
+    checkpoint_digest(m, ent, n, NULL, 0, sum);
+    cJSON_AddStringToObject(m, "checksum", sum);
     char *path = path_in(rd, "checkpoint.safetensors");
     int rc = st_save(path, ent, n, m, false, e);
     free(path);
     cJSON_Delete(m);
     return rc;
+}
+
+/* The checkpoint's records: whole lines, epochs 0..st->epoch in order, each a JSON object. They
+ * become rd->records and rebuild last/best. */
+static int load_records(struct rundir *rd, struct st_file *f, const struct train_state *st,
+                        size_t nbytes, struct err *e)
+{
+    rd->records = xmalloc(nbytes + 1);
+    rd->records_cap = nbytes + 1;
+    rd->records_len = nbytes;
+    if (st_read_raw(f, "records", "U8", rd->records, nbytes, e) < 0)
+        return -1;
+    rd->records[nbytes] = 0;
+    long want = 0;
+    for (char *line = rd->records; *line; want++) {
+        char *nl = strchr(line, '\n');
+        cJSON *r = nl ? cJSON_ParseWithLength(line, (size_t)(nl - line)) : NULL;
+        const cJSON *ep = r ? cJSON_GetObjectItemCaseSensitive(r, "epoch") : NULL;
+        bool ok = cJSON_IsNumber(ep) && ep->valuedouble == (double)want && want <= st->epoch;
+        if (ok)
+            note_record(rd, r);
+        cJSON_Delete(r);
+        if (!ok)
+            return err_set(e, "'%s': record %ld of the checkpoint is not epoch %ld's; the file is "
+                              "damaged (use --force to start over)",
+                           f->path, want + 1, want);
+        line = nl + 1;
+    }
+    rd->records[nbytes] = 0;
+    if (want != st->epoch + 1)
+        return err_set(e, "'%s': the checkpoint holds records of epochs 0..%ld, not 0..%ld; the "
+                          "file is damaged (use --force to start over)",
+                       f->path, want - 1, st->epoch);
+    return 0;
 }
 
 static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train_state *st,
@@ -297,6 +412,90 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
     if (!csha || strcmp(csha, sha) != 0) {
         rc = err_cfg(e, "'%s': checkpoint of a different config; use --force to start over",
                      path);
+        goto out;
+    }
+    /* Thread count and BLAS core change the numbers: a resume must use the same. */
+    const char *th = st_meta(&f, "omp_threads"), *core = st_meta(&f, "openblas_core");
+    char now_th[32];
+    snprintf(now_th, sizeof now_th, "%d", threads_get());
+    if (!th || !core) {
+        rc = err_set(e, "'%s': checkpoint lacks 'omp_threads' or 'openblas_core' (an older "
+                        "samx wrote it?); use --force to start over",
+                     path);
+        goto out;
+    }
+    if (strcmp(th, now_th) || strcmp(core, blas_corename())) {
+        rc = err_cfg(e, "'%s': trained with %s threads and OpenBLAS core %s, this run has %s "
+                        "and %s; resume with -t %s (and OPENBLAS_CORETYPE=%s), or --force to "
+                        "start over",
+                     rd->dir, th, core, now_th, blas_corename(), th, core);
+        goto out;
+    }
+    const char *status = st_meta(&f, "status");
+    int si = -1;
+    for (int i = 0; status && run_status_names[i]; i++)
+        if (!strcmp(status, run_status_names[i]))
+            si = i;
+    if (si < 0 || si == RUN_FAILED) {
+        rc = err_set(e, "'%s': checkpoint status '%s' is not one a checkpoint has; the file is "
+                        "damaged (use --force to start over)",
+                     path, status ? status : "(none)");
+        goto out;
+    }
+    st->status = si == RUN_INTERRUPTED ? RUN_RUNNING : (enum run_status)si;
+    /* Every field in range before anything is used. */
+    double spe = (double)x->steps_per_epoch, bs = (double)x->batch_size;
+    double ep, sie, step, acc_steps, nrec;
+    if (meta_range(&f, "epoch", 0, (double)x->epochs, true, &ep, e) < 0 ||
+        meta_range(&f, "step_in_epoch", 0, spe > 0 ? spe - 1 : 0, true, &sie, e) < 0 ||
+        meta_range(&f, "step", 0, ep * spe + sie, true, &step, e) < 0 ||
+        meta_range(&f, "acc_steps", sie, sie, true, &acc_steps, e) < 0 ||
+        meta_range(&f, "records_bytes", 1, (double)f.data_len, true, &nrec, e) < 0) {
+        rc = -1;
+        goto out;
+    }
+    /* A diverged epoch ends early; every other checkpoint sits exactly at its position. */
+    if ((st->status != RUN_DIVERGED && step != ep * spe + sie) ||
+        (st->status == RUN_COMPLETED && (ep != (double)x->epochs || sie != 0)) ||
+        (st->status == RUN_DIVERGED && sie != 0)) {
+        rc = err_set(e, "'%s': checkpoint position (epoch %.0f, step %.0f, step in epoch %.0f, "
+                        "status %s) is inconsistent; the file is damaged (use --force to start "
+                        "over)",
+                     path, ep, step, sie, status);
+        goto out;
+    }
+    st->epoch = (long)ep;
+    st->step = (long)step;
+    st->step_in_epoch = (long)sie;
+    st->acc_steps = (long)acc_steps;
+    st->have_epoch0 = true;
+    struct {
+        const char *key;
+        double lo, hi;
+        double *dst;
+    } d[] = {{"grad_evals", 0, INFINITY, &st->grad_evals},
+             {"acc_count", 0, sie * bs, &st->acc_count},
+             {"acc_hit", 0, sie * bs, &st->acc_hit},
+             {"acc_perturbed_count", 0, sie * bs, &st->acc_perturbed_count},
+             {"acc_loss", -INFINITY, INFINITY, &st->acc_loss},
+             {"acc_grad_norm", 0, INFINITY, &st->acc_grad_norm},
+             {"acc_perturbed", -INFINITY, INFINITY, &st->acc_perturbed},
+             {"acc_sharp", -INFINITY, INFINITY, &st->acc_sharp},
+             {"epoch_seconds", 0, INFINITY, &st->epoch_seconds},
+             {"wall_seconds", 0, INFINITY, &st->wall_seconds}};
+    for (size_t i = 0; i < sizeof d / sizeof d[0] && rc == 0; i++)
+        rc = meta_range(&f, d[i].key, d[i].lo, d[i].hi, false, d[i].dst, e);
+    if (rc < 0)
+        goto out;
+    /* Then the checksum, before a single byte of the tensors is used. */
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(f.hdr, "__metadata__");
+    const char *want = st_meta(&f, "checksum");
+    char got[65];
+    checkpoint_digest(meta, NULL, 0, f.data, f.data_len, got);
+    if (!want || strcmp(want, got) != 0) {
+        rc = err_set(e, "'%s': checksum %s, expected %.16s...; the file is damaged (use --force "
+                        "to start over)",
+                     path, want ? "does not match" : "missing", got);
         goto out;
     }
     struct params *p = &x->model.p;
@@ -317,78 +516,110 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
             rc = meta_get(&f, key, o->state[i], e);
         }
     }
-    double v[9];
-    static const char *const keys[] = {"epoch", "step", "step_in_epoch", "acc_steps"};
-    for (int i = 0; i < 4 && rc == 0; i++)
-        rc = meta_get(&f, keys[i], &v[i], e);
-    if (rc == 0) {
-        st->epoch = (long)v[0];
-        st->step = (long)v[1];
-        st->step_in_epoch = (long)v[2];
-        st->acc_steps = (long)v[3];
-        st->have_epoch0 = true;
-    }
-    struct {
-        const char *key;
-        double *dst;
-    } d[] = {{"grad_evals", &st->grad_evals},   {"acc_loss", &st->acc_loss},
-             {"acc_hit", &st->acc_hit},         {"acc_count", &st->acc_count},
-             {"acc_grad_norm", &st->acc_grad_norm}, {"acc_perturbed", &st->acc_perturbed},
-             {"acc_sharp", &st->acc_sharp},
-             {"acc_perturbed_count", &st->acc_perturbed_count},     {"epoch_seconds", &st->epoch_seconds},
-             {"wall_seconds", &st->wall_seconds}};
-    for (size_t i = 0; i < sizeof d / sizeof d[0] && rc == 0; i++)
-        rc = meta_get(&f, d[i].key, d[i].dst, e);
+    if (rc == 0)
+        rc = load_records(rd, &f, st, (size_t)nrec, e);
 out:
     st_close(&f);
-    (void)rd;
     return rc;
 }
 
-/* Keep the records of epochs <= last (those the checkpoint has seen), rewrite the file, and
- * rebuild last/best from them. */
-static int trim_metrics(struct rundir *rd, long last, struct err *e)
+/* metrics.jsonl must begin with the checkpoint's records (rd->records); records after them are
+ * of an epoch the resumed run computes again. A file that does not is restored from them. */
+static int restore_metrics(struct rundir *rd, struct err *e)
 {
     char *path = path_in(rd, "metrics.jsonl"), *buf = NULL;
-    size_t len = 0, keep = 0;
-    int rc = 0;
-    if (io_exists(path) && io_read_all(path, &buf, &len, e) < 0) {
+    size_t len = 0, n = rd->records_len;
+    bool have = io_exists(path);
+    if (have && io_read_all(path, &buf, &len, e) < 0) {
         free(path);
         return -1;
     }
-    for (char *line = buf; line && *line;) {
-        char *nl = strchr(line, '\n');
-        if (!nl)
-            break; /* a line cut by a crash is not a record */
-        *nl = 0;
-        cJSON *r = cJSON_Parse(line);
-        const cJSON *ep = r ? cJSON_GetObjectItemCaseSensitive(r, "epoch") : NULL;
-        bool ok = cJSON_IsNumber(ep) && ep->valuedouble <= last;
-        if (ok) {
-            note_record(rd, r);
-            *nl = '\n';
-            keep = (size_t)(nl + 1 - buf);
-        }
-        cJSON_Delete(r);
-        if (!ok)
-            break;
-        line = nl + 1;
+    bool prefix = have && len >= n && memcmp(buf, rd->records, n) == 0;
+    if (!prefix) {
+        long line = 1, last = 0;
+        for (size_t i = 0; i < n && i < len && buf[i] == rd->records[i]; i++)
+            line += buf[i] == '\n';
+        for (size_t i = 0; i < n; i++)
+            last += rd->records[i] == '\n';
+        char what[64];
+        if (!have || len == 0)
+            snprintf(what, sizeof what, "is %s", have ? "empty" : "missing");
+        else
+            snprintf(what, sizeof what, "line %ld does not match the checkpoint", line);
+        fprintf(stderr, "samx: warning: '%s' %s; restored the records of epochs 0..%ld from "
+                        "checkpoint.safetensors\n",
+                path, what, last - 1);
     }
-    rc = io_write_atomic(path, buf ? buf : "", keep, e);
+    int rc = prefix && len == n ? 0 : io_write_atomic(path, rd->records, n, e);
     free(buf);
     free(path);
     return rc;
 }
 
+static void remove_file(struct rundir *rd, const char *file)
+{
+    char *p = path_in(rd, file);
+    unlink(p);
+    free(p);
+}
+
 static void remove_run_files(struct rundir *rd)
 {
-    static const char *const files[] = {"metrics.jsonl", "summary.json", "checkpoint.safetensors",
+    static const char *const files[] = {"summary.json", "metrics.jsonl", "checkpoint.safetensors",
                                         "model.safetensors", "meta.json", NULL};
-    for (int i = 0; files[i]; i++) {
-        char *p = path_in(rd, files[i]);
-        unlink(p);
-        free(p);
+    for (int i = 0; files[i]; i++)
+        remove_file(rd, files[i]);
+}
+
+/* Half-written "<file>.tmp.<pid>" of a killed writer (io.h); only called under the lock. */
+static void remove_stale_tmp(struct rundir *rd)
+{
+    struct dirent **ents;
+    int n = scandir(rd->dir, &ents, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        if (strstr(ents[i]->d_name, ".tmp."))
+            remove_file(rd, ents[i]->d_name);
+        free(ents[i]);
     }
+    if (n >= 0)
+        free(ents);
+}
+
+/* The config.yaml of dir equals resolved. */
+static bool same_config(const char *dir, const char *resolved)
+{
+    char *p = xasprintf("%s/config.yaml", dir), *s = NULL;
+    struct err ignored = {0};
+    bool same = io_exists(p) && io_read_all(p, &s, NULL, &ignored) == 0 && !strcmp(s, resolved);
+    free(s);
+    free(p);
+    return same;
+}
+
+char *rundir_find(const char *parent, const struct experiment *x)
+{
+    char *mine = xasprintf("%s/%s", parent, x->run_id);
+    if (same_config(mine, x->resolved))
+        return mine;
+    free(mine);
+    const char *hash = strrchr(x->run_id, '-');
+    struct dirent **ents;
+    int n = hash ? scandir(parent, &ents, NULL, alphasort) : -1;
+    char *found = NULL;
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(ents[i]->d_name), hl = strlen(hash);
+        if (!found && len > hl && !strcmp(ents[i]->d_name + len - hl, hash)) {
+            char *d = xasprintf("%s/%s", parent, ents[i]->d_name);
+            if (same_config(d, x->resolved))
+                found = d;
+            else
+                free(d);
+        }
+        free(ents[i]);
+    }
+    if (n >= 0)
+        free(ents);
+    return found;
 }
 
 int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct train_state *st,
@@ -396,6 +627,7 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
 {
     memset(rd, 0, sizeof *rd);
     memset(st, 0, sizeof *st);
+    rd->lock_fd = -1;
     *done = false;
     rd->dir = xstrdup(dir);
     rd->started = rundir_now();
@@ -407,9 +639,17 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
     if (io_mkdir_p(dir, e) < 0)
         return -1;
     char *cfg_path = path_in(rd, "config.yaml"), *ck = path_in(rd, "checkpoint.safetensors");
-    char *sum_path = path_in(rd, "summary.json");
-    int rc = 0;
+    char *sum_path = path_in(rd, "summary.json"), *lock = path_in(rd, ".lock");
+    int rc = io_lock(lock, &rd->lock_fd, e);
     char *old = NULL;
+    if (rc != 0) {
+        if (rc > 0) {
+            rc = err_set(e, "'%s': busy: another samx is training this run directory", dir);
+            e->status = SAMX_EXIT_BUSY;
+        }
+        goto out;
+    }
+    remove_stale_tmp(rd);
     if (!force && io_exists(cfg_path)) {
         if (io_read_all(cfg_path, &old, NULL, e) < 0) {
             rc = -1;
@@ -439,13 +679,15 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
             goto out;
     }
     if (!force && io_exists(ck)) {
-        if (load_checkpoint(rd, x, st, ck, e) < 0 || trim_metrics(rd, st->epoch, e) < 0) {
+        if (load_checkpoint(rd, x, st, ck, e) < 0 || restore_metrics(rd, e) < 0) {
             rc = -1;
             goto out;
         }
     } else {
         remove_run_files(rd);
     }
+    /* The previous invocation's summary (interrupted, failed) no longer describes the run. */
+    remove_file(rd, "summary.json");
     if (io_write_atomic(cfg_path, x->resolved, strlen(x->resolved), e) < 0) {
         rc = -1;
         goto out;
@@ -462,6 +704,7 @@ out:
     free(cfg_path);
     free(ck);
     free(sum_path);
+    free(lock);
     return rc;
 }
 
@@ -477,6 +720,9 @@ int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_st
     if (st->status != RUN_INTERRUPTED)
         rc = st_save(mp, ent, n_ent, NULL, true, e);
     free(mp);
+    /* meta.json before summary.json: summary.json is the result and comes last (rundir.h). */
+    if (rc == 0)
+        rc = write_meta(rd, x, st, command_line, rd->start_time, e);
     cJSON *s = cJSON_CreateObject();
     cJSON_AddStringToObject(s, "status", run_status_names[st->status]);
     cJSON_AddNumberToObject(s, "epochs_completed", (double)st->epoch);
@@ -488,8 +734,6 @@ int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_st
     if (rc == 0)
         rc = write_json(rd, "summary.json", s, e);
     cJSON_Delete(s);
-    if (rc == 0)
-        rc = write_meta(rd, x, st, command_line, rd->start_time, e);
     return rc;
 }
 
@@ -499,6 +743,10 @@ void rundir_close(struct rundir *rd)
         fclose(rd->metrics);
     cJSON_Delete(rd->last);
     cJSON_Delete(rd->best);
+    free(rd->records);
     free(rd->dir);
+    if (rd->lock_fd >= 0)
+        close(rd->lock_fd); /* releases the flock */
     memset(rd, 0, sizeof *rd);
+    rd->lock_fd = -1;
 }

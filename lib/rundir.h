@@ -1,9 +1,29 @@
-/* rundir.h: the run directory: records, checkpoint, summary, meta, progress and signals.
+/* rundir.h: the run directory: identity, lock, records, checkpoint, summary, meta, signals.
  *
  * Files (interface.md section 3): config.yaml, meta.json, metrics.jsonl, summary.json,
- * model.safetensors, checkpoint.safetensors. Everything but metrics.jsonl is replaced
- * atomically; metrics.jsonl is appended one line per epoch and flushed, and trimmed back to
- * the checkpoint's epoch when a run resumes, so the records always match the checkpoint.
+ * model.safetensors, checkpoint.safetensors, and .lock. Everything but metrics.jsonl is
+ * replaced atomically; metrics.jsonl is appended one line per epoch and flushed.
+ *
+ * Identity: a run is its resolved config. Under results/<name>/ the directory of a config is
+ * any "<label>-<8 hex of its sha256>" whose config.yaml is that config byte for byte, however
+ * the label (the overrides as spelled) reads; rundir_find looks it up.
+ *
+ * Lock: the process that trains holds an exclusive flock on .lock for as long as it has the
+ * directory open; a second one gets SAMX_EXIT_BUSY. The kernel drops the lock with the process.
+ *
+ * Checkpoint: weights, model buffers, optimizer buffers and scalars, the training position, the
+ * thread count and OpenBLAS core, and the exact bytes of the metrics.jsonl records it covers
+ * (tensor "records"); metadata "checksum" is the sha256 of the rest of the metadata (printed
+ * as unformatted JSON) followed by every tensor's bytes in file order. A resume range-checks
+ * every field, verifies the checksum, and then trusts the checkpoint's records over
+ * metrics.jsonl: a file that does not begin with them is restored from them (with a warning
+ * naming its first differing line), and records after them (an epoch written just before a
+ * kill, and computed again) are dropped. A checkpoint whose status is completed or diverged
+ * is finished without training.
+ *
+ * Order of the final files: model.safetensors, meta.json, summary.json. summary.json is written
+ * last and is the run's result: a directory without it is unfinished, whatever meta.json says,
+ * and running it again finishes it. A resume deletes the previous summary before training.
  */
 #ifndef SAMX_RUNDIR_H
 #define SAMX_RUNDIR_H
@@ -47,6 +67,9 @@ void record_num(struct record *r, const char *key, double v);
 
 struct rundir {
     char *dir;
+    int lock_fd;            /* holds the flock on .lock; -1 when not open */
+    char *records;          /* metrics.jsonl as it should be: every record written, in order */
+    size_t records_len, records_cap;
     FILE *metrics;          /* metrics.jsonl, opened for append */
     struct cJSON *last, *best; /* last record; best by the selection metric */
     const char *best_by;    /* "val_acc", "val_loss", "test_acc", "test_loss" */
@@ -55,8 +78,17 @@ struct rundir {
     char start_time[32];    /* ISO 8601 UTC at open, for meta.json */
 };
 
-/* Open (creating) the directory for experiment x: start over, resume, or report that the run is
- * already finished (*done = true). Writes config.yaml and meta.json. */
+/* The existing run directory of x under parent (results/<name>), or NULL: parent/<x's run id>
+ * when its config.yaml is x's resolved config, else the first (by name) "*-<hash>" whose
+ * config.yaml is. malloc'd. */
+char *rundir_find(const char *parent, const struct experiment *x);
+
+/* Open (creating) the directory for experiment x and lock it: start over, resume, or report
+ * that the run is already finished (*done = true). Writes config.yaml and meta.json. Errors:
+ * SAMX_EXIT_BUSY when another process holds the lock; a checkpoint of another config, thread
+ * count or OpenBLAS core: SAMX_EXIT_CONFIG; a damaged checkpoint (a field out of range, a
+ * checksum that does not match): SAMX_EXIT_RUNTIME naming the file. On resume st->status is
+ * the checkpoint's (RUN_RUNNING for a run to continue). */
 int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct train_state *st,
                 bool force, const char *command_line, bool *done, struct err *e);
 /* Append a record (takes ownership of r->obj) and flush. */
@@ -71,10 +103,17 @@ void rundir_close(struct rundir *rd);
 
 /* Monotonic seconds. */
 double rundir_now(void);
-/* SIGINT/SIGTERM: install handlers that set a flag; query it; restore default handlers. */
-void rundir_catch_signals(void);
+/* SIGINT/SIGTERM from the start of the process. rundir_signals_init installs handlers that
+ * print "samx: interrupted by SIGxxx" and _exit(SAMX_EXIT_INTERRUPTED) (commands that write
+ * nothing half-way); rundir_signals_defer switches them to setting a flag that the training
+ * loop polls after each step (samx run, from before its data is loaded). rundir_signals_init
+ * also unblocks SIGINT/SIGTERM, which samx blocks across its own re-exec (main.c), so that a
+ * signal in between is handled rather than killing the process. */
+void rundir_signals_init(void);
+void rundir_signals_defer(void);
 bool rundir_interrupted(void);
-void rundir_release_signals(void);
+/* "SIGINT" or "SIGTERM": the signal that set the flag. */
+const char *rundir_signal_name(void);
 /* One-line progress display on stderr. */
 void rundir_progress(const struct experiment *x, long epoch, long step, double loss, double sps);
 

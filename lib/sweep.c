@@ -496,8 +496,13 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
                             "results/<name>/manifest.jsonl, so sweep 'name' separately",
                          name, x.name);
         }
-        r->run_id = xstrdup(x.run_id);
-        r->dir = xasprintf("%s/%s/%s", root, x.name, x.run_id);
+        /* The run is its config: an existing directory of it, whatever its label (rundir.h). */
+        char *parent = xasprintf("%s/%s", root, x.name);
+        r->dir = rundir_find(parent, &x);
+        if (!r->dir)
+            r->dir = xasprintf("%s/%s", parent, x.run_id);
+        r->run_id = xstrdup(strrchr(r->dir, '/') + 1);
+        free(parent);
         experiment_free(&x);
         for (long j = 0; j < k && rc == 0; j++)
             if (!strcmp(runs[j].run_id, r->run_id))
@@ -729,7 +734,11 @@ static int run_here(const struct sweep_opts *o, const struct plan *pl, struct ru
             running--;
             done++;
             r->status = reap_status(r, ws);
-            if (!strcmp(r->status, "failed"))
+            if (WIFSIGNALED(ws) && !n_signals)
+                fprintf(stderr, "samx: error: run '%s' was killed by signal %d (%s); rerun the "
+                                "sweep to resume it\n",
+                        r->run_id, WTERMSIG(ws), strsignal(WTERMSIG(ws)));
+            else if (!strcmp(r->status, "failed"))
                 fprintf(stderr, "samx: error: run '%s' failed (see its error above; rerun: %s)\n",
                         r->run_id, r->command);
             else if (o->progress)
@@ -820,6 +829,15 @@ int sweep_main(const struct sweep_opts *o, struct err *e)
                 name, counts[0], counts[1], counts[2], counts[3], counts[4], manifest);
     rc = stopped ? SAMX_EXIT_INTERRUPTED
                  : counts[0] + counts[1] == n ? SAMX_EXIT_OK : SAMX_EXIT_RUNTIME;
+    /* Every non-zero exit says why, with or without a terminal. */
+    if (rc == SAMX_EXIT_INTERRUPTED)
+        fprintf(stderr, "samx: interrupted by a signal: %d runs not finished (they resume when "
+                        "the sweep runs again); manifest %s\n",
+                n - counts[0] - counts[1], manifest);
+    else if (rc == SAMX_EXIT_RUNTIME)
+        fprintf(stderr, "samx: error: sweep '%s': %d of %d runs did not finish (%d failed, %d "
+                        "interrupted); manifest %s\n",
+                name, n - counts[0] - counts[1], n, counts[3], counts[2], manifest);
 out:
     for (int k = 0; k < n; k++)
         run_free(&runs[k]);

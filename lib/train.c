@@ -266,6 +266,10 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
     struct params *p = &x->model.p;
     int rc = 0;
 
+    if (rundir_interrupted()) { /* a signal while loading data or opening the directory */
+        st->status = RUN_INTERRUPTED;
+        goto out;
+    }
     if (st->epoch == 0 && st->step_in_epoch == 0 && !st->have_epoch0) {
         double t0 = rundir_now();
         struct epoch_acc a = {.loss_perturbed = NAN, .sharpness = NAN};
@@ -375,12 +379,29 @@ int train_run(const struct run_opts *o, struct err *e)
     char *dir = NULL;
     if (rc < 0)
         goto out;
-    dir = o->out_dir ? xstrdup(o->out_dir)
-                     : xasprintf("%s/%s/%s", o->results_root ? o->results_root : "results",
-                                 x.name, x.run_id);
+    if (o->out_dir) {
+        dir = xstrdup(o->out_dir);
+    } else {
+        /* The run is its config: an existing directory of it, whatever its label says. */
+        char *parent = xasprintf("%s/%s", o->results_root ? o->results_root : "results", x.name);
+        dir = rundir_find(parent, &x);
+        if (!dir)
+            dir = xasprintf("%s/%s", parent, x.run_id);
+        else if (!o->quiet && strcmp(strrchr(dir, '/') + 1, x.run_id) != 0)
+            fprintf(stderr, "samx: '%s' holds this config's run (found by its hash; this "
+                            "invocation's label would be '%s')\n",
+                    dir, x.run_id);
+        free(parent);
+    }
     if (o->dry_run) {
         printf("would run '%s' (%ld epochs of %ld steps, %zu parameters) into '%s'\n", o->config,
                x.epochs, x.steps_per_epoch, x.model.p.n, dir);
+        goto out;
+    }
+    if (rundir_interrupted()) {
+        rc = err_set(e, "interrupted by %s while loading '%s'; nothing was written",
+                     rundir_signal_name(), o->config);
+        e->status = SAMX_EXIT_INTERRUPTED;
         goto out;
     }
     struct rundir rd;
@@ -392,23 +413,27 @@ int train_run(const struct run_opts *o, struct err *e)
         if (!o->quiet)
             fprintf(stderr, "samx: '%s' is already complete (use --force to run it again)\n",
                     dir);
+    } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED) {
+        /* Killed after its final checkpoint: the run is over, only its final files are due. */
+        if (rundir_finish(&rd, &x, &st, o->command_line, e) < 0)
+            rc = -1;
     } else {
-        rundir_catch_signals();
         rc = train_loop(&x, &rd, &st, o, e);
-        rundir_release_signals();
         if (rc < 0) {
             st.status = RUN_FAILED;
             struct err ignored = {0};
             rundir_finish(&rd, &x, &st, o->command_line, &ignored);
-        } else if (rundir_checkpoint(&rd, &x, &st, e) < 0 ||
+        } else if ((st.have_epoch0 && rundir_checkpoint(&rd, &x, &st, e) < 0) ||
                    rundir_finish(&rd, &x, &st, o->command_line, e) < 0) {
             rc = -1;
         } else if (st.status == RUN_INTERRUPTED) {
-            rc = SAMX_EXIT_INTERRUPTED;
+            rc = err_set(e, "interrupted by %s: %s '%s'; run the same command to resume",
+                         rundir_signal_name(),
+                         st.have_epoch0 ? "checkpoint saved in" : "nothing trained yet in", dir);
+            e->status = SAMX_EXIT_INTERRUPTED;
         }
     }
-    if (!o->dry_run)
-        rundir_close(&rd);
+    rundir_close(&rd);
 out:
     free(dir);
     experiment_free(&x);

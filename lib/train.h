@@ -7,8 +7,9 @@
  * to metrics.jsonl and replaces checkpoint.safetensors. A non-finite loss ends the run with
  * status "diverged" (exit 0: a diverged run is a result). SIGINT/SIGTERM finish the current
  * step, write a checkpoint positioned inside the epoch and a summary with status "interrupted",
- * and the run returns SAMX_EXIT_INTERRUPTED; running the same config again resumes from the
- * checkpoint and produces the records an uninterrupted run would have.
+ * and the run returns -1 with e->status SAMX_EXIT_INTERRUPTED (e->msg says so); running the
+ * same config again resumes from the checkpoint and produces the records an uninterrupted run
+ * would have (rundir.h: what a resume checks).
  */
 #ifndef SAMX_TRAIN_H
 #define SAMX_TRAIN_H
@@ -76,7 +77,8 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
 void experiment_free(struct experiment *x);
 
 /* samx run: build, then train into the run directory (resuming or skipping as the directory
- * says). Returns SAMX_EXIT_OK or SAMX_EXIT_INTERRUPTED, or -1 with e set. */
+ * says). Returns SAMX_EXIT_OK, or -1 with e set (status 1, 2, SAMX_EXIT_BUSY, or
+ * SAMX_EXIT_INTERRUPTED). The caller defers signals first (rundir_signals_defer). */
 int train_run(const struct run_opts *o, struct err *e);
 
 /* Mean loss and accuracy (classification; NAN for regression) of the model over a whole split,

@@ -117,7 +117,7 @@ static int cifar_load(struct data *d, struct cfg_node *c, const struct cifar_set
     bool normalize;
     double mean[3], std[3];
     int n_mean, n_std;
-    if (cfg_str(c, "dir", NULL, &dir, e) || cfg_bool(c, "normalize", true, &normalize, e) ||
+    if (cfg_str_path(c, "dir", NULL, &dir, e) || cfg_bool(c, "normalize", true, &normalize, e) ||
         cfg_num_list(c, "mean", set->mean, 3, mean, 3, &n_mean, e) ||
         cfg_num_list(c, "std", set->std, 3, std, 3, &n_std, e))
         return -1;

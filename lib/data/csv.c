@@ -340,7 +340,7 @@ static int csv_load(struct data *d, struct cfg_node *c, uint64_t seed, struct er
     bool standardize;
     (void)seed;
 
-    if (cfg_str(c, "train", NULL, &train, e) || cfg_str(c, "test", NULL, &test, e) ||
+    if (cfg_str_path(c, "train", NULL, &train, e) || cfg_str_path(c, "test", NULL, &test, e) ||
         csv_label_key(c, &o, e) || cfg_enum(c, "task", tasks, 0, &task, e) ||
         cfg_enum(c, "header", headers, CSV_HEADER_AUTO, &o.header, e) ||
         cfg_bool(c, "standardize", false, &standardize, e))

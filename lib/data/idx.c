@@ -198,7 +198,7 @@ static int idx_load(struct data *d, struct cfg_node *c, const struct idx_set *se
 {
     const char *dir;
     bool normalize;
-    if (cfg_str(c, "dir", set->dir, &dir, e))
+    if (cfg_str_path(c, "dir", set->dir, &dir, e))
         return -1;
     if (!dir) {
         char *path = cfg_path(c);
