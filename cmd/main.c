@@ -214,12 +214,15 @@ static int cmd_sweep(int argc, char **argv, char *cmdline)
                                          {"dry-run", no_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    struct sweep_opts o = {.jobs = 1, .cores = default_threads(), .progress = isatty(2)};
+    struct sweep_opts o = {.jobs = 1, .cores = default_threads(), .progress = true};
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "j:o:qh", opts, NULL)) != -1) {
         switch (c) {
+        case 'q':
+            o.progress = false;
+            break;
         case 'j':
             o.jobs = parse_count(usage_sweep, "-j needs a number of jobs >= 1, got '%s'", optarg);
             break;
@@ -259,8 +262,10 @@ static int cmd_table(int argc, char **argv, char *cmdline)
     static const struct option opts[] = {
         {"group", required_argument, NULL, 'g'}, {"metric", required_argument, NULL, 'm'},
         {"at", required_argument, NULL, 'a'},    {"format", required_argument, NULL, 'f'},
+        {"precision", required_argument, NULL, 'p'}, {"counts", no_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     struct table_opts o = {0};
+    char *end;
     int c;
     optind = 1;
     opterr = 0;
@@ -277,6 +282,16 @@ static int cmd_table(int argc, char **argv, char *cmdline)
             break;
         case 'f':
             o.format = optarg;
+            break;
+        case 'p':
+            o.precision = (int)strtol(optarg, &end, 10);
+            if (end == optarg || *end || o.precision < 0 || o.precision > 12)
+                usage_error(usage_table, "--precision needs decimals in [0, 12], got '%s'",
+                            optarg);
+            o.precision_set = true;
+            break;
+        case 'c':
+            o.counts = true;
             break;
         case 'h':
             fputs(usage_table, stdout);
@@ -300,9 +315,13 @@ static int cmd_plot(int argc, char **argv, char *cmdline)
     (void)cmdline;
     static const struct option opts[] = {
         {"y", required_argument, NULL, 'y'}, {"x", required_argument, NULL, 'x'},
-        {"group", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        {"group", required_argument, NULL, 'g'}, {"title", required_argument, NULL, 'T'},
+        {"xlabel", required_argument, NULL, 'X'}, {"ylabel", required_argument, NULL, 'Y'},
+        {"labels", required_argument, NULL, 'L'}, {"band", required_argument, NULL, 'B'},
+        {"logy", no_argument, NULL, 'l'}, {"from", required_argument, NULL, 'F'},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     struct plot_opts o = {0};
+    char *end;
     int c;
     optind = 1;
     opterr = 0;
@@ -319,6 +338,31 @@ static int cmd_plot(int argc, char **argv, char *cmdline)
             break;
         case 'o':
             o.out = optarg;
+            break;
+        case 'T':
+            o.title = optarg;
+            break;
+        case 'X':
+            o.xlabel = optarg;
+            break;
+        case 'Y':
+            o.ylabel = optarg;
+            break;
+        case 'L':
+            o.labels = optarg;
+            break;
+        case 'B':
+            o.band = optarg;
+            break;
+        case 'l':
+            o.logy = true;
+            break;
+        case 'F':
+            o.from = strtod(optarg, &end);
+            if (end == optarg || *end)
+                usage_error(usage_plot, "--from needs a number (the first x shown), got '%s'",
+                            optarg);
+            o.from_set = true;
             break;
         case 'h':
             fputs(usage_plot, stdout);

@@ -16,15 +16,24 @@
 #ifndef SAMX_PLOT_H
 #define SAMX_PLOT_H
 
+#include <stdbool.h>
+
 #include "err.h"
 
 struct plot_opts {
     const char *const *dirs;
     int n_dirs;
-    const char *group; /* comma-separated config keys, or NULL */
-    const char *x;     /* [epoch] */
-    const char *y;     /* required */
-    const char *out;   /* FILE.png|.svg|.pdf|.txt [<y>.png] */
+    const char *group;  /* comma-separated config keys, or NULL */
+    const char *x;      /* [epoch] */
+    const char *y;      /* required */
+    const char *out;    /* FILE.png|.svg|.pdf|.txt [<y>.png] */
+    const char *title;  /* NULL: none */
+    const char *xlabel, *ylabel; /* [the x and y keys] */
+    const char *labels; /* "a,b,c": legend labels in group order [key=value (n runs)] */
+    const char *band;   /* std | sem | none [std] */
+    bool logy;          /* log-scale y */
+    double from;        /* the first x shown, when from_set [1 for epoch: no initialization] */
+    bool from_set;
 };
 
 /* samx plot. 0, or -1 with e set (status 2 for usage/config, 1 for gnuplot failing). */

@@ -20,18 +20,24 @@
 #ifndef SAMX_TABLE_H
 #define SAMX_TABLE_H
 
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
 #include "err.h"
 
 struct table_run {
     char *dir;
     const char *status;  /* completed | diverged | interrupted | failed | missing */
     char **key, **val;   /* the resolved config flattened to dotted keys and flow text */
+    char **show;         /* each value as a table shows it (schedules as text) */
     int n_kv;            /* 0 for missing runs */
-    char **gval;         /* the group keys' values */
+    char **gval, **gshow; /* the group keys' values, and as shown */
+    int threads;         /* meta.json omp_threads, 0 if unknown */
+    char *core;          /* meta.json openblas_core, NULL if unknown */
 };
 
 struct table_group {
-    char **gval;         /* borrowed from its first run */
+    char **gval, **gshow; /* borrowed from its first run */
     int *run;            /* indices into runset.run, sorted by directory */
     int n_run;
 };
@@ -56,10 +62,26 @@ struct table_opts {
     const char *const *dirs;
     int n_dirs;
     const char *group;   /* "a.b,c" or NULL */
-    const char *metric;  /* [test_acc] */
+    const char *metric;  /* "a,b": one column each [test_acc] */
     const char *at;      /* final | best:NAME [final] */
     const char *format;  /* md | latex | csv | json [md] */
+    int precision;       /* decimals of md and latex cells [4] */
+    bool precision_set;  /* precision given (0 is a precision) */
+    bool counts;         /* md/latex: every count column, not only those with a non-zero count */
 };
+
+/* The record lines of a metrics.jsonl, each parsed (empty lines skipped). A line that is not a
+ * JSON object is an error naming PATH:LINE (status 1): a corrupt record is never skipped. */
+int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e);
+void table_free_records(cJSON **recs, int n);
+
+/* The closest of cand to word (at most 2 edits, or a third of its length; or a candidate
+ * ending in ".word"), for "did you mean"; NULL when none is close. */
+const char *table_suggest(const char *word, const char *const *cand, int n);
+
+/* One warning line on stderr naming each group whose runs ran at different thread counts or
+ * OpenBLAS cores (meta.json), with how many of each; nothing when none does. */
+void table_warn_mixed(const struct runset *rs);
 
 /* samx table: print the table on stdout. 0, or -1 with e set. */
 int table_main(const struct table_opts *o, struct err *e);
