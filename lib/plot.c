@@ -68,12 +68,13 @@ static int read_curve(const char *dir, const char *xk, const char *yk, struct po
     return rc;
 }
 
-/* The legend label of group j: --labels' j-th, or its key=value pairs and run count. */
-static char *group_label(const struct runset *rs, const struct plot_opts *o, int j, int n_runs)
+/* The legend label of group j, curve c: --labels' c-th, or its key=value pairs and run count. */
+static char *group_label(const struct runset *rs, const struct plot_opts *o, int j, int c,
+                         int n_runs)
 {
     if (o->labels) {
         const char *p = o->labels;
-        for (int k = 0; k < j && p; k++) {
+        for (int k = 0; k < c && p; k++) {
             p = strchr(p, ',');
             p = p ? p + 1 : NULL;
         }
@@ -140,7 +141,6 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
             rc = read_curve(r->dir, xk, o->y, &pts, &n, &has_y, &keys, &n_keys, e);
             n_runs += has_y;
         }
-        fg->labels[j] = group_label(rs, o, j, n_runs);
         fg->blocks[j] = -1;
         int kept = 0;
         for (int i = 0; i < n; i++)
@@ -149,13 +149,15 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
         n = kept;
         if (rc < 0 || n == 0) {
             if (rc == 0) {
-                char *gl = group_label(rs, &(struct plot_opts){0}, j, n_runs);
+                char *gl = group_label(rs, &(struct plot_opts){0}, j, j, n_runs);
                 fprintf(lf, "%s%s", n_left++ ? "; " : "", gl);
                 free(gl);
             }
             free(pts);
             continue;
         }
+        /* --labels name the curves drawn, in order */
+        fg->labels[j] = group_label(rs, o, j, fg->n_blocks, n_runs);
         /* stable enough: equal x values are pooled, so their order does not matter */
         qsort(pts, (size_t)n, sizeof *pts, cmp_point);
         fprintf(f, "%s# block %d: %s\n", fg->n_blocks ? "\n\n" : "", fg->n_blocks,
@@ -185,6 +187,14 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
     }
     fclose(f);
     fclose(lf);
+    if (rc == 0 && o->labels) {
+        int n_lab = 1;
+        for (const char *p = o->labels; *p; p++)
+            n_lab += *p == ',';
+        if (n_lab != fg->n_blocks)
+            rc = err_cfg(e, "--labels names %d curve%s, the figure has %d", n_lab,
+                         n_lab == 1 ? "" : "s", fg->n_blocks);
+    }
     if (rc == 0 && fg->n_blocks == 0) {
         const char *near = table_suggest(o->y, (const char *const *)keys, n_keys);
         rc = err_cfg(e, "no completed run has records of '%s'%s to plot%s%s%s", o->y,

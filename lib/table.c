@@ -169,9 +169,23 @@ static char *schedule_text(const struct cfg_node *m)
         fprintf(f, "%s%s", a ? "→" : " end ", t);
         free(t);
     }
+    /* the resolved config writes every default: those are left out (schedule.c's defaults) */
+    const struct cfg_node *root = m, *tr, *te;
+    while (root->parent)
+        root = root->parent;
+    tr = cfg_child(root, "train");
+    te = tr ? cfg_child(tr, "epochs") : NULL;
     for (int i = 0; i < m->n_kid; i++) {
         const struct cfg_node *k = m->kid[i];
         if (k == name || k == a || k == b)
+            continue;
+        bool zero = k->type == CFG_SCALAR && !k->quoted && strtod(k->str, NULL) == 0 &&
+                    strspn(k->str, "0.") == strlen(k->str);
+        if (((!strcmp(k->key, "warmup") || !strcmp(k->key, "warmup_start") ||
+              !strcmp(k->key, "every")) && zero) ||
+            (!strcmp(k->key, "per") && k->type == CFG_SCALAR && !strcmp(k->str, "step")) ||
+            (!strcmp(k->key, "epochs") && te && k->type == CFG_SCALAR &&
+             te->type == CFG_SCALAR && !strcmp(k->str, te->str)))
             continue;
         t = sweep_value_text(k);
         fprintf(f, " %s %s", k->key, t);
@@ -624,8 +638,9 @@ static int no_key(struct err *e, const char *key, const cJSON *rec, const char *
     return -1;
 }
 
-/* The metric in record rec: its value, NAN for null (non-finite), or an error when the record
- * has no such key (a misspelt metric). */
+/* The metric in record rec: 0 with its value, NAN for null (non-finite); 1 when the record
+ * has no such key (a measurement this run did not make, or a misspelt metric: the caller
+ * tells them apart by whether any run has it), with e saying so. */
 static int record_value(const cJSON *rec, const char *metric, const char *dir, double *v,
                         struct err *e)
 {
@@ -635,7 +650,7 @@ static int record_value(const cJSON *rec, const char *metric, const char *dir, d
     else if (cJSON_IsNull(m))
         *v = NAN;
     else
-        return no_key(e, metric, rec, dir);
+        return no_key(e, metric, rec, dir), 1;
     return 0;
 }
 
@@ -678,6 +693,10 @@ static int run_value(const struct table_run *r, const char *metric, const char *
             rc = record_value(recs[i], metric, r->dir, v, e);
         }
     }
+    if (rc > 0) {
+        table_free_records(recs, n_rec);
+        return rc;
+    }
     if (rc == 0 && !seen)
         rc = no_key(e, best, n_rec ? recs[n_rec - 1] : NULL, r->dir);
     table_free_records(recs, n_rec);
@@ -719,7 +738,8 @@ static void cell_stats(struct cell *c)
 /* A completed run whose first metric is null (non-finite) counts as diverged; the other
  * metrics of the run then count nowhere. */
 static int aggregate(const struct runset *rs, const struct table_group *g, char **metric,
-                     int n_metric, const char *best, struct row *w, struct err *e)
+                     int n_metric, const char *best, struct row *w, int *present,
+                     struct err *lacking, struct err *e)
 {
     memset(w, 0, sizeof *w);
     w->c = xcalloc((size_t)n_metric, sizeof *w->c);
@@ -733,8 +753,18 @@ static int aggregate(const struct runset *rs, const struct table_group *g, char 
             bool diverged = false;
             for (int m = 0; m < n_metric && !diverged; m++) {
                 double v = NAN; /* set by run_value on success */
-                if (run_value(r, metric[m], best, &v, e) < 0)
+                struct err a = {0};
+                int got = run_value(r, metric[m], best, &v, &a);
+                if (got < 0) {
+                    *e = a;
                     return -1;
+                }
+                if (got > 0) {
+                    if (!lacking[m].status)
+                        lacking[m] = a;
+                    continue; /* a cell without it; an error if no run has it */
+                }
+                present[m]++;
                 if (m == 0 && isnan(v))
                     diverged = true;
                 else if (!isnan(v))
@@ -1051,8 +1081,18 @@ int table_main(const struct table_opts *o, struct err *e)
     struct runset rs;
     int rc = runset_load(&rs, o->dirs, o->n_dirs, o->group, e);
     struct row *rows = xcalloc((size_t)rs.n_grp + 1, sizeof *rows);
+    int *present = xcalloc((size_t)out.n_metric, sizeof *present);
+    struct err *lacking = xcalloc((size_t)out.n_metric, sizeof *lacking);
     for (int j = 0; j < rs.n_grp && rc == 0; j++)
-        rc = aggregate(&rs, &rs.grp[j], out.metric, out.n_metric, best, &rows[j], e);
+        rc = aggregate(&rs, &rs.grp[j], out.metric, out.n_metric, best, &rows[j], present,
+                       lacking, e);
+    for (int m = 0; m < out.n_metric && rc == 0; m++)
+        if (!present[m] && lacking[m].status) {
+            *e = lacking[m];
+            rc = -1;
+        }
+    free(present);
+    free(lacking);
     char label[256];
     snprintf(label, sizeof label, "%s%s", best ? "best " : "final", best ? best : "");
     out.at = !strcmp(format, "csv") || !strcmp(format, "json") ? at : label;

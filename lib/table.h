@@ -3,11 +3,13 @@
  * Collecting runs: each DIR is a run directory (it holds summary.json or config.yaml) or a root
  * searched recursively for them. A run's status is its summary's (completed, diverged,
  * interrupted, failed), or "interrupted" when it has a config but no summary (killed, or still
- * running). Every manifest.jsonl found under a root adds the runs it plans that have no
- * directory yet, as "missing".
+ * running). Every manifest.jsonl found under a root (each sweep's NAME/sweeps/HASH/, sweep.h,
+ * or an older NAME/manifest.jsonl) adds the runs it plans that have no directory yet, as
+ * "missing", once however many sweeps planned them.
  *
  * Grouping: runs are grouped by the values of the --group keys (dotted config keys, read from
- * each run's resolved config.yaml; a key a run lacks reads "-"). Within a group, runs must
+ * each run's resolved config.yaml; a key a run lacks reads "-"; a schedule is one value, shown
+ * as text: "cosine 0.05→0 warmup 1", its default keys left out). Within a group, runs must
  * agree on every other key but `seed`: pooling runs that differ in, say, optimizer.rho would
  * average two experiments into one number, so that is a config error naming the key and two
  * of its values. Groups are sorted by their values (numbers numerically).
@@ -15,7 +17,11 @@
  * Aggregation: over the completed runs of a group, the metric at the final record (summary.json
  * "final") or at the record where NAME is best (--at best:NAME; max for *_acc, min for *_loss;
  * the first such record on ties), as mean and sample standard deviation (n - 1; none for
- * n = 1). A completed run whose metric is null (non-finite) counts as diverged.
+ * n = 1), for each of the --metric names. A completed run whose first metric is null
+ * (non-finite) counts as diverged; a metric a run does not record (a measurement it did not
+ * make) leaves it out of that cell, and is an error (with a did-you-mean) only when no run
+ * records it. Markdown and LaTeX show a count column only when some group's count is non-zero
+ * (or with --counts); CSV and JSON always carry them.
  */
 #ifndef SAMX_TABLE_H
 #define SAMX_TABLE_H
