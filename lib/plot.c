@@ -100,6 +100,7 @@ struct figure {
     int n_blocks;
     double xmin, xmax;
     bool int_x;      /* every x an integer: integer ticks */
+    double ymin, ymax; /* the positive values drawn (means and band ends), for a log y axis */
 };
 
 /* Write one data block per group with points (x >= the first x shown). */
@@ -123,6 +124,8 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
     fg->xmin = HUGE_VAL;
     fg->xmax = -HUGE_VAL;
     fg->int_x = true;
+    fg->ymin = HUGE_VAL;
+    fg->ymax = -HUGE_VAL;
     char **keys = NULL, *left = NULL;
     int n_keys = 0, n_left = 0, rc = 0;
     size_t left_len = 0;
@@ -178,6 +181,12 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
             if (!strcmp(band, "none"))
                 sd = 0;
             fprintf(f, "%.10g %.10g %.10g %.10g %d\n", pts[a].x, mean, mean - sd, mean + sd, m);
+            double ys[3] = {mean, mean - sd, mean + sd};
+            for (int i = 0; i < 3; i++)
+                if (ys[i] > 0) {
+                    fg->ymin = fmin(fg->ymin, ys[i]);
+                    fg->ymax = fmax(fg->ymax, ys[i]);
+                }
             fg->xmin = fmin(fg->xmin, pts[a].x);
             fg->xmax = fmax(fg->xmax, pts[a].x);
             fg->int_x = fg->int_x && pts[a].x == floor(pts[a].x);
@@ -213,6 +222,43 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
         return NULL;
     }
     return s;
+}
+
+/* A log y axis over the values drawn, with labelled ticks even inside one decade (gnuplot
+ * labels only powers of ten): 1-2-5 steps, else 1..9 per decade, else 4 or more linear steps. */
+static void put_log_y(FILE *f, const struct figure *fg)
+{
+    fprintf(f, "set logscale y\n");
+    if (!(fg->ymin > 0 && fg->ymax >= fg->ymin))
+        return;
+    double lo = fg->ymin / 1.05, hi = fg->ymax * 1.05, tick[64];
+    int n = 0;
+    static const double mant[2][9] = {{1, 2, 5}, {1, 2, 3, 4, 5, 6, 7, 8, 9}};
+    static const int n_mant[2] = {3, 9};
+    for (int pass = 0; pass < 2 && n < 3; pass++) {
+        n = 0;
+        for (int d = (int)floor(log10(lo)); d <= (int)ceil(log10(hi)) && n < 60; d++)
+            for (int k = 0; k < n_mant[pass] && n < 60; k++) {
+                double v = mant[pass][k] * pow(10, d);
+                if (v >= lo && v <= hi)
+                    tick[n++] = v;
+            }
+    }
+    if (n < 3) {
+        /* the largest 1-2-5 step that still gives 4 or more ticks */
+        double raw = (hi - lo) / 4, mag = pow(10, floor(log10(raw))), step = mag;
+        if (5 * mag <= raw)
+            step = 5 * mag;
+        else if (2 * mag <= raw)
+            step = 2 * mag;
+        n = 0;
+        for (double v = ceil(lo / step) * step; v <= hi && n < 60; v += step)
+            tick[n++] = v;
+    }
+    fprintf(f, "set yrange [%.6g:%.6g]\nset ytics (", lo, hi);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s%.6g", i ? ", " : "", tick[i]);
+    fprintf(f, ")\nset mytics 1\n");
 }
 
 static char *make_gp(const struct runset *rs, const struct plot_opts *o, const char *datname,
@@ -252,7 +298,11 @@ static char *make_gp(const struct runset *rs, const struct plot_opts *o, const c
     io_put_quoted(f, o->ylabel ? o->ylabel : o->y);
     fprintf(f, "\nset key below\n%s", dumb ? "" : "set grid\n");
     if (o->logy)
-        fprintf(f, "set logscale y\n");
+        put_log_y(f, fg);
+    if (!dumb && strcmp(band, "none") != 0)
+        fprintf(f, "set label 1 '%s' at screen 0.99, screen 0.97 right font ',9'\n",
+                !strcmp(band, "sem") ? "bands: mean ± standard error"
+                                     : "bands: mean ± sample std (n-1)");
     /* integer x (epochs): integer ticks, at most about 10, over exactly the data's range */
     if (fg->int_x && fg->xmax >= fg->xmin) {
         double span = fg->xmax - fg->xmin, step = fmax(1, ceil(span / 10));
