@@ -221,10 +221,12 @@ static int plan_arg(struct plan *pl, const char *arg, bool *seen_on_cli, struct 
         return err_cfg(e, "sweep parameter '%s' is given twice", p->key);
     seen_on_cli[p - pl->p] = true;
     struct param named = *p; /* a sweep file's named alternatives, chosen from by name */
-    if (!p->name)
+    if (!p->name) {
         param_clear(p); /* the command line replaces a sweep file's values */
-    else
-        p->val = p->name = NULL, p->n = 0;
+    } else {
+        p->val = p->name = NULL;
+        p->n = 0;
+    }
     int rc = plan_arg_values(p, arg, eq + 1, e);
     if (named.name) {
         struct param chosen = *p;
@@ -247,7 +249,6 @@ static int plan_arg(struct plan *pl, const char *arg, bool *seen_on_cli, struct 
         }
         param_clear(&chosen);
         param_clear(&named);
-        p->key = named.key;
     }
     return rc;
 }

@@ -199,12 +199,12 @@ ok $? "plot: an unknown figure type is an error"
 # --- an interrupted sweep resumes ----------------------------------------------------------------
 cat >"$T/long.yaml" <<EOF
 name: long
-data: {name: fashion-mnist, limit_train: 4000, limit_test: 200}
+data: {name: fashion-mnist, limit_train: 2000, limit_test: 200}
 model: {name: mlp, hidden: [32]}
-train: {epochs: 40, batch_size: 50}
+train: {epochs: 15, batch_size: 50}
 optimizer: {name: sgd, lr: 0.05}
 EOF
-# Long enough (40 epochs) that the signal below lands while both runs are still training.
+# Long enough (15 epochs) that the signal below lands while both runs are still training.
 "$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/ref"
 "$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/int" 2>"$T/err" &
 pid=$!
