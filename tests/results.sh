@@ -70,7 +70,7 @@ else
 fi
 # the table reads every manifest: missing = planned by some sweep, never run
 "$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -o "$T/r" -j 2 -q 2>"$T/err"
-ok $? "the first sweep run here (3 runs left) -q ($(head -c 200 "$T/err"))"
+ok $? "the first sweep run here (3 runs left) -q ($(head -c 200 "$T/err" | tr "\n" " "))"
 "$SAMX" table "$T/r" --group optimizer.lr --format json >"$T/t.json"
 jq -e 'map({key: .group["optimizer.lr"], value: [.n, .missing]}) | from_entries
        == {"0.05": [2, 0], "0.1": [2, 0], "0.2": [0, 1], "0.3": [1, 0]}' "$T/t.json" >/dev/null
@@ -160,7 +160,7 @@ ok $? "table: a metric one group lacks is an empty cell there"
 
 "$SAMX" plot "$T/r/tiny" --group optimizer.lr --y train_loss -o "$T/fig/loss.png" --title 'Tiny MLP, SGD' \
     --xlabel 'training epoch' --ylabel 'training loss' --labels 'lr 0.05,lr 0.1,lr 0.3' --logy --band sem 2>"$T/err"
-ok $? "plot with a title, axis and legend labels, log y, standard-error bands ($(head -c 200 "$T/err"))"
+ok $? "plot with a title, axis and legend labels, log y, standard-error bands ($(head -c 200 "$T/err" | tr "\n" " "))"
 gp="$T/fig/loss.png.gp"
 grep -qx "set title 'Tiny MLP, SGD'" "$gp" && grep -qx "set xlabel 'training epoch'" "$gp" &&
     grep -qx "set ylabel 'training loss'" "$gp" && grep -qx 'set logscale y' "$gp" &&
@@ -215,7 +215,7 @@ grep -qF "'optimizer={base: {name: sgd, lr: 0.1, momentum: 0.9}, rho: 0.5, name:
     grep -qF "'optimizer={name: sgd, lr: 0.1, momentum: 0.9}' seed=1 " "$T/out"
 ok $? "each alternative is its subtree with _shared merged under it (null drops a shared key)"
 "$SAMX" sweep methods.yaml optimizer=sam,sgd seed=0 -o "$T/n" -q 2>"$T/err"
-ok $? "optimizer=sam,sgd on the command line runs those alternatives ($(head -c 200 "$T/err"))"
+ok $? "optimizer=sam,sgd on the command line runs those alternatives ($(head -c 200 "$T/err" | tr "\n" " "))"
 test "$(cd "$T/n/tiny" && ls -d optimizer=* | sed 's/-[0-9a-f]*$//' | tr '\n' ' ')" = "optimizer=sam,seed=0 optimizer=sgd,seed=0 " &&
     grep -qx '  rho: 0.05' "$T"/n/tiny/optimizer=sam,seed=0-*/config.yaml &&
     jq -se 'map(.labels) == [["optimizer=sam", "seed=0"], ["optimizer=sgd", "seed=0"]]' "$T"/n/tiny/sweeps/*/manifest.jsonl >/dev/null

@@ -26,7 +26,7 @@ cd "$T" || exit 1
 
 # --- a local sweep, -j 2 ------------------------------------------------------------------------
 "$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -j 2 -o "$T/a" 2>"$T/err"
-ok $? "sweep -j 2 exits 0 ($(head -c 200 "$T/err"))"
+ok $? "sweep -j 2 exits 0 ($(head -c 200 "$T/err" | tr "\n" " "))"
 test "$(ls -d "$T"/a/tiny/*=*/ | wc -l)" -eq 4
 ok $? "four run directories"
 bad=0
@@ -129,7 +129,7 @@ ok $? "one run per group: std is null"
 # --- plot -------------------------------------------------------------------------------------------
 if command -v gnuplot >/dev/null; then
     "$SAMX" plot "$T/a" --y test_acc --group optimizer.lr -o "$T/fig/acc.png" 2>"$T/err"
-    ok $? "plot exits 0 ($(head -c 200 "$T/err"))"
+    ok $? "plot exits 0 ($(head -c 200 "$T/err" | tr "\n" " "))"
     test -s "$T/fig/acc.png" && head -c 8 "$T/fig/acc.png" | grep -q PNG &&
         test -s "$T/fig/acc.png.gp" && test -s "$T/fig/acc.png.dat"
     ok $? "plot writes a non-empty PNG, acc.png.gp and acc.png.dat"
