@@ -44,44 +44,70 @@ static const char *const usage_check =
     "  validate CONFIG (loading its data) and print the resolved config, every default included\n";
 static const char *const usage_sweep =
     "usage: samx sweep SWEEP|CONFIG [KEY=V1,V2 ...] [-j JOBS] [--emit sh|parallel|slurm]\n"
-    "                  [--dry-run] [-o ROOT]\n"
+    "                  [--dry-run] [-o ROOT] [-q]\n"
     "  SWEEP          a sweep file: config (relative to it), method grid|random (samples: N,\n"
     "                 seed), parameters: {key: [values]}; or a CONFIG and KEY=V1,V2 arguments\n"
     "  KEY=V1,V2      sweep a key over values (commas inside [] or {} do not split); seed=0..4\n"
-    "                 is a range; with a sweep file, adds or replaces a parameter\n"
+    "                 is a range; with a sweep file, adds or replaces a parameter, or picks\n"
+    "                 named alternatives (optimizer=sam,sgd)\n"
     "  -j JOBS        runs at once here, each with max(1, cores/JOBS) threads [1]\n"
-    "  --emit ENGINE  write the manifest and print a script that runs it instead: sh, parallel\n"
-    "                 (GNU parallel, --joblog/--resume-failed) or slurm (an sbatch array job)\n"
+    "  --emit ENGINE  write the sweep's files and print a script that runs it instead: sh,\n"
+    "                 parallel (GNU parallel, --joblog/--resume-failed) or slurm (an sbatch\n"
+    "                 array job)\n"
     "  --dry-run      print the run commands; write and run nothing\n"
-    "  -o ROOT        results root [results]: runs in ROOT/<name>/<run-id>, the manifest in\n"
-    "                 ROOT/<name>/manifest.jsonl\n"
+    "  -o ROOT        results root [results]: runs in ROOT/<name>/<run-id>\n"
+    "  -q             errors only (a failed or killed run, with its reason)\n"
+    "  Named alternatives: in a sweep file, a mapping instead of a list names each value, and\n"
+    "  run ids carry the name (optimizer=sam,seed=0-<hash>); _shared is merged under every\n"
+    "  alternative, and an alternative's 'key: null' drops a shared key:\n"
+    "    parameters:\n"
+    "      optimizer:\n"
+    "        _shared: {base: {name: sgd, lr: 0.1, momentum: 0.9}, rho: 0.05}\n"
+    "        sam: {name: sam}\n"
+    "        asam: {name: asam, rho: 0.5}\n"
+    "        sgd: {name: sgd, lr: 0.1, momentum: 0.9, base: null, rho: null}\n"
+    "  Each sweep writes ROOT/<name>/sweeps/<hash of its runs>/: manifest.jsonl (the plan),\n"
+    "  commands.txt (one run per line), logs/ and the engines' logs; they are never rewritten,\n"
+    "  so a job emitted earlier keeps running its own commands. samx table reads them all.\n"
     "  Every run's config is checked before anything runs; a key some run does not accept\n"
-    "  (optimizer.rho with optimizer.name=sgd) is an error: give each method its own config, or\n"
-    "  sweep the subtree: 'optimizer={name: sgd, lr: 0.1},{name: sam, base: {name: sgd}}'.\n"
-    "  Completed runs are skipped and interrupted ones resume, so rerunning a sweep finishes\n"
-    "  it. Exit 0 when every run completed or diverged, 1 when one failed, 130 when\n"
-    "  interrupted (SIGINT/SIGTERM reach every run, which checkpoints).\n";
+    "  (optimizer.rho with optimizer.name=sgd) is an error: use named alternatives, or give\n"
+    "  each method its own config. Completed runs are skipped and interrupted ones resume, so\n"
+    "  rerunning a sweep finishes it. stderr: a line per run started and done (test_acc, or\n"
+    "  why not) and a count. Exit 0 when every run completed or diverged, 1 when one failed or\n"
+    "  was killed, 130 when interrupted (SIGINT/SIGTERM reach every run, which checkpoints).\n";
 static const char *const usage_table =
-    "usage: samx table DIR ... [--group KEYS] [--metric NAME] [--at final|best:NAME]\n"
-    "                  [--format md|latex|csv|json]\n"
-    "  DIR            a run directory or a root searched for them (and manifest.jsonl files)\n"
+    "usage: samx table DIR ... [--group KEYS] [--metric NAMES] [--at final|best:NAME]\n"
+    "                  [--format md|latex|csv|json] [--precision P] [--counts]\n"
+    "  DIR            a run directory or a root searched for them (and sweep manifests)\n"
     "  --group KEYS   comma-separated config keys to group by (optimizer.name,optimizer.rho);\n"
     "                 runs of a group must not differ in any other key but seed [one group]\n"
-    "  --metric NAME  a key of metrics.jsonl [test_acc]\n"
+    "  --metric NAMES comma-separated keys of metrics.jsonl, a column each [test_acc]\n"
     "  --at WHEN      final: the last record; best:NAME: the record where NAME is best (max\n"
     "                 for *_acc, min for *_loss) [final]\n"
     "  --format F     md, latex (booktabs), csv or json [md]\n"
+    "  --precision P  decimals in md and latex [4]\n"
+    "  --counts       every count column in md and latex, not only those with a non-zero count\n"
     "  Per group: mean ± sample std (n-1) over completed runs, n, and counts of diverged,\n"
-    "  failed, interrupted and missing (planned in a manifest, never run) runs.\n";
+    "  failed, interrupted and missing (planned by a sweep, never run) runs. Schedules read\n"
+    "  as text (cosine 0.05→0 warmup 1). A group whose runs ran at different thread counts or\n"
+    "  BLAS cores is named in one warning line.\n";
 static const char *const usage_plot =
-    "usage: samx plot DIR ... --y NAME [--x epoch] [--group KEYS] [-o FILE]\n"
+    "usage: samx plot DIR ... --y NAME [--x epoch] [--group KEYS] [-o FILE] [--title T]\n"
+    "                 [--xlabel T] [--ylabel T] [--labels A,B] [--logy] [--band std|sem|none]\n"
+    "                 [--from X]\n"
     "  DIR            a run directory or a root searched for them\n"
-    "  --y NAME       the record key to plot (test_acc, train_loss, sharpness, ...)\n"
+    "  --y NAME       the record key to plot (test_acc, train_loss, hessian_trace, ...)\n"
     "  --x NAME       the record key along x [epoch]\n"
     "  --group KEYS   one curve per group, as samx table [one curve]\n"
     "  -o FILE        FILE.png, .svg, .pdf or .txt (a terminal chart) [NAME.png]\n"
-    "  Mean over completed runs with a ±std band, drawn by gnuplot; FILE's .dat and .gp are\n"
-    "  written beside it (without gnuplot, only they are, with a warning, exit 0).\n";
+    "  --title T, --xlabel T, --ylabel T   the figure's title and axis labels [none, the keys]\n"
+    "  --labels A,B   legend labels of the curves, in order [key=value (n runs)]\n"
+    "  --logy         log-scale y\n"
+    "  --band B       std (sample std), sem (standard error) or none [std]\n"
+    "  --from X       the first x shown [1 for epoch: epoch 0 is the initialization]\n"
+    "  Mean over completed runs with a band, drawn by gnuplot; FILE.dat and FILE.gp (acc.png.dat,\n"
+    "  acc.png.gp) are written beside it (without gnuplot, only they are, with a warning, exit\n"
+    "  0). Groups without NAME are left out, named in a warning.\n";
 static const char *const usage_landscape =
     "usage: samx landscape RUN_DIR [KEY=VALUE ...]\n"
     "  loss along filter-normalised random directions around a finished run's final weights,\n"
@@ -228,12 +254,15 @@ static int cmd_sweep(int argc, char **argv, char *cmdline)
                                          {"dry-run", no_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    struct sweep_opts o = {.jobs = 1, .cores = default_threads(), .progress = isatty(2)};
+    struct sweep_opts o = {.jobs = 1, .cores = default_threads(), .progress = true};
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "j:o:qh", opts, NULL)) != -1) {
         switch (c) {
+        case 'q':
+            o.progress = false;
+            break;
         case 'j':
             o.jobs = parse_count(usage_sweep, "-j needs a number of jobs >= 1, got '%s'", optarg);
             break;
@@ -273,8 +302,10 @@ static int cmd_table(int argc, char **argv, char *cmdline)
     static const struct option opts[] = {
         {"group", required_argument, NULL, 'g'}, {"metric", required_argument, NULL, 'm'},
         {"at", required_argument, NULL, 'a'},    {"format", required_argument, NULL, 'f'},
+        {"precision", required_argument, NULL, 'p'}, {"counts", no_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
     struct table_opts o = {0};
+    char *end;
     int c;
     optind = 1;
     opterr = 0;
@@ -291,6 +322,16 @@ static int cmd_table(int argc, char **argv, char *cmdline)
             break;
         case 'f':
             o.format = optarg;
+            break;
+        case 'p':
+            o.precision = (int)strtol(optarg, &end, 10);
+            if (end == optarg || *end || o.precision < 0 || o.precision > 12)
+                usage_error(usage_table, "--precision needs decimals in [0, 12], got '%s'",
+                            optarg);
+            o.precision_set = true;
+            break;
+        case 'c':
+            o.counts = true;
             break;
         case 'h':
             fputs(usage_table, stdout);
@@ -314,9 +355,13 @@ static int cmd_plot(int argc, char **argv, char *cmdline)
     (void)cmdline;
     static const struct option opts[] = {
         {"y", required_argument, NULL, 'y'}, {"x", required_argument, NULL, 'x'},
-        {"group", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        {"group", required_argument, NULL, 'g'}, {"title", required_argument, NULL, 'T'},
+        {"xlabel", required_argument, NULL, 'X'}, {"ylabel", required_argument, NULL, 'Y'},
+        {"labels", required_argument, NULL, 'L'}, {"band", required_argument, NULL, 'B'},
+        {"logy", no_argument, NULL, 'l'}, {"from", required_argument, NULL, 'F'},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     struct plot_opts o = {0};
+    char *end;
     int c;
     optind = 1;
     opterr = 0;
@@ -333,6 +378,31 @@ static int cmd_plot(int argc, char **argv, char *cmdline)
             break;
         case 'o':
             o.out = optarg;
+            break;
+        case 'T':
+            o.title = optarg;
+            break;
+        case 'X':
+            o.xlabel = optarg;
+            break;
+        case 'Y':
+            o.ylabel = optarg;
+            break;
+        case 'L':
+            o.labels = optarg;
+            break;
+        case 'B':
+            o.band = optarg;
+            break;
+        case 'l':
+            o.logy = true;
+            break;
+        case 'F':
+            o.from = strtod(optarg, &end);
+            if (end == optarg || *end)
+                usage_error(usage_plot, "--from needs a number (the first x shown), got '%s'",
+                            optarg);
+            o.from_set = true;
             break;
         case 'h':
             fputs(usage_plot, stdout);

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "io.h"
 #include "rng.h"
 #include "rundir.h"
+#include "table.h"
 #include "train.h"
 
 /* More runs than this is a typo in a range, not a sweep. */
@@ -24,7 +26,8 @@ enum { SWEEP_MAX_RUNS = 100000 };
 
 struct param {
     char *key;
-    char **val; /* YAML flow text of each value */
+    char **val;  /* YAML flow text of each value */
+    char **name; /* named alternatives: each value's name (NULL for a plain list) */
     int n;
 };
 
@@ -38,6 +41,7 @@ struct plan {
 
 struct run {
     char **ov;           /* "key=value", the parameters in order */
+    char **label;        /* "key=value" or, for a named alternative, "key=name" */
     int n_ov;
     char *run_id, *dir;  /* dir: absolute ROOT/<name>/<run_id> */
     char **argv;         /* samx run ... -o DIR, NULL-terminated, room for "-t T -q" */
@@ -46,6 +50,7 @@ struct run {
     const char *status;  /* a static string */
     pid_t pid;
     double started;
+    int log_fd;          /* the run's stderr while it runs here */
 };
 
 /* ---- values ---- */
@@ -143,6 +148,18 @@ static int param_add(struct param *p, const char *val, struct err *e)
     return 0;
 }
 
+static int param_add_named(struct param *p, const char *name, const char *val, struct err *e)
+{
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->name[i], name))
+            return err_cfg(e, "sweep parameter '%s' names '%s' twice", p->key, name);
+    p->name = xrealloc(p->name, (size_t)(p->n + 1) * sizeof *p->name);
+    p->val = xrealloc(p->val, (size_t)(p->n + 1) * sizeof *p->val);
+    p->name[p->n] = xstrdup(name);
+    p->val[p->n++] = xstrdup(val);
+    return 0;
+}
+
 /* One value text, or a range expanded into its integers. */
 static int param_add_text(struct param *p, const char *text, struct err *e)
 {
@@ -163,10 +180,14 @@ static int param_add_text(struct param *p, const char *text, struct err *e)
 
 static void param_clear(struct param *p)
 {
-    for (int i = 0; i < p->n; i++)
+    for (int i = 0; i < p->n; i++) {
         free(p->val[i]);
+        if (p->name)
+            free(p->name[i]);
+    }
     free(p->val);
-    p->val = NULL;
+    free(p->name);
+    p->val = p->name = NULL;
     p->n = 0;
 }
 
@@ -185,7 +206,10 @@ static struct param *plan_param(struct plan *pl, const char *key, size_t klen, b
     return p;
 }
 
-/* "key=v1,v2,...": split at commas outside brackets, braces and quotes. */
+static int plan_arg_values(struct param *p, const char *arg, const char *list, struct err *e);
+
+/* "key=v1,v2,...": split at commas outside brackets, braces and quotes. For a parameter the
+ * sweep file gives as named alternatives, the values are names: the alternatives to run. */
 static int plan_arg(struct plan *pl, const char *arg, bool *seen_on_cli, struct err *e)
 {
     const char *eq = strchr(arg, '=');
@@ -196,10 +220,44 @@ static int plan_arg(struct plan *pl, const char *arg, bool *seen_on_cli, struct 
     if (existed && seen_on_cli[p - pl->p])
         return err_cfg(e, "sweep parameter '%s' is given twice", p->key);
     seen_on_cli[p - pl->p] = true;
-    param_clear(p); /* the command line replaces a sweep file's values */
+    struct param named = *p; /* a sweep file's named alternatives, chosen from by name */
+    if (!p->name) {
+        param_clear(p); /* the command line replaces a sweep file's values */
+    } else {
+        p->val = p->name = NULL;
+        p->n = 0;
+    }
+    int rc = plan_arg_values(p, arg, eq + 1, e);
+    if (named.name) {
+        struct param chosen = *p;
+        *p = named;
+        p->val = p->name = NULL;
+        p->n = 0;
+        for (int i = 0; i < chosen.n && rc == 0; i++) {
+            int j = 0;
+            while (j < named.n && strcmp(named.name[j], chosen.val[i]) != 0)
+                j++;
+            if (j == named.n) {
+                const char *near = table_suggest(chosen.val[i], (const char *const *)named.name,
+                                                 named.n);
+                rc = err_cfg(e, "'%s': '%s' is not one of the alternatives of '%s'%s%s%s", arg,
+                             chosen.val[i], p->key, near ? " (did you mean '" : "",
+                             near ? near : "", near ? "'?)" : "");
+            } else {
+                rc = param_add_named(p, named.name[j], named.val[j], e);
+            }
+        }
+        param_clear(&chosen);
+        param_clear(&named);
+    }
+    return rc;
+}
+
+static int plan_arg_values(struct param *p, const char *arg, const char *list, struct err *e)
+{
     int depth = 0;
     char quote = 0;
-    const char *start = eq + 1;
+    const char *start = list;
     for (const char *s = start;; s++) {
         if (quote) {
             if (*s == quote)
@@ -237,6 +295,74 @@ static char *abs_path(const char *path, struct err *e)
     if (!r)
         err_cfg(e, "cannot read '%s': %s", path, strerror(errno));
     return r;
+}
+
+/* The flow text of b deep-merged over a: keys of both mappings in a's order, then b's own;
+ * where either is not a mapping, b. A null in b removes a's key (an alternative that does not
+ * take a shared key). */
+static void put_merged(FILE *f, const struct cfg_node *a, const struct cfg_node *b)
+{
+    if (!a || a->type != CFG_MAP || b->type != CFG_MAP) {
+        put_flow(f, b);
+        return;
+    }
+    fputc('{', f);
+    int k = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const struct cfg_node *m = pass ? b : a;
+        for (int i = 0; i < m->n_kid; i++) {
+            const struct cfg_node *x = m->kid[i], *y = cfg_child(pass ? a : b, x->key);
+            if ((pass && y) || (!pass && y && y->type == CFG_NULL))
+                continue; /* written in the first pass, or removed */
+            fputs(k++ ? ", " : "", f);
+            if (plain_key(x->key))
+                fputs(x->key, f);
+            else
+                io_put_quoted(f, x->key);
+            fputs(": ", f);
+            if (!pass && y)
+                put_merged(f, x, y);
+            else
+                put_flow(f, x);
+        }
+    }
+    fputc('}', f);
+}
+
+/* parameters: {KEY: {NAME: VALUE, ..., _shared: VALUE}}: named alternatives for KEY, each
+ * VALUE (a mapping: the whole subtree at KEY) with _shared deep-merged under it. */
+static int plan_named(struct param *p, struct cfg_node *v, struct err *e)
+{
+    struct cfg_node *shared = cfg_take(v, "_shared");
+    int n = 0;
+    for (int j = 0; j < v->n_kid; j++) {
+        struct cfg_node *alt = v->kid[j];
+        if (alt == shared)
+            continue;
+        cfg_take(v, alt->key);
+        if (alt->key[0] == '_' || !plain_key(alt->key) || strchr(alt->key, '.'))
+            return cfg_err(e, alt, "alternative '%s' of '%s': a name is letters, digits, '-' "
+                                   "and '_', not starting with '_' ('_shared' is the only "
+                                   "such key)", alt->key, p->key);
+        if (shared && shared->type == CFG_MAP && alt->type != CFG_MAP)
+            return cfg_err(e, alt, "alternative '%s' of '%s' is not a mapping, so '_shared' "
+                                   "cannot merge into it", alt->key, p->key);
+        char *t = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&t, &len);
+        if (!f)
+            SAMX_BUG("open_memstream failed");
+        put_merged(f, shared, alt);
+        fclose(f);
+        int rc = param_add_named(p, alt->key, t, e);
+        free(t);
+        if (rc < 0)
+            return -1;
+        n++;
+    }
+    if (n == 0)
+        return cfg_err(e, v, "sweep parameter '%s' names no alternatives", p->key);
+    return 0;
 }
 
 static int plan_sweep_file(struct plan *pl, struct cfg *c, struct err *e)
@@ -287,7 +413,9 @@ static int plan_sweep_file(struct plan *pl, struct cfg *c, struct err *e)
             rc = param_add(p, t, e);
             free(t);
         }
-        if (v->type == CFG_SCALAR && !v->quoted)
+        if (v->type == CFG_MAP)
+            rc = plan_named(p, v, e);
+        else if (v->type == CFG_SCALAR && !v->quoted)
             rc = param_add_text(p, v->str, e);
         else if (v->type != CFG_SEQ) {
             char *t = sweep_value_text(v);
@@ -441,11 +569,37 @@ const char *sweep_run_status(const char *dir)
     return status;
 }
 
+/* As samx run makes an id from its overrides (experiment.c): each "key=value" by its last key
+ * component, joined by commas, awkward characters as '_', then the hash part of samx run's id. */
+static char *label_run_id(char *const *label, int n, const char *samx_id)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    for (int i = 0; i < n; i++) {
+        const char *eq = strchr(label[i], '='), *k = label[i];
+        for (const char *p = label[i]; p < eq; p++)
+            if (*p == '.')
+                k = p + 1;
+        fputs(i ? "," : "", f);
+        for (const char *p = k; *p && ftell(f) < 200; p++) /* samx run's id length */
+            fputc(isalnum((unsigned char)*p) || strchr("=.,-_+", *p) ? *p : '_', f);
+    }
+    fprintf(f, "%s", strrchr(samx_id, '-'));
+    fclose(f);
+    return s;
+}
+
 static void run_free(struct run *r)
 {
-    for (int i = 0; i < r->n_ov; i++)
+    for (int i = 0; i < r->n_ov; i++) {
         free(r->ov[i]);
+        free(r->label[i]);
+    }
     free(r->ov);
+    free(r->label);
     free(r->run_id);
     free(r->dir);
     for (int i = 0; i < r->argc; i++)
@@ -471,8 +625,15 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
         struct run *r = &runs[k];
         r->n_ov = pl->np;
         r->ov = xcalloc((size_t)np, sizeof *r->ov);
-        for (int i = 0; i < pl->np; i++)
-            r->ov[i] = xasprintf("%s=%s", pl->p[i].key, pl->p[i].val[combo[k * np + i]]);
+        r->label = xcalloc((size_t)np, sizeof *r->label);
+        bool named = false;
+        for (int i = 0; i < pl->np; i++) {
+            const struct param *p = &pl->p[i];
+            int c = combo[k * np + i];
+            r->ov[i] = xasprintf("%s=%s", p->key, p->val[c]);
+            r->label[i] = p->name ? xasprintf("%s=%s", p->key, p->name[c]) : xstrdup(r->ov[i]);
+            named = named || p->name;
+        }
         struct run_opts ro = {.config = pl->config, .overrides = (const char *const *)r->ov,
                               .n_overrides = r->n_ov, .threads = 1, .plan = true};
         struct experiment x;
@@ -496,11 +657,16 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
                             "results/<name>/manifest.jsonl, so sweep 'name' separately",
                          name, x.name);
         }
-        /* The run is its config: an existing directory of it, whatever its label (rundir.h). */
+        /* The run is its config: an existing directory of it, whatever its label (rundir.h);
+         * a new one is named by its labels (a named alternative is its name in the run id, as
+         * its key=value would be), with the same hash of the resolved config. */
         char *parent = xasprintf("%s/%s", root, x.name);
         r->dir = rundir_find(parent, &x);
-        if (!r->dir)
-            r->dir = xasprintf("%s/%s", parent, x.run_id);
+        if (!r->dir) {
+            char *id = named ? label_run_id(r->label, r->n_ov, x.run_id) : xstrdup(x.run_id);
+            r->dir = xasprintf("%s/%s", parent, id);
+            free(id);
+        }
         r->run_id = xstrdup(strrchr(r->dir, '/') + 1);
         free(parent);
         experiment_free(&x);
@@ -535,8 +701,9 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
 
 /* ---- files ---- */
 
-static int write_manifest(const char *path, const struct plan *pl, const struct run *runs, int n,
-                          struct err *e)
+/* The manifest: what the sweep plans, never its progress (a run's status is in its directory),
+ * so the same sweep always has the same manifest. */
+static char *manifest_text(const struct plan *pl, const struct run *runs, int n)
 {
     char *s = NULL;
     size_t len = 0;
@@ -547,10 +714,12 @@ static int write_manifest(const char *path, const struct plan *pl, const struct 
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "run_id", runs[k].run_id);
         cJSON *ov = cJSON_AddArrayToObject(j, "overrides");
-        for (int i = 0; i < runs[k].n_ov; i++)
+        cJSON *lb = cJSON_AddArrayToObject(j, "labels");
+        for (int i = 0; i < runs[k].n_ov; i++) {
             cJSON_AddItemToArray(ov, cJSON_CreateString(runs[k].ov[i]));
+            cJSON_AddItemToArray(lb, cJSON_CreateString(runs[k].label[i]));
+        }
         cJSON_AddStringToObject(j, "command", runs[k].command);
-        cJSON_AddStringToObject(j, "status", runs[k].status);
         cJSON_AddStringToObject(j, "config", pl->config);
         char *line = cJSON_PrintUnformatted(j);
         fprintf(f, "%s\n", line);
@@ -558,16 +727,12 @@ static int write_manifest(const char *path, const struct plan *pl, const struct 
         cJSON_Delete(j);
     }
     fclose(f);
-    int rc = io_write_atomic(path, s, len, e);
-    free(s);
-    return rc;
+    return s;
 }
 
-/* commands.txt, and GNU parallel's joblog dropped when the commands change: --resume-failed
- * matches jobs by their line number, so an old joblog would skip the wrong runs. */
-static int write_commands(const char *dir, const struct run *runs, int n, struct err *e)
+static char *commands_text(const struct run *runs, int n)
 {
-    char *s = NULL, *old = NULL;
+    char *s = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&s, &len);
     if (!f)
@@ -575,15 +740,24 @@ static int write_commands(const char *dir, const struct run *runs, int n, struct
     for (int k = 0; k < n; k++)
         fprintf(f, "%s\n", runs[k].command);
     fclose(f);
-    char *path = xasprintf("%s/commands.txt", dir), *joblog = xasprintf("%s/joblog", dir);
-    struct err ignored = {0};
-    if (!io_exists(path) || io_read_all(path, &old, NULL, &ignored) < 0 || strcmp(old, s) != 0)
-        unlink(joblog);
-    int rc = io_write_atomic(path, s, len, e);
+    return s;
+}
+
+/* Write a file that is never rewritten: an emitted job may be reading it. An existing file
+ * with the same content is the same sweep again, and is kept as it is. */
+static int write_once(const char *path, const char *text, struct err *e)
+{
+    if (!io_exists(path))
+        return io_write_atomic(path, text, strlen(text), e);
+    char *old = NULL;
+    if (io_read_all(path, &old, NULL, e) < 0)
+        return -1;
+    int rc = strcmp(old, text) == 0
+                 ? 0
+                 : err_set(e, "'%s' exists with other content; a sweep's files are never "
+                              "rewritten (move that directory away to plan this sweep again)",
+                           path);
     free(old);
-    free(s);
-    free(path);
-    free(joblog);
     return rc;
 }
 
@@ -649,6 +823,9 @@ static bool finished(const char *status)
     return !strcmp(status, "completed") || !strcmp(status, "diverged");
 }
 
+/* Exit status of samx run for a run directory another samx process holds (rundir). */
+enum { EXIT_BUSY = 75 };
+
 /* The run's status from how its process ended and what it left on disk. */
 static const char *reap_status(const struct run *r, int ws)
 {
@@ -658,14 +835,73 @@ static const char *reap_status(const struct run *r, int ws)
     }
     if (WIFEXITED(ws) && WEXITSTATUS(ws) == SAMX_EXIT_INTERRUPTED)
         return "interrupted";
-    if (WIFSIGNALED(ws) && (WTERMSIG(ws) == SIGINT || WTERMSIG(ws) == SIGTERM ||
-                            WTERMSIG(ws) == SIGKILL || WTERMSIG(ws) == SIGHUP))
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == EXIT_BUSY)
+        return "busy";
+    /* killed: its last checkpoint is on disk, and running the sweep again resumes from it */
+    if (WIFSIGNALED(ws))
         return "interrupted";
     return "failed";
 }
 
-static int run_here(const struct sweep_opts *o, const struct plan *pl, struct run *runs, int n,
-                    const char *manifest, int threads, bool *stopped, struct err *e)
+/* The last non-empty line of the run's log (its error message), or "". */
+static char *last_line(const char *path)
+{
+    char *buf = NULL;
+    struct err ignored = {0};
+    if (io_read_all(path, &buf, NULL, &ignored) < 0)
+        return xstrdup("");
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = 0;
+    char *nl = strrchr(buf, '\n'), *r = xstrdup(nl ? nl + 1 : buf);
+    free(buf);
+    return r;
+}
+
+/* One line on how a finished run went: its final test accuracy (or loss), or why it stopped. */
+static void report(const struct run *r, int ws, const char *log, bool bad, int done, int n_todo)
+{
+    char what[600] = "";
+    if (finished(r->status)) {
+        char *p = xasprintf("%s/summary.json", r->dir), *s = NULL;
+        struct err ignored = {0};
+        cJSON *j = io_read_all(p, &s, NULL, &ignored) == 0 ? cJSON_Parse(s) : NULL;
+        const cJSON *fin = cJSON_GetObjectItemCaseSensitive(j, "final");
+        const cJSON *ep = cJSON_GetObjectItemCaseSensitive(j, "epochs_completed");
+        static const char *const keys[] = {"test_acc", "test_loss", "train_loss", NULL};
+        for (int i = 0; keys[i] && !what[0]; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(fin, keys[i]);
+            if (cJSON_IsNumber(v))
+                snprintf(what, sizeof what, " %s %.4f", keys[i], v->valuedouble);
+        }
+        if (!strcmp(r->status, "diverged") && cJSON_IsNumber(ep))
+            snprintf(what, sizeof what, " after %d epochs", ep->valueint);
+        cJSON_Delete(j);
+        free(s);
+        free(p);
+    } else if (WIFSIGNALED(ws)) {
+        snprintf(what, sizeof what, ": killed by signal %d (%s)%s", WTERMSIG(ws),
+                 strsignal(WTERMSIG(ws)),
+                 WTERMSIG(ws) == SIGKILL ? "; out of memory? rerun the sweep to resume it" : "");
+    } else if (!strcmp(r->status, "busy")) {
+        snprintf(what, sizeof what, ": another samx process is running it");
+    } else if (!strcmp(r->status, "failed")) {
+        char *msg = last_line(log);
+        const char *m = !strncmp(msg, "samx: error: ", 13) ? msg + 13 : msg;
+        snprintf(what, sizeof what, " (exit %d): %.400s", WIFEXITED(ws) ? WEXITSTATUS(ws) : -1,
+                 *m ? m : "no message");
+        free(msg);
+    }
+    if (bad)
+        fprintf(stderr, "samx: error: done %d/%d: run '%s' %s%s (log %s)\n", done, n_todo,
+                r->run_id, r->status, what, log);
+    else
+        fprintf(stderr, "samx: done %d/%d %s %s%s (%.1f s)\n", done, n_todo, r->run_id,
+                r->status, what, rundir_now() - r->started);
+}
+
+static int run_here(const struct sweep_opts *o, struct run *runs, int n, const char *sdir,
+                    int threads, bool *stopped, struct err *e)
 {
     int *todo = xcalloc((size_t)n + 1, sizeof *todo), n_todo = 0, next = 0, running = 0, done = 0;
     for (int k = 0; k < n; k++)
@@ -673,16 +909,23 @@ static int run_here(const struct sweep_opts *o, const struct plan *pl, struct ru
             todo[n_todo++] = k;
     char tbuf[16];
     snprintf(tbuf, sizeof tbuf, "%d", threads);
+    char *logdir = xasprintf("%s/logs", sdir);
+    if (n_todo && io_mkdir_p(logdir, e) < 0) {
+        free(logdir);
+        free(todo);
+        return -1;
+    }
     if (o->progress)
-        fprintf(stderr, "samx: %d runs, %d to run, %d at a time with %d threads each\n", n, n_todo,
-                o->jobs, threads);
+        fprintf(stderr, "samx: %d runs, %d done before, %d to run, %d at a time with %d "
+                        "thread%s each; logs in %s\n",
+                n, n - n_todo, n_todo, o->jobs, threads, threads == 1 ? "" : "s", logdir);
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    int forwarded = 0, rc = 0;
+    int forwarded = 0, rc = 0, started = 0;
     while (((next < n_todo && !n_signals) || running > 0) && rc == 0) {
         /* Children share the terminal's process group, so a Ctrl-C reaches them directly; a
          * signal sent to the sweep alone (kill, Slurm, a parent script) is passed on here. A
@@ -695,6 +938,15 @@ static int run_here(const struct sweep_opts *o, const struct plan *pl, struct ru
         }
         while (!n_signals && running < o->jobs && next < n_todo) {
             struct run *r = &runs[todo[next++]];
+            char *log = xasprintf("%s/%s.log", logdir, r->run_id);
+            /* appended: a resumed run's log follows the interrupted one's */
+            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            free(log);
+            if (fd < 0) {
+                rc = err_set(e, "cannot write the log of '%s' in '%s': %s", r->run_id, logdir,
+                             strerror(errno));
+                break;
+            }
             r->argv[r->argc] = "-t";
             r->argv[r->argc + 1] = tbuf;
             r->argv[r->argc + 2] = "-q";
@@ -704,16 +956,21 @@ static int run_here(const struct sweep_opts *o, const struct plan *pl, struct ru
             r->started = rundir_now();
             r->pid = fork();
             if (r->pid == 0) {
+                dup2(fd, 2);
                 execv(r->argv[0], r->argv);
                 fprintf(stderr, "samx: error: cannot run '%s': %s\n", r->argv[0], strerror(errno));
                 _exit(SAMX_EXIT_RUNTIME);
             }
+            close(fd);
             r->argv[r->argc] = NULL;
             if (r->pid < 0) {
                 rc = err_set(e, "cannot start a run: %s", strerror(errno));
                 break;
             }
             running++;
+            started++;
+            if (o->progress)
+                fprintf(stderr, "samx: start %d/%d %s\n", started, n_todo, r->run_id);
         }
         int ws;
         pid_t pid = waitpid(-1, &ws, WNOHANG);
@@ -734,19 +991,13 @@ static int run_here(const struct sweep_opts *o, const struct plan *pl, struct ru
             running--;
             done++;
             r->status = reap_status(r, ws);
-            if (WIFSIGNALED(ws) && !n_signals)
-                fprintf(stderr, "samx: error: run '%s' was killed by signal %d (%s); rerun the "
-                                "sweep to resume it\n",
-                        r->run_id, WTERMSIG(ws), strsignal(WTERMSIG(ws)));
-            else if (!strcmp(r->status, "failed"))
-                fprintf(stderr, "samx: error: run '%s' failed (see its error above; rerun: %s)\n",
-                        r->run_id, r->command);
-            else if (o->progress)
-                fprintf(stderr, "samx: [%d/%d] %s %s (%.1f s)\n", done, n_todo, r->run_id,
-                        r->status, rundir_now() - r->started);
+            char *log = xasprintf("%s/%s.log", logdir, r->run_id);
+            /* errors always; a run stopped by the sweep's own signal is no news */
+            bool bad = !finished(r->status) && !(n_signals && !strcmp(r->status, "interrupted"));
+            if (o->progress || bad)
+                report(r, ws, log, bad, done, n_todo);
+            free(log);
         }
-        if (write_manifest(manifest, pl, runs, n, e) < 0)
-            rc = -1;
     }
     /* On an error above, let the runs already started finish: they checkpoint and exit. */
     for (int k = 0; k < n; k++)
@@ -762,6 +1013,7 @@ static int run_here(const struct sweep_opts *o, const struct plan *pl, struct ru
     sigaction(SIGTERM, &old_term, NULL);
     *stopped = n_signals > 0;
     free(todo);
+    free(logdir);
     return rc;
 }
 
@@ -795,49 +1047,51 @@ int sweep_main(const struct sweep_opts *o, struct err *e)
         goto out;
     }
     int threads = o->cores / o->jobs > 1 ? o->cores / o->jobs : 1;
-    dir = xasprintf("%s/%s", root, name);
-    manifest = xasprintf("%s/manifest.jsonl", dir);
     if (o->dry_run && !o->emit) {
         for (int k = 0; k < n; k++)
             printf("%s\n", runs[k].command);
         goto out;
     }
-    if (!o->dry_run && (io_mkdir_p(dir, e) < 0 || write_manifest(manifest, &pl, runs, n, e) < 0 ||
-                        write_commands(dir, runs, n, e) < 0)) {
+    /* The sweep's own directory, named by the hash of its run list: another sweep of the same
+     * name gets another directory, the same sweep again the same one. */
+    char *cmds = commands_text(runs, n), *man = manifest_text(&pl, runs, n), hash[65];
+    sha256_hex(cmds, strlen(cmds), hash);
+    dir = xasprintf("%s/%s/sweeps/%.12s", root, name, hash);
+    manifest = xasprintf("%s/manifest.jsonl", dir);
+    char *cpath = xasprintf("%s/commands.txt", dir);
+    if (!o->dry_run && (io_mkdir_p(dir, e) < 0 || write_once(manifest, man, e) < 0 ||
+                        write_once(cpath, cmds, e) < 0))
         rc = -1;
+    free(cmds);
+    free(man);
+    free(cpath);
+    if (rc < 0)
         goto out;
-    }
     if (o->emit) {
         emit_script(o->emit, name, dir, n, o->jobs, threads, runs);
         goto out;
     }
     bool stopped = false;
-    if (run_here(o, &pl, runs, n, manifest, threads, &stopped, e) < 0 ||
-        write_manifest(manifest, &pl, runs, n, e) < 0) {
+    if (run_here(o, runs, n, dir, threads, &stopped, e) < 0) {
         rc = -1;
         goto out;
     }
-    int counts[5] = {0};
+    int counts[6] = {0};
     static const char *const names[] = {"completed", "diverged", "interrupted", "failed",
-                                        "planned"};
+                                        "busy", "planned"};
     for (int k = 0; k < n; k++)
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < 6; i++)
             counts[i] += !strcmp(runs[k].status, names[i]);
-    if (o->progress)
-        fprintf(stderr, "samx: sweep '%s': %d completed, %d diverged, %d interrupted, %d failed, "
-                        "%d not run; manifest %s\n",
-                name, counts[0], counts[1], counts[2], counts[3], counts[4], manifest);
-    rc = stopped ? SAMX_EXIT_INTERRUPTED
-                 : counts[0] + counts[1] == n ? SAMX_EXIT_OK : SAMX_EXIT_RUNTIME;
-    /* Every non-zero exit says why, with or without a terminal. */
-    if (rc == SAMX_EXIT_INTERRUPTED)
-        fprintf(stderr, "samx: interrupted by a signal: %d runs not finished (they resume when "
-                        "the sweep runs again); manifest %s\n",
-                n - counts[0] - counts[1], manifest);
-    else if (rc == SAMX_EXIT_RUNTIME)
-        fprintf(stderr, "samx: error: sweep '%s': %d of %d runs did not finish (%d failed, %d "
-                        "interrupted); manifest %s\n",
-                name, n - counts[0] - counts[1], n, counts[3], counts[2], manifest);
+    if (o->progress || counts[2] + counts[3] + counts[4] + counts[5])
+        fprintf(stderr, "samx: sweep '%s': %d runs: %d completed, %d diverged, %d interrupted, "
+                        "%d failed, %d busy, %d not run; manifest %s\n",
+                name, n, counts[0], counts[1], counts[2], counts[3], counts[4], counts[5],
+                manifest);
+    rc = stopped                          ? SAMX_EXIT_INTERRUPTED
+         : counts[0] + counts[1] == n     ? SAMX_EXIT_OK
+         : counts[3] || counts[2]         ? SAMX_EXIT_RUNTIME
+         : counts[4]                      ? EXIT_BUSY
+                                          : SAMX_EXIT_RUNTIME;
 out:
     for (int k = 0; k < n; k++)
         run_free(&runs[k]);

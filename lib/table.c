@@ -22,6 +22,50 @@ enum { TABLE_MAX_DEPTH = 32 };
 
 static const char *const absent = "-";
 
+/* ---- did you mean ---- */
+
+static size_t distance(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    size_t *row = xcalloc(nb + 1, sizeof *row);
+    for (size_t j = 0; j <= nb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= na; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= nb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    size_t d = row[nb];
+    free(row);
+    return d;
+}
+
+const char *table_suggest(const char *word, const char *const *cand, int n)
+{
+    size_t len = strlen(word), best = (len / 3 > 2 ? len / 3 : 2) + 1;
+    const char *r = NULL;
+    for (int i = 0; i < n; i++) {
+        /* a key ending in the word ("lr" for "optimizer.lr") is what a short name means */
+        size_t lc = strlen(cand[i]);
+        if (lc > len && cand[i][lc - len - 1] == '.' && !strcmp(cand[i] + lc - len, word))
+            return cand[i];
+        size_t d = distance(word, cand[i]);
+        if (d < best && d < len) {
+            best = d;
+            r = cand[i];
+        }
+    }
+    return r;
+}
+
 /* ---- collecting runs ---- */
 
 static bool has_file(const char *dir, const char *file)
@@ -92,27 +136,89 @@ static int scan_dir(struct scan *sc, const char *dir, int depth, struct err *e)
     return rc;
 }
 
-static void kv_add(struct table_run *r, char *key, char *val)
+static void kv_add(struct table_run *r, char *key, char *val, char *show)
 {
     r->key = xrealloc(r->key, (size_t)(r->n_kv + 1) * sizeof *r->key);
     r->val = xrealloc(r->val, (size_t)(r->n_kv + 1) * sizeof *r->val);
+    r->show = xrealloc(r->show, (size_t)(r->n_kv + 1) * sizeof *r->show);
     r->key[r->n_kv] = key;
+    r->show[r->n_kv] = show ? show : xstrdup(val);
     r->val[r->n_kv++] = val;
 }
 
-/* Mappings become dotted keys; anything else (scalars, lists) is one value in flow text. */
+/* A schedule as a reader writes it: "cosine 0.05→0 warmup 1", "step 0.1 gamma 0.1
+ * milestones [30,60]" (its keys as written, start→end first). */
+static char *schedule_text(const struct cfg_node *m)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    const struct cfg_node *name = cfg_child(m, "schedule"), *a = cfg_child(m, "start"),
+                          *b = cfg_child(m, "end");
+    char *t = sweep_value_text(name);
+    fputs(t, f);
+    free(t);
+    if (a) {
+        t = sweep_value_text(a);
+        fprintf(f, " %s", t);
+        free(t);
+    }
+    if (b) {
+        t = sweep_value_text(b);
+        fprintf(f, "%s%s", a ? "→" : " end ", t);
+        free(t);
+    }
+    /* the resolved config writes every default: those are left out (schedule.c's defaults) */
+    const struct cfg_node *root = m, *tr, *te;
+    while (root->parent)
+        root = root->parent;
+    tr = cfg_child(root, "train");
+    te = tr ? cfg_child(tr, "epochs") : NULL;
+    for (int i = 0; i < m->n_kid; i++) {
+        const struct cfg_node *k = m->kid[i];
+        if (k == name || k == a || k == b)
+            continue;
+        bool zero = k->type == CFG_SCALAR && !k->quoted && strtod(k->str, NULL) == 0 &&
+                    strspn(k->str, "0.") == strlen(k->str);
+        if (((!strcmp(k->key, "warmup") || !strcmp(k->key, "warmup_start") ||
+              !strcmp(k->key, "every")) && zero) ||
+            (!strcmp(k->key, "per") && k->type == CFG_SCALAR && !strcmp(k->str, "step")) ||
+            (!strcmp(k->key, "epochs") && te && k->type == CFG_SCALAR &&
+             te->type == CFG_SCALAR && !strcmp(k->str, te->str)))
+            continue;
+        t = sweep_value_text(k);
+        fprintf(f, " %s %s", k->key, t);
+        free(t);
+    }
+    fclose(f);
+    return s;
+}
+
+/* Mappings become dotted keys; anything else (scalars, lists) and schedules (a mapping with a
+ * 'schedule' key: one hyperparameter) are one value in flow text. */
 static void flatten(struct table_run *r, const struct cfg_node *map, const char *prefix)
 {
     for (int i = 0; i < map->n_kid; i++) {
         const struct cfg_node *k = map->kid[i];
         char *key = prefix ? xasprintf("%s.%s", prefix, k->key) : xstrdup(k->key);
-        if (k->type == CFG_MAP && k->n_kid > 0) {
+        bool sched = k->type == CFG_MAP && cfg_child(k, "schedule");
+        if (k->type == CFG_MAP && k->n_kid > 0 && !sched) {
             flatten(r, k, key);
             free(key);
         } else {
-            kv_add(r, key, sweep_value_text(k));
+            kv_add(r, key, sweep_value_text(k), sched ? schedule_text(k) : NULL);
         }
     }
+}
+
+static const char *kv_show(const struct table_run *r, const char *key)
+{
+    for (int i = 0; i < r->n_kv; i++)
+        if (!strcmp(r->key[i], key))
+            return r->show[i];
+    return NULL;
 }
 
 static const char *kv_get(const struct table_run *r, const char *key)
@@ -128,19 +234,23 @@ static void kv_clear(struct table_run *r)
     for (int i = 0; i < r->n_kv; i++) {
         free(r->key[i]);
         free(r->val[i]);
+        free(r->show[i]);
     }
     free(r->key);
     free(r->val);
-    r->key = r->val = NULL;
+    free(r->show);
+    r->key = r->val = r->show = NULL;
     r->n_kv = 0;
 }
 
 static void set_gvals(struct runset *rs, struct table_run *r)
 {
     r->gval = xcalloc((size_t)rs->n_keys + 1, sizeof *r->gval);
+    r->gshow = xcalloc((size_t)rs->n_keys + 1, sizeof *r->gshow);
     for (int i = 0; i < rs->n_keys; i++) {
-        const char *v = kv_get(r, rs->keys[i]);
+        const char *v = kv_get(r, rs->keys[i]), *w = kv_show(r, rs->keys[i]);
         r->gval[i] = xstrdup(v ? v : absent);
+        r->gshow[i] = xstrdup(w ? w : absent);
     }
 }
 
@@ -169,6 +279,20 @@ static int load_run(struct runset *rs, char *dir, struct err *e)
     }
     free(path);
     set_gvals(rs, r);
+    /* how it ran: runs at other thread counts or BLAS cores differ in their last bits */
+    path = xasprintf("%s/meta.json", dir);
+    char *buf = NULL;
+    struct err ignored = {0};
+    if (io_exists(path) && io_read_all(path, &buf, NULL, &ignored) == 0) {
+        cJSON *m = cJSON_Parse(buf);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "omp_threads");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "openblas_core");
+        r->threads = cJSON_IsNumber(t) ? t->valueint : 0;
+        r->core = xstrdup(cJSON_IsString(c) ? c->valuestring : "");
+        cJSON_Delete(m);
+    }
+    free(buf);
+    free(path);
     return rc;
 }
 
@@ -212,6 +336,17 @@ static void add_missing(struct runset *rs, const char *dir, const cJSON *line)
     free(ov);
 }
 
+static bool planned_already(const struct runset *rs, const char *dir)
+{
+    for (int i = 0; i < rs->n_run; i++)
+        if (!strcmp(rs->run[i].status, "missing") && !strcmp(rs->run[i].dir, dir))
+            return true;
+    return false;
+}
+
+/* A sweep's manifest is NAME/sweeps/HASH/manifest.jsonl, its runs NAME/RUN_ID (sweep.h); an
+ * older samx wrote NAME/manifest.jsonl. Every manifest counts: a run planned by any sweep and
+ * never run is missing, once. */
 static int load_manifest(struct runset *rs, const char *path, struct err *e)
 {
     char *buf;
@@ -219,6 +354,15 @@ static int load_manifest(struct runset *rs, const char *path, struct err *e)
         return -1;
     char *dir = xstrdup(path);
     *strrchr(dir, '/') = 0;
+    char *up = strrchr(dir, '/');
+    if (up && up > dir) {
+        *up = 0;
+        char *up2 = strrchr(dir, '/');
+        if (up2 && !strcmp(up2 + 1, "sweeps"))
+            *up2 = 0;
+        else
+            *up = '/';
+    }
     char *save = NULL;
     for (char *line = strtok_r(buf, "\n", &save); line;
          line = strtok_r(NULL, "\n", &save)) {
@@ -227,7 +371,7 @@ static int load_manifest(struct runset *rs, const char *path, struct err *e)
         if (cJSON_IsString(id) && id->valuestring[0] && !strchr(id->valuestring, '/')) {
             /* The run lives beside its manifest, wherever the results tree was moved. */
             char *rd = xasprintf("%s/%s", dir, id->valuestring);
-            if (!is_run_dir(rd))
+            if (!is_run_dir(rd) && !planned_already(rs, rd))
                 add_missing(rs, rd, j);
             free(rd);
         }
@@ -354,8 +498,19 @@ int runset_load(struct runset *rs, const char *const *dirs, int n_dirs, const ch
         bool found = false;
         for (int i = 0; i < rs->n_run && !found; i++)
             found = strcmp(rs->run[i].gval[k], absent) != 0;
-        if (!found)
-            rc = err_cfg(e, "--group key '%s' is in no run's config", rs->keys[k]);
+        if (found)
+            continue;
+        const char **cand = NULL;
+        int n_cand = 0;
+        for (int i = 0; i < rs->n_run; i++)
+            for (int j = 0; j < rs->run[i].n_kv; j++) {
+                cand = xrealloc(cand, (size_t)(n_cand + 1) * sizeof *cand);
+                cand[n_cand++] = rs->run[i].key[j];
+            }
+        const char *near = table_suggest(rs->keys[k], cand, n_cand);
+        rc = err_cfg(e, "--group key '%s' is in no run's config%s%s%s", rs->keys[k],
+                     near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+        free(cand);
     }
     if (rc < 0)
         return -1;
@@ -372,6 +527,7 @@ int runset_load(struct runset *rs, const char *const *dirs, int n_dirs, const ch
             g = &rs->grp[rs->n_grp++];
             memset(g, 0, sizeof *g);
             g->gval = r->gval;
+            g->gshow = r->gshow;
         }
         g->run = xrealloc(g->run, (size_t)(g->n_run + 1) * sizeof *g->run);
         g->run[g->n_run++] = i;
@@ -399,9 +555,13 @@ void runset_free(struct runset *rs)
     for (int i = 0; i < rs->n_run; i++) {
         struct table_run *r = &rs->run[i];
         kv_clear(r);
-        for (int k = 0; k < rs->n_keys; k++)
+        for (int k = 0; k < rs->n_keys; k++) {
             free(r->gval[k]);
+            free(r->gshow[k]);
+        }
         free(r->gval);
+        free(r->gshow);
+        free(r->core);
         free(r->dir);
     }
     for (int j = 0; j < rs->n_grp; j++)
@@ -416,6 +576,43 @@ void runset_free(struct runset *rs)
 
 /* ---- the metric of one run ---- */
 
+int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e)
+{
+    char *buf;
+    *recs = NULL;
+    *n = 0;
+    if (io_read_all(path, &buf, NULL, e) < 0)
+        return -1;
+    int line = 0, rc = 0;
+    for (char *p = buf, *nl; *p && rc == 0; p = nl ? nl + 1 : p + strlen(p)) {
+        nl = strchr(p, '\n');
+        if (nl)
+            *nl = 0;
+        line++;
+        if (!*p)
+            continue;
+        cJSON *rec = cJSON_Parse(p);
+        if (!cJSON_IsObject(rec)) {
+            cJSON_Delete(rec);
+            rc = err_set(e, "%s:%d: not a JSON record (a corrupt or truncated line)", path, line);
+            break;
+        }
+        *recs = xrealloc(*recs, (size_t)(*n + 1) * sizeof **recs);
+        (*recs)[(*n)++] = rec;
+    }
+    free(buf);
+    if (rc < 0)
+        table_free_records(*recs, *n);
+    return rc;
+}
+
+void table_free_records(cJSON **recs, int n)
+{
+    for (int i = 0; i < n; i++)
+        cJSON_Delete(recs[i]);
+    free(recs);
+}
+
 static cJSON *read_json(const char *path, struct err *e)
 {
     char *s;
@@ -428,8 +625,26 @@ static cJSON *read_json(const char *path, struct err *e)
     return j;
 }
 
-/* The metric in record rec: its value, NAN for null (non-finite), or an error when the record
- * has no such key (a misspelt metric). */
+/* "'x' is not a key of the records of DIR (did you mean 'y'?)", from one record's keys. */
+static int no_key(struct err *e, const char *key, const cJSON *rec, const char *dir)
+{
+    const char **cand = NULL;
+    int n = 0;
+    for (const cJSON *k = rec ? rec->child : NULL; k; k = k->next) {
+        cand = xrealloc(cand, (size_t)(n + 1) * sizeof *cand);
+        cand[n++] = k->string;
+    }
+    const char *near = table_suggest(key, cand, n);
+    err_cfg(e, "'%s' is not a key of the records of '%s'%s%s%s", key, dir,
+            near ? " (did you mean '" : " (see metrics.jsonl)", near ? near : "",
+            near ? "'?)" : "");
+    free(cand);
+    return -1;
+}
+
+/* The metric in record rec: 0 with its value, NAN for null (non-finite); 1 when the record
+ * has no such key (a measurement this run did not make, or a misspelt metric: the caller
+ * tells them apart by whether any run has it), with e saying so. */
 static int record_value(const cJSON *rec, const char *metric, const char *dir, double *v,
                         struct err *e)
 {
@@ -439,8 +654,7 @@ static int record_value(const cJSON *rec, const char *metric, const char *dir, d
     else if (cJSON_IsNull(m))
         *v = NAN;
     else
-        return err_cfg(e, "'%s' is not a key of the records of '%s' (see metrics.jsonl)", metric,
-                       dir);
+        return no_key(e, metric, rec, dir), 1;
     return 0;
 }
 
@@ -464,61 +678,104 @@ static int run_value(const struct table_run *r, const char *metric, const char *
     }
     size_t n = strlen(best);
     bool max = n > 4 && !strcmp(best + n - 4, "_acc");
-    char *p = xasprintf("%s/metrics.jsonl", r->dir), *buf;
-    rc = io_read_all(p, &buf, NULL, e);
+    char *p = xasprintf("%s/metrics.jsonl", r->dir);
+    cJSON **recs;
+    int n_rec;
+    rc = table_read_records(p, &recs, &n_rec, e);
     free(p);
     if (rc < 0)
         return -1;
     double best_v = NAN;
     bool seen = false;
     *v = NAN;
-    char *save = NULL;
-    for (char *line = strtok_r(buf, "\n", &save); line && rc == 0;
-         line = strtok_r(NULL, "\n", &save)) {
-        cJSON *rec = cJSON_Parse(line);
-        const cJSON *b = rec ? cJSON_GetObjectItemCaseSensitive(rec, best) : NULL;
+    for (int i = 0; i < n_rec && rc == 0; i++) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(recs[i], best);
         seen = seen || b;
         if (cJSON_IsNumber(b) && (isnan(best_v) || (max ? b->valuedouble > best_v
                                                         : b->valuedouble < best_v))) {
             best_v = b->valuedouble;
-            rc = record_value(rec, metric, r->dir, v, e);
+            rc = record_value(recs[i], metric, r->dir, v, e);
         }
-        cJSON_Delete(rec);
     }
-    free(buf);
+    if (rc > 0) {
+        table_free_records(recs, n_rec);
+        return rc;
+    }
     if (rc == 0 && !seen)
-        rc = err_cfg(e, "'%s' is not a key of the records of '%s' (see metrics.jsonl)", best,
-                     r->dir);
+        rc = no_key(e, best, n_rec ? recs[n_rec - 1] : NULL, r->dir);
+    table_free_records(recs, n_rec);
     return rc;
 }
 
 /* ---- aggregation and output ---- */
 
-struct row {
+struct cell {
     double mean, std; /* NAN when undefined (n = 0; std also for n = 1) */
-    int n, diverged, failed, interrupted, missing;
-    double *val;      /* the completed runs' values, in run order */
+    int n;
+    double *val;      /* the values, in run order */
     const char **dir;
 };
 
-static int aggregate(const struct runset *rs, const struct table_group *g, const char *metric,
-                     const char *best, struct row *w, struct err *e)
+struct row {
+    struct cell *c;   /* one per metric */
+    int n;            /* completed runs whose first metric is finite */
+    int diverged, failed, interrupted, missing;
+};
+
+static void cell_add(struct cell *c, double v, const char *dir)
+{
+    c->dir[c->n] = dir;
+    c->val[c->n++] = v;
+}
+
+static void cell_stats(struct cell *c)
+{
+    double sum = 0, ss = 0;
+    for (int i = 0; i < c->n; i++)
+        sum += c->val[i];
+    c->mean = c->n ? sum / c->n : NAN;
+    for (int i = 0; i < c->n; i++)
+        ss += (c->val[i] - c->mean) * (c->val[i] - c->mean);
+    c->std = c->n > 1 ? sqrt(ss / (c->n - 1)) : NAN;
+}
+
+/* A completed run whose first metric is null (non-finite) counts as diverged; the other
+ * metrics of the run then count nowhere. */
+static int aggregate(const struct runset *rs, const struct table_group *g, char **metric,
+                     int n_metric, const char *best, struct row *w, int *present,
+                     struct err *lacking, struct err *e)
 {
     memset(w, 0, sizeof *w);
-    w->val = xcalloc((size_t)g->n_run + 1, sizeof *w->val);
-    w->dir = xcalloc((size_t)g->n_run + 1, sizeof *w->dir);
+    w->c = xcalloc((size_t)n_metric, sizeof *w->c);
+    for (int m = 0; m < n_metric; m++) {
+        w->c[m].val = xcalloc((size_t)g->n_run + 1, sizeof *w->c[m].val);
+        w->c[m].dir = xcalloc((size_t)g->n_run + 1, sizeof *w->c[m].dir);
+    }
     for (int i = 0; i < g->n_run; i++) {
         const struct table_run *r = &rs->run[g->run[i]];
         if (!strcmp(r->status, "completed")) {
-            double v = NAN; /* set by run_value on success */
-            if (run_value(r, metric, best, &v, e) < 0)
-                return -1;
-            if (isnan(v)) {
-                w->diverged++;
-            } else {
-                w->dir[w->n] = r->dir;
-                w->val[w->n++] = v;
+            bool diverged = false;
+            for (int m = 0; m < n_metric && !diverged; m++) {
+                double v = NAN; /* set by run_value on success */
+                struct err a = {0};
+                int got = run_value(r, metric[m], best, &v, &a);
+                if (got < 0) {
+                    *e = a;
+                    return -1;
+                }
+                if (got > 0) {
+                    if (!lacking[m].status)
+                        lacking[m] = a;
+                    continue; /* a cell without it; an error if no run has it */
+                }
+                present[m]++;
+                if (m == 0 && isnan(v))
+                    diverged = true;
+                else if (!isnan(v))
+                    cell_add(&w->c[m], v, r->dir);
             }
+            w->diverged += diverged;
+            w->n += !diverged;
         } else if (!strcmp(r->status, "diverged")) {
             w->diverged++;
         } else if (!strcmp(r->status, "failed")) {
@@ -529,40 +786,37 @@ static int aggregate(const struct runset *rs, const struct table_group *g, const
             w->interrupted++;
         }
     }
-    double sum = 0, ss = 0;
-    for (int i = 0; i < w->n; i++)
-        sum += w->val[i];
-    w->mean = w->n ? sum / w->n : NAN;
-    for (int i = 0; i < w->n; i++)
-        ss += (w->val[i] - w->mean) * (w->val[i] - w->mean);
-    w->std = w->n > 1 ? sqrt(ss / (w->n - 1)) : NAN;
+    for (int m = 0; m < n_metric; m++)
+        cell_stats(&w->c[m]);
     return 0;
 }
 
-/* Four decimals suit accuracies and losses; very small or large values go to exponents. The
+/* prec decimals suit accuracies and losses; very small or large values go to exponents. The
  * std is written in its mean's style (like), so a column reads 0.8813 ± 0.0008 throughout. */
-static const char *fmt_like(char buf[32], double v, double like)
+static const char *fmt_like(char buf[48], double v, double like, int prec)
 {
     if (like == 0 || (fabs(like) >= 1e-3 && fabs(like) < 1e5))
-        snprintf(buf, 32, "%.4f", v);
+        snprintf(buf, 48, "%.*f", prec, v);
     else
-        snprintf(buf, 32, "%.3e", v);
+        snprintf(buf, 48, "%.*e", prec > 1 ? prec - 1 : 0, v);
     return buf;
 }
-
-static const char *fmt_short(char buf[32], double v) { return fmt_like(buf, v, v); }
 
 static void put_escaped(const char *s, const char *format)
 {
     for (const char *p = s; *p; p++) {
-        if (!strcmp(format, "latex") && strchr("_%&#${}", *p))
+        if (!strcmp(format, "latex") && !strncmp(p, "→", strlen("→"))) {
+            printf("$\\to$");
+            p += strlen("→") - 1;
+        } else if (!strcmp(format, "latex") && strchr("_%&#${}", *p)) {
             printf("\\%c", *p);
-        else if (!strcmp(format, "latex") && strchr("~^\\", *p))
+        } else if (!strcmp(format, "latex") && strchr("~^\\", *p)) {
             printf("\\textascii%s{}", *p == '~' ? "tilde" : *p == '^' ? "circum" : "");
-        else if (!strcmp(format, "md") && *p == '|')
+        } else if (!strcmp(format, "md") && *p == '|') {
             printf("\\|");
-        else
+        } else {
             putchar(*p);
+        }
     }
 }
 
@@ -583,30 +837,57 @@ static void put_csv(const char *s)
 
 static const char *const count_names[] = {"diverged", "failed", "interrupted", "missing"};
 
-static void print_text(const struct runset *rs, const struct row *rows, const char *metric,
-                       const char *at, const char *format)
+static int row_count(const struct row *w, int c)
 {
-    bool tex = !strcmp(format, "latex");
+    int v[4] = {w->diverged, w->failed, w->interrupted, w->missing};
+    return v[c];
+}
+
+struct out {
+    char **metric;
+    int n_metric, prec;
+    const char *at, *format;
+    bool counts;      /* every count column, even all-zero ones */
+};
+
+static void print_text(const struct runset *rs, const struct row *rows, const struct out *o)
+{
+    bool tex = !strcmp(o->format, "latex");
     const char *sep = tex ? " & " : " | ", *end = tex ? " \\\\\n" : " |\n";
-    char a[32], b[32];
+    bool show[4];
+    for (int c = 0; c < 4; c++) {
+        show[c] = o->counts;
+        for (int j = 0; j < rs->n_grp && !show[c]; j++)
+            show[c] = row_count(&rows[j], c) > 0;
+    }
+    char a[48], b[48];
     if (tex) {
         printf("\\begin{tabular}{");
         for (int k = 0; k < rs->n_keys; k++)
             putchar('l');
-        printf("rrrrrr}\n\\toprule\n");
+        for (int m = 0; m <= o->n_metric; m++)
+            putchar('r');
+        for (int c = 0; c < 4; c++)
+            if (show[c])
+                putchar('r');
+        printf("}\n\\toprule\n");
     } else {
         printf("| ");
     }
     for (int k = 0; k < rs->n_keys; k++) {
-        put_escaped(rs->keys[k], format);
+        put_escaped(rs->keys[k], o->format);
         fputs(sep, stdout);
     }
-    put_escaped(metric, format);
-    printf(" (");
-    put_escaped(at, format);
-    printf(")%s%s", sep, tex ? "$n$" : "n");
+    for (int m = 0; m < o->n_metric; m++) {
+        put_escaped(o->metric[m], o->format);
+        printf(" (");
+        put_escaped(o->at, o->format);
+        printf(")%s", sep);
+    }
+    printf("%s", tex ? "$n$" : "n");
     for (int c = 0; c < 4; c++)
-        printf("%s%s", sep, count_names[c]);
+        if (show[c])
+            printf("%s%s", sep, count_names[c]);
     fputs(end, stdout);
     if (tex) {
         printf("\\midrule\n");
@@ -614,35 +895,50 @@ static void print_text(const struct runset *rs, const struct row *rows, const ch
         printf("|");
         for (int k = 0; k < rs->n_keys; k++)
             printf("---|");
-        printf("---:|---:|---:|---:|---:|---:|\n");
+        for (int m = 0; m <= o->n_metric; m++)
+            printf("---:|");
+        for (int c = 0; c < 4; c++)
+            if (show[c])
+                printf("---:|");
+        printf("\n");
     }
     for (int j = 0; j < rs->n_grp; j++) {
         const struct row *w = &rows[j];
         if (!tex)
             printf("| ");
         for (int k = 0; k < rs->n_keys; k++) {
-            put_escaped(rs->grp[j].gval[k], format);
+            put_escaped(rs->grp[j].gshow[k], o->format);
             fputs(sep, stdout);
         }
-        /* the std of one run is undefined: shown as a dash, like an empty cell */
-        if (w->n == 0)
-            printf("%s", tex ? "--" : "–");
-        else if (tex && w->n == 1)
-            printf("$%s \\pm$ --", fmt_short(a, w->mean));
-        else if (tex)
-            printf("$%s \\pm %s$", fmt_short(a, w->mean), fmt_like(b, w->std, w->mean));
-        else
-            printf("%s ± %s", fmt_short(a, w->mean),
-                   w->n > 1 ? fmt_like(b, w->std, w->mean) : "–");
-        printf("%s%d%s%d%s%d%s%d%s%d%s", sep, w->n, sep, w->diverged, sep, w->failed, sep,
-               w->interrupted, sep, w->missing, end);
+        for (int m = 0; m < o->n_metric; m++) {
+            const struct cell *c = &w->c[m];
+            /* the std of one run is undefined: shown as a dash, like an empty cell */
+            if (c->n == 0)
+                printf("%s", tex ? "--" : "–");
+            else if (tex && c->n == 1)
+                printf("$%s \\pm$ --", fmt_like(a, c->mean, c->mean, o->prec));
+            else if (tex)
+                printf("$%s \\pm %s$", fmt_like(a, c->mean, c->mean, o->prec),
+                       fmt_like(b, c->std, c->mean, o->prec));
+            else
+                printf("%s ± %s", fmt_like(a, c->mean, c->mean, o->prec),
+                       c->n > 1 ? fmt_like(b, c->std, c->mean, o->prec) : "–");
+            /* a metric some runs have no finite value of says over how many it is */
+            if (c->n != w->n && c->n > 0)
+                printf(" (%s=%d)", tex ? "$n$" : "n", c->n);
+            fputs(sep, stdout);
+        }
+        printf("%d", w->n);
+        for (int c = 0; c < 4; c++)
+            if (show[c])
+                printf("%s%d", sep, row_count(w, c));
+        fputs(end, stdout);
     }
     if (tex)
         printf("\\bottomrule\n\\end{tabular}\n");
 }
 
-static void print_csv(const struct runset *rs, const struct row *rows, const char *metric,
-                      const char *at)
+static void print_csv(const struct runset *rs, const struct row *rows, const struct out *o)
 {
     char buf[32];
     for (int k = 0; k < rs->n_keys; k++) {
@@ -650,68 +946,121 @@ static void print_csv(const struct runset *rs, const struct row *rows, const cha
         putchar(',');
     }
     printf("metric,at,mean,std,n,diverged,failed,interrupted,missing\n");
-    for (int j = 0; j < rs->n_grp; j++) {
-        const struct row *w = &rows[j];
-        for (int k = 0; k < rs->n_keys; k++) {
-            put_csv(rs->grp[j].gval[k]);
+    for (int j = 0; j < rs->n_grp; j++)
+        for (int m = 0; m < o->n_metric; m++) {
+            const struct row *w = &rows[j];
+            const struct cell *c = &w->c[m];
+            for (int k = 0; k < rs->n_keys; k++) {
+                put_csv(rs->grp[j].gshow[k]);
+                putchar(',');
+            }
+            put_csv(o->metric[m]);
             putchar(',');
+            put_csv(o->at);
+            printf(",%s", c->n ? cfg_fmt_num(buf, c->mean) : "");
+            printf(",%s", c->n > 1 ? cfg_fmt_num(buf, c->std) : "");
+            printf(",%d,%d,%d,%d,%d\n", c->n, w->diverged, w->failed, w->interrupted, w->missing);
         }
-        put_csv(metric);
-        putchar(',');
-        put_csv(at);
-        printf(",%s", w->n ? cfg_fmt_num(buf, w->mean) : "");
-        printf(",%s", w->n > 1 ? cfg_fmt_num(buf, w->std) : "");
-        printf(",%d,%d,%d,%d,%d\n", w->n, w->diverged, w->failed, w->interrupted, w->missing);
-    }
 }
 
-static void print_json(const struct runset *rs, const struct row *rows, const char *metric,
-                       const char *at)
+static void print_json(const struct runset *rs, const struct row *rows, const struct out *o)
 {
     cJSON *arr = cJSON_CreateArray();
-    for (int j = 0; j < rs->n_grp; j++) {
-        const struct row *w = &rows[j];
-        cJSON *o = cJSON_CreateObject(), *g = cJSON_AddObjectToObject(o, "group");
-        for (int k = 0; k < rs->n_keys; k++)
-            cJSON_AddStringToObject(g, rs->keys[k], rs->grp[j].gval[k]);
-        cJSON_AddStringToObject(o, "metric", metric);
-        cJSON_AddStringToObject(o, "at", at);
-        if (w->n)
-            cJSON_AddNumberToObject(o, "mean", w->mean);
-        else
-            cJSON_AddNullToObject(o, "mean");
-        if (w->n > 1)
-            cJSON_AddNumberToObject(o, "std", w->std);
-        else
-            cJSON_AddNullToObject(o, "std");
-        cJSON_AddNumberToObject(o, "n", w->n);
-        int counts[4] = {w->diverged, w->failed, w->interrupted, w->missing};
-        for (int c = 0; c < 4; c++)
-            cJSON_AddNumberToObject(o, count_names[c], counts[c]);
-        cJSON *vals = cJSON_AddArrayToObject(o, "values");
-        cJSON *runs = cJSON_AddArrayToObject(o, "runs");
-        for (int i = 0; i < w->n; i++) {
-            cJSON_AddItemToArray(vals, cJSON_CreateNumber(w->val[i]));
-            cJSON_AddItemToArray(runs, cJSON_CreateString(w->dir[i]));
+    for (int j = 0; j < rs->n_grp; j++)
+        for (int m = 0; m < o->n_metric; m++) {
+            const struct row *w = &rows[j];
+            const struct cell *c = &w->c[m];
+            cJSON *ob = cJSON_CreateObject(), *g = cJSON_AddObjectToObject(ob, "group");
+            for (int k = 0; k < rs->n_keys; k++)
+                cJSON_AddStringToObject(g, rs->keys[k], rs->grp[j].gval[k]);
+            cJSON *gs = cJSON_AddObjectToObject(ob, "group_text");
+            for (int k = 0; k < rs->n_keys; k++)
+                cJSON_AddStringToObject(gs, rs->keys[k], rs->grp[j].gshow[k]);
+            cJSON_AddStringToObject(ob, "metric", o->metric[m]);
+            cJSON_AddStringToObject(ob, "at", o->at);
+            if (c->n)
+                cJSON_AddNumberToObject(ob, "mean", c->mean);
+            else
+                cJSON_AddNullToObject(ob, "mean");
+            if (c->n > 1)
+                cJSON_AddNumberToObject(ob, "std", c->std);
+            else
+                cJSON_AddNullToObject(ob, "std");
+            cJSON_AddNumberToObject(ob, "n", c->n);
+            for (int k = 0; k < 4; k++)
+                cJSON_AddNumberToObject(ob, count_names[k], row_count(w, k));
+            cJSON *vals = cJSON_AddArrayToObject(ob, "values");
+            cJSON *runs = cJSON_AddArrayToObject(ob, "runs");
+            for (int i = 0; i < c->n; i++) {
+                cJSON_AddItemToArray(vals, cJSON_CreateNumber(c->val[i]));
+                cJSON_AddItemToArray(runs, cJSON_CreateString(c->dir[i]));
+            }
+            cJSON_AddItemToArray(arr, ob);
         }
-        cJSON_AddItemToArray(arr, o);
-    }
     char *s = cJSON_Print(arr);
     printf("%s\n", s);
     free(s);
     cJSON_Delete(arr);
 }
 
+void table_warn_mixed(const struct runset *rs)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    int n_mixed = 0;
+    for (int j = 0; j < rs->n_grp; j++) {
+        const struct table_group *g = &rs->grp[j];
+        /* distinct (threads, core) pairs among the group's runs that ran, with counts */
+        int n_kind = 0, *first = xcalloc((size_t)g->n_run + 1, sizeof *first),
+            *count = xcalloc((size_t)g->n_run + 1, sizeof *count);
+        for (int i = 0; i < g->n_run; i++) {
+            const struct table_run *r = &rs->run[g->run[i]];
+            if (!r->core)
+                continue;
+            int k = 0;
+            while (k < n_kind && !(rs->run[first[k]].threads == r->threads &&
+                                   !strcmp(rs->run[first[k]].core, r->core)))
+                k++;
+            if (k == n_kind)
+                first[n_kind++] = g->run[i];
+            count[k]++;
+        }
+        if (n_kind > 1) {
+            fputs(n_mixed++ ? "; " : "", f);
+            for (int k = 0; k < rs->n_keys; k++)
+                fprintf(f, "%s%s=%s", k ? "," : "", rs->keys[k], g->gshow[k]);
+            fputs(rs->n_keys ? ": " : "", f);
+            for (int k = 0; k < n_kind; k++)
+                fprintf(f, "%s%d run%s at %d thread%s/%s", k ? ", " : "", count[k],
+                        count[k] == 1 ? "" : "s", rs->run[first[k]].threads,
+                        rs->run[first[k]].threads == 1 ? "" : "s", rs->run[first[k]].core);
+        }
+        free(first);
+        free(count);
+    }
+    fclose(f);
+    if (n_mixed)
+        fprintf(stderr, "samx: warning: %d group%s mix%s thread counts or BLAS cores, so %s runs "
+                        "are not bit-comparable (%s)\n",
+                n_mixed, n_mixed == 1 ? "" : "s", n_mixed == 1 ? "es" : "", n_mixed == 1 ? "its" : "their", s);
+    free(s);
+}
+
 int table_main(const struct table_opts *o, struct err *e)
 {
     static const char *const formats[] = {"md", "latex", "csv", "json", NULL};
-    const char *metric = o->metric ? o->metric : "test_acc", *at = o->at ? o->at : "final";
+    const char *metrics = o->metric ? o->metric : "test_acc", *at = o->at ? o->at : "final";
     const char *format = o->format ? o->format : "md", *best = NULL;
     bool known = false;
     for (int i = 0; formats[i]; i++)
         known = known || !strcmp(format, formats[i]);
     if (!known)
         return err_cfg(e, "--format must be md, latex, csv or json, got '%s'", format);
+    if (o->precision < 0 || o->precision > 12)
+        return err_cfg(e, "--precision must be in [0, 12] decimals, got %d", o->precision);
     if (!strncmp(at, "best:", 5)) {
         best = at + 5;
         size_t n = strlen(best);
@@ -721,28 +1070,55 @@ int table_main(const struct table_opts *o, struct err *e)
     } else if (strcmp(at, "final") != 0) {
         return err_cfg(e, "--at must be 'final' or 'best:NAME', got '%s'", at);
     }
-    struct runset rs;
-    if (runset_load(&rs, o->dirs, o->n_dirs, o->group, e) < 0) {
-        runset_free(&rs);
-        return -1;
+    struct out out = {.prec = o->precision ? o->precision : 4, .format = format,
+                      .counts = o->counts};
+    if (o->precision_set)
+        out.prec = o->precision;
+    for (const char *m = metrics; *m;) {
+        size_t len = strcspn(m, ",");
+        if (len)
+            push(&out.metric, &out.n_metric, memcpy(xcalloc(len + 1, 1), m, len));
+        m += len + (m[len] == ',');
     }
+    if (!out.n_metric)
+        return err_cfg(e, "--metric needs a name, got '%s'", metrics);
+    struct runset rs;
+    int rc = runset_load(&rs, o->dirs, o->n_dirs, o->group, e);
     struct row *rows = xcalloc((size_t)rs.n_grp + 1, sizeof *rows);
-    int rc = 0;
+    int *present = xcalloc((size_t)out.n_metric, sizeof *present);
+    struct err *lacking = xcalloc((size_t)out.n_metric, sizeof *lacking);
     for (int j = 0; j < rs.n_grp && rc == 0; j++)
-        rc = aggregate(&rs, &rs.grp[j], metric, best, &rows[j], e);
+        rc = aggregate(&rs, &rs.grp[j], out.metric, out.n_metric, best, &rows[j], present,
+                       lacking, e);
+    for (int m = 0; m < out.n_metric && rc == 0; m++)
+        if (!present[m] && lacking[m].status) {
+            *e = lacking[m];
+            rc = -1;
+        }
+    free(present);
+    free(lacking);
     char label[256];
     snprintf(label, sizeof label, "%s%s", best ? "best " : "final", best ? best : "");
+    out.at = !strcmp(format, "csv") || !strcmp(format, "json") ? at : label;
+    if (rc == 0)
+        table_warn_mixed(&rs);
     if (rc == 0 && !strcmp(format, "csv"))
-        print_csv(&rs, rows, metric, at);
+        print_csv(&rs, rows, &out);
     else if (rc == 0 && !strcmp(format, "json"))
-        print_json(&rs, rows, metric, at);
+        print_json(&rs, rows, &out);
     else if (rc == 0)
-        print_text(&rs, rows, metric, label, format);
+        print_text(&rs, rows, &out);
     for (int j = 0; j < rs.n_grp; j++) {
-        free(rows[j].val);
-        free(rows[j].dir);
+        for (int m = 0; rows[j].c && m < out.n_metric; m++) {
+            free(rows[j].c[m].val);
+            free(rows[j].c[m].dir);
+        }
+        free(rows[j].c);
     }
     free(rows);
+    for (int m = 0; m < out.n_metric; m++)
+        free(out.metric[m]);
+    free(out.metric);
     runset_free(&rs);
     return rc;
 }

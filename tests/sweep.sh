@@ -26,7 +26,7 @@ cd "$T" || exit 1
 
 # --- a local sweep, -j 2 ------------------------------------------------------------------------
 "$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -j 2 -o "$T/a" 2>"$T/err"
-ok $? "sweep -j 2 exits 0 ($(head -c 200 "$T/err"))"
+ok $? "sweep -j 2 exits 0 ($(head -c 200 "$T/err" | tr "\n" " "))"
 test "$(ls -d "$T"/a/tiny/*=*/ | wc -l)" -eq 4
 ok $? "four run directories"
 bad=0
@@ -36,19 +36,26 @@ for d in "$T"/a/tiny/*=*/; do
     [ "$(jq -r .omp_threads "$d/meta.json")" = 1 ] || bad=1
 done
 ok $bad "each run ran once (epochs 0,1,2 once each), completed, with cores/jobs = 1 thread"
-test "$(jq -r .status "$T/a/tiny/manifest.jsonl" | sort | uniq -c | tr -s ' ')" = " 4 completed"
-ok $? "manifest.jsonl: one line per run, all completed"
+test "$(ls "$T"/a/tiny/sweeps/*/manifest.jsonl | wc -l)" -eq 1 &&
+    test "$(jq -r .run_id "$T"/a/tiny/sweeps/*/manifest.jsonl | sort)" = "$(cd "$T/a/tiny" && ls -d *=* | sort)"
+ok $? "one manifest (sweeps/HASH/manifest.jsonl), one line per run"
+grep -c '^samx: start [1-4]/4 ' "$T/err" | grep -qx 4 &&
+    test "$(grep -c "^samx: done [1-4]/4 .* completed test_acc 0\.[0-9]\{4\} (" "$T/err")" -eq 4 &&
+    grep -q "^samx: sweep 'tiny': 4 runs: 4 completed, 0 diverged, 0 interrupted, 0 failed" "$T/err"
+ok $? "stderr (not a terminal): a line per run started and finished with its test_acc, and a count"
 id=$("$SAMX" run tiny.yaml optimizer.lr=0.05 seed=1 --dry-run | sed -E "s|.*/([^/]*)'$|\1|")
 test -d "$T/a/tiny/$id" && jq -e --arg id "$id" \
     'select(.run_id == $id) | .overrides == ["optimizer.lr=0.05", "seed=1"]' \
-    "$T/a/tiny/manifest.jsonl" >/dev/null
+    "$T"/a/tiny/sweeps/*/manifest.jsonl >/dev/null
 ok $? "run ids are samx run's ($id)"
-jq -r .command "$T/a/tiny/manifest.jsonl" | grep -q "^$SAMX run $T/tiny.yaml optimizer.lr=0.05 seed=1 -o $T/a/tiny/"
+jq -r .command "$T"/a/tiny/sweeps/*/manifest.jsonl | grep -q "^$SAMX run $T/tiny.yaml optimizer.lr=0.05 seed=1 -o $T/a/tiny/"
 ok $? "manifest commands are absolute samx run command lines"
 
 snapshot "$T/a" >"$T/snap1"
-"$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -j 2 -o "$T/a"
+"$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -j 2 -o "$T/a" -q 2>"$T/err"
 ok $? "a second invocation exits 0"
+test ! -s "$T/err"
+ok $? "-q: nothing on stderr when nothing goes wrong"
 snapshot "$T/a" >"$T/snap2"
 cmp -s "$T/snap1" "$T/snap2"
 ok $? "a second invocation runs nothing (every run file's content and mtime unchanged)"
@@ -60,7 +67,7 @@ ok $? "--dry-run lists the 4 commands and writes nothing"
 # --- the same sweep through GNU parallel ----------------------------------------------------------
 if command -v parallel >/dev/null; then
     "$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -j 2 -o "$T/p" --emit parallel >"$T/par.sh"
-    grep -q -- "--joblog .*--resume-failed -j 2 :::: $T/p/tiny/commands.txt" "$T/par.sh"
+    grep -q -- "--joblog .*--resume-failed -j 2 :::: $T/p/tiny/sweeps/[0-9a-f]*/commands.txt" "$T/par.sh"
     ok $? "--emit parallel prints a GNU parallel invocation with a joblog"
     sh "$T/par.sh" >/dev/null 2>&1
     ok $? "the parallel script exits 0"
@@ -97,7 +104,7 @@ for lr in 0.05 0.1; do
     jq -en --argjson w "$want" --argjson g "$got" \
         'def abs: if . < 0 then -. else . end;
          $g.n == $w.n and (($g.mean - $w.mean) | abs) < 1e-12 and (($g.std - $w.std) | abs) < 1e-12' >/dev/null || bad=1
-    md=$(printf '| %s | %.4f ± %.4f | 2 | 0 | 0 | 0 | 0 |' $lr "$(jq .mean <<<"$want")" "$(jq .std <<<"$want")")
+    md=$(printf '| %s | %.4f ± %.4f | 2 |' $lr "$(jq .mean <<<"$want")" "$(jq .std <<<"$want")")
     "$SAMX" table "$T/a" --group optimizer.lr | grep -qF "$md" || { bad=1; echo "# no row '$md'"; }
 done
 ok $bad "table: mean, sample std and n equal those computed from summary.json (JSON and Markdown)"
@@ -122,23 +129,23 @@ ok $? "one run per group: std is null"
 # --- plot -------------------------------------------------------------------------------------------
 if command -v gnuplot >/dev/null; then
     "$SAMX" plot "$T/a" --y test_acc --group optimizer.lr -o "$T/fig/acc.png" 2>"$T/err"
-    ok $? "plot exits 0 ($(head -c 200 "$T/err"))"
+    ok $? "plot exits 0 ($(head -c 200 "$T/err" | tr "\n" " "))"
     test -s "$T/fig/acc.png" && head -c 8 "$T/fig/acc.png" | grep -q PNG &&
-        test -s "$T/fig/acc.gp" && test -s "$T/fig/acc.dat"
-    ok $? "plot writes a non-empty PNG, the .gp and the .dat"
+        test -s "$T/fig/acc.png.gp" && test -s "$T/fig/acc.png.dat"
+    ok $? "plot writes a non-empty PNG, acc.png.gp and acc.png.dat"
 else
     skip "gnuplot not installed"
     skip "gnuplot not installed"
 fi
 m=$(jq '.[] | select(.group["optimizer.lr"] == "0.1") | .mean' "$T/table.json")
 # without gnuplot the .dat is written all the same
-test -e "$T/fig/acc.dat" || "$SAMX" plot "$T/a" --y test_acc --group optimizer.lr -o "$T/fig/acc.png" 2>/dev/null
+test -e "$T/fig/acc.png.dat" || "$SAMX" plot "$T/a" --y test_acc --group optimizer.lr -o "$T/fig/acc.png" 2>/dev/null
 awk -v m="$m" '/^# block 1:/ { b = 1 }
                b && $1 == 2 { d = $2 - m; f = 1; exit !(d * d < 1e-16) }
-               END { if (!f) exit 1 }' "$T/fig/acc.dat"
+               END { if (!f) exit 1 }' "$T/fig/acc.png.dat"
 ok $? "the plotted mean at the last epoch is the table's"
 PATH=/nonexistent "$SAMX" plot "$T/a" --group optimizer.lr --y train_loss -o "$T/nognu/loss.svg" 2>"$T/err"
-test $? -eq 0 && test -s "$T/nognu/loss.dat" && test -s "$T/nognu/loss.gp" && test ! -e "$T/nognu/loss.svg" &&
+test $? -eq 0 && test -s "$T/nognu/loss.svg.dat" && test -s "$T/nognu/loss.svg.gp" && test ! -e "$T/nognu/loss.svg" &&
     [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "gnuplot is not installed" "$T/err"
 ok $? "without gnuplot: one warning line, .dat and .gp written, exit 0"
 
@@ -151,9 +158,9 @@ bad_id=$("$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 -o "$T/f" --dry-run | hea
 mkdir -p "$T/f/tiny" && touch "$T/f/tiny/$bad_id" # a file where the run directory belongs
 "$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 -o "$T/f" 2>"$T/err"
 rc=$?
-test $rc -eq 1 && jq -r .status "$T/f/tiny/manifest.jsonl" | tr '\n' ' ' | grep -q '^failed completed $' &&
-    grep -q "^samx: error: run '$bad_id' failed" "$T/err"
-ok $? "a failed run does not stop the others; exit 1, manifest says failed (rc $rc)"
+test $rc -eq 1 && grep -q "^samx: error: done 1/2: run '$bad_id' failed (exit 1): .* (log $T/f/tiny/sweeps/[0-9a-f]*/logs/$bad_id.log)$" "$T/err" &&
+    grep -q "^samx: done 2/2 .* completed" "$T/err" && grep -q ": 1 completed, 0 diverged, 0 interrupted, 1 failed" "$T/err"
+ok $? "a failed run does not stop the others; exit 1, a one-line reason with its log (rc $rc)"
 
 # --- strict configs --------------------------------------------------------------------------------
 cat >"$T/sam.yaml" <<EOF
@@ -192,14 +199,14 @@ ok $? "plot: an unknown figure type is an error"
 # --- an interrupted sweep resumes ----------------------------------------------------------------
 cat >"$T/long.yaml" <<EOF
 name: long
-data: {name: fashion-mnist, limit_train: 4000, limit_test: 200}
+data: {name: fashion-mnist, limit_train: 2000, limit_test: 200}
 model: {name: mlp, hidden: [32]}
-train: {epochs: 40, batch_size: 50}
+train: {epochs: 15, batch_size: 50}
 optimizer: {name: sgd, lr: 0.05}
 EOF
-# Long enough (40 epochs) that the signal below lands while both runs are still training.
+# Long enough (15 epochs) that the signal below lands while both runs are still training.
 "$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/ref"
-"$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/int" &
+"$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/int" 2>"$T/err" &
 pid=$!
 for _ in $(seq 600); do
     [ "$(cat "$T"/int/long/*/metrics.jsonl 2>/dev/null | wc -l)" -ge 3 ] && break
@@ -208,8 +215,9 @@ done
 kill -INT $pid
 wait $pid
 rc=$?
-test $rc -eq 130 && jq -r .status "$T/int/long/manifest.jsonl" | grep -q interrupted
-ok $? "SIGINT to the sweep: exit 130, the manifest says interrupted (rc $rc)"
+test $rc -eq 130 && grep -q "^samx: sweep 'long': 2 runs: 0 completed, 0 diverged, 2 interrupted" "$T/err" &&
+    ! grep -q "error" "$T/err"
+ok $? "SIGINT to the sweep: exit 130, both runs interrupted, no error reported (rc $rc)"
 "$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/int"
 ok $? "running the sweep again finishes it"
 bad=0
