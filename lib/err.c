@@ -5,6 +5,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool samx_quiet;
+
+static void say(const char *prefix, const char *fmt, va_list ap)
+{
+    if (samx_quiet)
+        return;
+    fprintf(stderr, "samx: %s", prefix);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void samx_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say("warning: ", fmt, ap);
+    va_end(ap);
+}
+
+void samx_say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say("", fmt, ap);
+    va_end(ap);
+}
+
 static int err_vset(struct err *e, int status, const char *fmt, va_list ap)
 {
     if (e) {

@@ -269,9 +269,9 @@ int plot_main(const struct plot_opts *o, struct err *e)
             io_write_atomic(gp_path, gp, strlen(gp), e) < 0)
             rc = -1;
         else if (!have_program("gnuplot"))
-            fprintf(stderr, "samx: warning: gnuplot is not installed (Debian: gnuplot-nox), so "
-                            "no '%s'; wrote '%s' and '%s' (draw with: cd '%s' && gnuplot %s.gp)\n",
-                    out, dat_path, gp_path, dir, base);
+            samx_warn("gnuplot is not installed (Debian: gnuplot-nox), so no '%s'; wrote '%s' "
+                      "and '%s' (draw with: cd '%s' && gnuplot %s.gp)",
+                      out, dat_path, gp_path, dir, base);
         else
             rc = draw(dir, base, fig, e);
         free(dat_path);

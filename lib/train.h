@@ -24,6 +24,7 @@
 
 struct run_opts {
     const char *config;         /* YAML file */
+    const char *config_text;    /* YAML text used instead of reading `config` (its name), or NULL */
     const char *const *overrides; /* "a.b=v" strings */
     int n_overrides;
     const char *out_dir;        /* -o DIR, or NULL for results/<name>/<run-id> */
@@ -53,6 +54,7 @@ struct experiment {
     struct model model;
     struct optim optim;
     long epochs, batch_size, eval_batch_size;
+    long batch_size_asked;      /* train.batch_size as given (batch_size: at most the set) */
     bool drop_last;
     enum loss_kind loss;
     double label_smoothing;
@@ -67,6 +69,11 @@ struct experiment {
  * Config errors have status 2, data errors status 1. */
 int experiment_build(struct experiment *x, const struct run_opts *o, struct err *e);
 void experiment_free(struct experiment *x);
+
+/* Warn (samx_warn, one line each, naming the key) about settings that make a run degenerate:
+ * a scheduled hyperparameter that is 0 at every step, a warmup at least as long as the run, a
+ * batch larger than the training set, the best record selected on the test set. */
+void experiment_warn(const struct experiment *x);
 
 /* samx run: build, then train into the run directory (resuming or skipping as the directory
  * says). Returns SAMX_EXIT_OK or SAMX_EXIT_INTERRUPTED, or -1 with e set. */
