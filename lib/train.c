@@ -346,10 +346,13 @@ static void say_end(const struct experiment *x, const struct rundir *rd,
                  st->step, st->epoch, x->epochs, dir);
         break;
     case RUN_INTERRUPTED:
-        samx_say("interrupted in epoch %ld at step %ld of %ld: checkpoint saved; run the same "
-                 "command again to resume; run directory '%s'",
-                 st->epoch + 1, st->step_in_epoch ? st->step_in_epoch : x->steps_per_epoch,
-                 x->steps_per_epoch, dir);
+        if (st->step_in_epoch > 0)
+            samx_say("interrupted in epoch %ld at step %ld of %ld: checkpoint saved; run the "
+                     "same command again to resume; run directory '%s'",
+                     st->epoch + 1, st->step_in_epoch, x->steps_per_epoch, dir);
+        else
+            samx_say("interrupted after epoch %ld of %ld: checkpoint saved; run the same "
+                     "command again to resume; run directory '%s'", st->epoch, x->epochs, dir);
         break;
     default:
         break;
@@ -539,9 +542,12 @@ int train_run(const struct run_opts *o, struct err *e)
         samx_say("skipped: '%s' is already complete (use --force to run it again)", dir);
     } else {
         experiment_warn(&x);
-        if (st.epoch > 0 || st.step_in_epoch > 0 || st.have_epoch0)
+        if (st.step_in_epoch > 0)
             samx_say("resuming '%s' in epoch %ld at step %ld of %ld (%d threads)", dir,
                      st.epoch + 1, st.step_in_epoch, x.steps_per_epoch, threads_get());
+        else if (st.epoch > 0 || st.have_epoch0)
+            samx_say("resuming '%s' after epoch %ld of %ld (%d threads)", dir, st.epoch,
+                     x.epochs, threads_get());
         else
             samx_say("training '%s' into '%s': %ld epochs of %ld steps, %zu parameters, %d "
                      "threads", o->config, dir, x.epochs, x.steps_per_epoch, x.model.p.n,

@@ -76,7 +76,10 @@ void experiment_free(struct experiment *x);
 void experiment_warn(const struct experiment *x);
 
 /* samx run: build, then train into the run directory (resuming or skipping as the directory
- * says). Returns SAMX_EXIT_OK or SAMX_EXIT_INTERRUPTED, or -1 with e set. */
+ * says). Unless samx_quiet, says on stderr what it does: the warnings of experiment_warn, a
+ * start (or resume, or skip) line, one line per epoch record, and a last line with the status,
+ * the result and the run directory. Returns SAMX_EXIT_OK or SAMX_EXIT_INTERRUPTED, or -1 with e
+ * set (the caller prints the error). */
 int train_run(const struct run_opts *o, struct err *e);
 
 /* Mean loss and accuracy (classification; NAN for regression) of the model over a whole split,
