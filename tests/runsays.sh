@@ -219,6 +219,17 @@ while read -r key def; do
 done < <(grep -E '^    [a-z_]+\.[a-z_.]+ \[[^] ]*\]$' "$T/keys")
 ok $bad "every listed key and default is accepted by samx check"
 
+"$SAMX" check "$T/keys.yaml" optimizer.lr=1e-1 optimizer.weight_decay=5E-4 optimizer.momentum=.9 \
+    optimizer.dampening=0.0e0 -q >"$T/resolved" 2>"$T/err" &&
+    python3 - "$T/resolved" <<'EOF'
+import sys, yaml
+o = yaml.safe_load(open(sys.argv[1]))["optimizer"]
+want = {"lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "dampening": 0.0}
+got = {k: o[k] for k in want}
+assert got == want and all(isinstance(v, float) for v in got.values()), got
+EOF
+ok $? "samx check writes 1e-1, 5E-4, .9 and 0.0e0 as numbers PyYAML reads as such"
+
 MAN="$SRC/cmd/samx.1"
 test -s "$MAN" && LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z "$MAN" 2>"$T/err" && test ! -s "$T/err"
 ok $? "the man page renders without groff warnings"
