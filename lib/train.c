@@ -373,8 +373,8 @@ static void warn_schedules(const struct experiment *x)
                 continue;
             if (sc->warmup > 0 && sc->warmup >= (double)x->epochs && x->epochs > 0) {
                 char w[32];
-                samx_warn("'%s.%s': warmup of %s epochs is at least the whole run "
-                          "(train.epochs=%ld), so the run never reaches the scheduled values",
+                samx_warn("'%s.%s': warmup %s is at least the whole run (train.epochs=%ld), "
+                          "so the run never reaches the scheduled values",
                           prefix, h->name, cfg_fmt_num(w, sc->warmup), x->epochs);
             }
             /* Every step of a short run; for a long one, a million steps spread over it. */

@@ -105,7 +105,7 @@ optimizer:
 EOF
 "$SAMX" run "$T/warm.yaml" -o "$T/warm" -t 2 2>"$T/err"
 ok $? "cosine lr with warmup 1 over 1 epoch exits 0"
-grep -qx "samx: warning: 'optimizer.base.lr': warmup of 1 epochs is at least the whole run (train.epochs=1), so the run never reaches the scheduled values" "$T/err"
+grep -qx "samx: warning: 'optimizer.base.lr': warmup 1 is at least the whole run (train.epochs=1), so the run never reaches the scheduled values" "$T/err"
 ok $? "a warmup as long as the run is a warning naming the key"
 grep -q "is 0 at every step" "$T/err"
 test $? -ne 0
