@@ -34,23 +34,29 @@ static const char *const usage_run =
     "  -t THREADS     threads [OMP_NUM_THREADS, else the machine's cores]\n"
     "  --force        start over even if DIR holds a completed or interrupted run\n"
     "  --dry-run      resolve and check everything, print what would run, train nothing\n"
-    "  -q             no progress display\n"
+    "  -q             errors only: no per-epoch lines, warnings or progress display\n"
+    "  On stderr, terminal or not: warnings for degenerate settings, one line per epoch (train,\n"
+    "  validation and test loss and accuracy, eval.* measurements, seconds), and a final line\n"
+    "  with the status, the result and the run directory; a progress line on a terminal.\n"
     "  The run directory is found by the config's hash: any spelling of the same config (its\n"
     "  own config.yaml included) resumes or skips the same directory. Exit 0 done, 1 runtime\n"
     "  error, 2 config or usage error (a resume with other threads or OpenBLAS core too),\n"
     "  75 busy (another samx is training this run directory), 130 interrupted (resumable).\n";
 static const char *const usage_check =
-    "usage: samx check CONFIG [KEY=VALUE ...]\n"
-    "  validate CONFIG (loading its data) and print the resolved config, every default included\n";
+    "usage: samx check CONFIG [KEY=VALUE ...] [-q]\n"
+    "  validate CONFIG (loading its data) and print the resolved config, every default included;\n"
+    "  warnings for degenerate settings on stderr (-q: errors only)\n";
 static const char *const usage_sweep =
     "usage: samx sweep SWEEP|CONFIG [KEY=V1,V2 ...] [-j JOBS] [--emit sh|parallel|slurm]\n"
-    "                  [--dry-run] [-o ROOT] [-q]\n"
+    "                  [--dry-run] [-o ROOT] [-t THREADS] [-q]\n"
     "  SWEEP          a sweep file: config (relative to it), method grid|random (samples: N,\n"
     "                 seed), parameters: {key: [values]}; or a CONFIG and KEY=V1,V2 arguments\n"
     "  KEY=V1,V2      sweep a key over values (commas inside [] or {} do not split); seed=0..4\n"
     "                 is a range; with a sweep file, adds or replaces a parameter, or picks\n"
     "                 named alternatives (optimizer=sam,sgd)\n"
-    "  -j JOBS        runs at once here, each with max(1, cores/JOBS) threads [1]\n"
+    "  -j JOBS        runs at once here, each with max(1, THREADS/JOBS) threads [1]\n"
+    "  -t THREADS     threads for all runs together [OMP_NUM_THREADS, else the machine's cores]\n"
+    "  -q             errors only (the runs themselves always run with -q)\n"
     "  --emit ENGINE  write the sweep's files and print a script that runs it instead: sh,\n"
     "                 parallel (GNU parallel, --joblog/--resume-failed) or slurm (an sbatch\n"
     "                 array job)\n"
@@ -77,7 +83,7 @@ static const char *const usage_sweep =
     "  was killed, 130 when interrupted (SIGINT/SIGTERM reach every run, which checkpoints).\n";
 static const char *const usage_table =
     "usage: samx table DIR ... [--group KEYS] [--metric NAMES] [--at final|best:NAME]\n"
-    "                  [--format md|latex|csv|json] [--precision P] [--counts]\n"
+    "                  [--format md|latex|csv|json] [--precision P] [--counts] [-q]\n"
     "  DIR            a run directory or a root searched for them (and sweep manifests)\n"
     "  --group KEYS   comma-separated config keys to group by (optimizer.name,optimizer.rho);\n"
     "                 runs of a group must not differ in any other key but seed [one group]\n"
@@ -94,7 +100,7 @@ static const char *const usage_table =
 static const char *const usage_plot =
     "usage: samx plot DIR ... --y NAME [--x epoch] [--group KEYS] [-o FILE] [--title T]\n"
     "                 [--xlabel T] [--ylabel T] [--labels A,B] [--logy] [--band std|sem|none]\n"
-    "                 [--from X]\n"
+    "                 [--from X] [-q]\n"
     "  DIR            a run directory or a root searched for them\n"
     "  --y NAME       the record key to plot (test_acc, train_loss, hessian_trace, ...)\n"
     "  --x NAME       the record key along x [epoch]\n"
@@ -109,11 +115,14 @@ static const char *const usage_plot =
     "  acc.png.gp) are written beside it (without gnuplot, only they are, with a warning, exit\n"
     "  0). Groups without NAME are left out, named in a warning.\n";
 static const char *const usage_landscape =
-    "usage: samx landscape RUN_DIR [KEY=VALUE ...]\n"
+    "usage: samx landscape RUN_DIR [KEY=VALUE ...] [-t THREADS] [-q]\n"
     "  loss along filter-normalised random directions around a finished run's final weights,\n"
-    "  written to RUN_DIR/landscape/final.csv; keys are eval.landscape.* (dims, points, range)\n";
+    "  written to RUN_DIR/landscape/final.csv; keys are eval.landscape.* (dims, points, range)\n"
+    "  -t THREADS     threads [OMP_NUM_THREADS, else the machine's cores]\n"
+    "  -q             errors only\n";
 static const char *const usage_list =
-    "usage: samx list [optimizers|models|datasets|schedules]\n";
+    "usage: samx list [optimizers|models|datasets|schedules|keys]\n"
+    "  keys: the train.*, data.* and eval.* keys with their defaults\n";
 
 static void die(int status, const char *msg)
 {
@@ -169,7 +178,7 @@ static void parse_run_args(int argc, char **argv, struct run_opts *o, const char
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, is_run ? "o:t:qh" : "h", is_run ? run_opts : check_opts,
+    while ((c = getopt_long(argc, argv, is_run ? "o:t:qh" : "qh", is_run ? run_opts : check_opts,
                             NULL)) != -1) {
         switch (c) {
         case 'o':
@@ -212,6 +221,7 @@ static int cmd_run(int argc, char **argv, char *cmdline)
     rundir_signals_defer();
     struct run_opts o = {.threads = default_threads(), .command_line = cmdline};
     parse_run_args(argc, argv, &o, usage_run, true);
+    samx_quiet = o.quiet;
     o.progress = !o.quiet && isatty(2);
     threads_set(o.threads);
     struct err e = {0};
@@ -229,10 +239,12 @@ static int cmd_check(int argc, char **argv, char *cmdline)
 {
     struct run_opts o = {.threads = 1, .command_line = cmdline, .plan = true};
     parse_run_args(argc, argv, &o, usage_check, false);
+    samx_quiet = o.quiet;
     struct experiment x;
     struct err e = {0};
     if (experiment_build(&x, &o, &e) < 0)
         die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
+    experiment_warn(&x);
     fputs(x.resolved, stdout);
     experiment_free(&x);
     return 0;
@@ -258,13 +270,17 @@ static int cmd_sweep(int argc, char **argv, char *cmdline)
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "j:o:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "j:o:t:qh", opts, NULL)) != -1) {
         switch (c) {
-        case 'q':
-            o.progress = false;
-            break;
         case 'j':
             o.jobs = parse_count(usage_sweep, "-j needs a number of jobs >= 1, got '%s'", optarg);
+            break;
+        case 't':
+            o.cores = parse_count(usage_sweep, "-t needs a thread count >= 1, got '%s'", optarg);
+            break;
+        case 'q':
+            samx_quiet = true;
+            o.progress = false;
             break;
         case 'o':
             o.results_root = optarg;
@@ -309,8 +325,11 @@ static int cmd_table(int argc, char **argv, char *cmdline)
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
         switch (c) {
+        case 'q':
+            samx_quiet = true;
+            break;
         case 'g':
             o.group = optarg;
             break;
@@ -365,8 +384,11 @@ static int cmd_plot(int argc, char **argv, char *cmdline)
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1) {
         switch (c) {
+        case 'q':
+            samx_quiet = true;
+            break;
         case 'y':
             o.y = optarg;
             break;
@@ -433,12 +455,73 @@ static void print_keys(const char *keys)
     }
 }
 
+/* Print the keys below `n` as "  PATH [default]", skipping (data.*) the data set's own keys. */
+static void print_defaults(const struct cfg_node *n, const char *prefix, const char *skip_keys)
+{
+    for (int i = 0; i < n->n_kid; i++) {
+        const struct cfg_node *k = n->kid[i];
+        char *path = xasprintf("%s.%s", prefix, k->key);
+        char *own = xasprintf("%s [", k->key);
+        const char *hit = skip_keys ? strstr(skip_keys, own) : NULL;
+        bool skip = !strcmp(k->key, "name") ||
+                    (hit && (hit == skip_keys || hit[-1] == '\n'));
+        if (skip)
+            ;
+        else if (k->type == CFG_MAP)
+            print_defaults(k, path, NULL);
+        else if (k->type == CFG_SCALAR)
+            printf("    %s [%s]\n", path, k->str);
+        else if (k->type == CFG_NULL)
+            printf("    %s [none]\n", path);
+        else
+            printf("    %s [a list]\n", path);
+        free(own);
+        free(path);
+    }
+}
+
+/* The common keys and their defaults, as the config checker resolves them: a minimal config
+ * (a synthetic data set, every measurement switched on) is built and its resolved tree printed,
+ * so this list cannot drift from what `samx check` accepts. */
+static void list_keys(void)
+{
+    static const char *const yaml = "data: {name: synthetic-linear}\n"
+                                    "model: {name: linear}\n"
+                                    "optimizer: {name: sgd}\n"
+                                    "eval: {hessian_trace: {}, lambda_max: {}, sharpness: {}, "
+                                    "landscape: {}}\n";
+    struct run_opts o = {.config = "samx-list-keys", .config_text = yaml, .threads = 1,
+                         .quiet = true};
+    struct experiment x;
+    struct err e = {0};
+    if (experiment_build(&x, &o, &e) < 0)
+        die(SAMX_EXIT_RUNTIME, e.msg);
+    const struct cfg_node *root = x.cfg.root;
+    printf("keys (every default; 'samx check CONFIG' prints one config resolved):\n"
+           "  name [the config file's stem], seed [0]\n");
+    printf("  data.* (every data set; its own keys: samx list datasets; image sets also take "
+           "augment):\n");
+    print_defaults(cfg_child(root, "data"), "data", x.data.ops->keys);
+    printf("  train.*:\n");
+    print_defaults(cfg_child(root, "train"), "train", "loss [");
+    printf("    train.loss [cross_entropy with class labels, else mse]\n"
+           "    train.bn_update [first_pass] (models with BatchNorm: first_pass, all_passes, "
+           "reference)\n");
+    printf("  eval.* (each measurement is off until its key is given: eval.hessian_trace={};\n"
+           "  hvp [exact] is finite_difference for models without an exact one):\n");
+    print_defaults(cfg_child(root, "eval"), "eval", NULL);
+    experiment_free(&x);
+}
+
 static int cmd_list(int argc, char **argv, char *cmdline)
 {
     (void)cmdline;
+    if (argc > 1 && !strcmp(argv[argc - 1], "-q"))
+        argc--; /* nothing to silence: a list is the output */
     const char *what = argc > 1 ? argv[1] : NULL;
     if (argc > 2 || (what && strcmp(what, "optimizers") && strcmp(what, "models") &&
-                     strcmp(what, "datasets") && strcmp(what, "schedules")))
+                     strcmp(what, "datasets") && strcmp(what, "schedules") &&
+                     strcmp(what, "keys")))
         usage_error(usage_list, "unknown list '%s'", argc > 1 ? argv[1] : "");
     if (!what || !strcmp(what, "optimizers")) {
         printf("optimizers (optimizer.name):\n");
@@ -471,21 +554,47 @@ static int cmd_list(int argc, char **argv, char *cmdline)
         for (int i = 0; sched_names[i]; i++)
             printf("  %s: %s\n", sched_names[i], sched_summary[i]);
     }
+    if (!what || !strcmp(what, "keys"))
+        list_keys();
     return 0;
 }
 
 static int cmd_landscape(int argc, char **argv, char *cmdline)
 {
     (void)cmdline;
-    if (argc < 2 || argv[1][0] == '-')
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int c, threads = default_threads();
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "t:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            threads = parse_count(usage_landscape, "-t needs a thread count >= 1, got '%s'",
+                                  optarg);
+            break;
+        case 'q':
+            samx_quiet = true;
+            break;
+        case 'h':
+            fputs(usage_landscape, stdout);
+            exit(0);
+        default:
+            usage_error(usage_landscape, "unknown option or missing argument: '%s'",
+                        argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
         usage_error(usage_landscape, "missing RUN_DIR%s", "");
-    for (int i = 2; i < argc; i++)
+    const char *run_dir = argv[optind];
+    for (int i = optind + 1; i < argc; i++)
         if (!strchr(argv[i], '='))
             usage_error(usage_landscape, "'%s' is not KEY=VALUE", argv[i]);
-    threads_set(default_threads());
+    threads_set(threads);
     struct err e = {0};
-    if (measure_landscape_run(argv[1], (const char *const *)argv + 2, argc - 2, &e) < 0)
+    if (measure_landscape_run(run_dir, (const char *const *)argv + optind + 1, argc - optind - 1,
+                              &e) < 0)
         die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
+    samx_say("wrote '%s/landscape/final.csv'", run_dir);
     return 0;
 }
 
@@ -507,7 +616,7 @@ static const struct command {
      &usage_plot},
     {"landscape", cmd_landscape, "write 1-D/2-D loss-landscape slices of a finished run",
      &usage_landscape},
-    {"list", cmd_list, "list optimizers, models, data sets and schedules with their keys",
+    {"list", cmd_list, "list optimizers, models, data sets, schedules and config keys",
      &usage_list},
     {"help", cmd_help, "show help for samx or one command", NULL},
 };

@@ -1146,9 +1146,49 @@ static void cfg_put_quoted(struct cfg_buf *b, const char *s)
     cfg_buf_puts(b, "\"");
 }
 
+/* A plain number of samx's syntax spelled so that YAML 1.1 readers (PyYAML) read a number too:
+ * their floats need a '.' before an exponent and a sign on it, and a digit before a signed '.'
+ * (5e-4 -> 5.0e-4, 1E5 -> 1.0E+5, -.5 -> -0.5). The value is unchanged. Returns s itself when it needs
+ * no change or is not such a number. */
+static const char *cfg_yaml11_num(const char *s, char *buf, size_t cap)
+{
+    const char *p = s, *ip, *fp = NULL, *ep = NULL;
+    size_t ni = 0, nf = 0, ne = 0;
+    char sign = 0, esign = 0, e = 0;
+
+    if (*p == '+' || *p == '-')
+        sign = *p++;
+    for (ip = p; isdigit((unsigned char)*p); p++)
+        ni++;
+    if (*p == '.')
+        for (fp = ++p; isdigit((unsigned char)*p); p++)
+            nf++;
+    if (ni + nf > 0 && (*p == 'e' || *p == 'E')) {
+        e = *p++;
+        if (*p == '+' || *p == '-')
+            esign = *p++;
+        for (ep = p; isdigit((unsigned char)*p); p++)
+            ne++;
+        if (!ne)
+            return s;
+    }
+    if (*p || ni + nf == 0 || strlen(s) + 4 >= cap)
+        return s; /* not a number */
+    /* already read alike: integers, 5.5, 5., .5, 5.0e-4 */
+    if ((!e || esign) && (ni ? (fp || !e) : !sign))
+        return s;
+    snprintf(buf, cap, "%s%.*s.%.*s%s%s%.*s", sign == '-' ? "-" : "", (int)(ni ? ni : 1),
+             ni ? ip : "0", (int)(nf ? nf : 1), nf ? fp : "0", e ? (e == 'E' ? "E" : "e") : "",
+             e ? (esign == '-' ? "-" : "+") : "", (int)ne, ep ? ep : "");
+    return buf;
+}
+
 /* Keys are always strings, so they are written like quoted scalars. */
 static void cfg_put_scalar(struct cfg_buf *b, const char *s, bool quoted, bool flow)
 {
+    char num[64];
+    if (!quoted)
+        s = cfg_yaml11_num(s, num, sizeof num);
     if (cfg_plain_ok(s, flow) && !(quoted && cfg_looks_typed(s)))
         cfg_buf_puts(b, s);
     else

@@ -33,6 +33,34 @@ static void err_one_line(char *msg, size_t size)
     memcpy(msg, out, n + 1);
 }
 
+bool samx_quiet;
+
+static void say(const char *prefix, const char *fmt, va_list ap)
+{
+    if (samx_quiet)
+        return;
+    fprintf(stderr, "samx: %s", prefix);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void samx_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say("warning: ", fmt, ap);
+    va_end(ap);
+}
+
+void samx_say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say("", fmt, ap);
+    va_end(ap);
+}
+
 static int err_vset(struct err *e, int status, const char *fmt, va_list ap)
 {
     if (e) {

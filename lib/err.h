@@ -15,6 +15,7 @@
 #ifndef SAMX_ERR_H
 #define SAMX_ERR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum {
@@ -36,6 +37,15 @@ int err_set(struct err *e, const char *fmt, ...) __attribute__((format(printf, 2
 int err_cfg(struct err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prepend "prefix: " to the message already in e (keeps its status). Returns -1. */
 int err_prefix(struct err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* What a command tells the user besides its output and its errors: warnings and, for run,
+ * one line per epoch. samx_quiet (the -q option of every command) silences all of it; errors
+ * are printed by cmd/ regardless. */
+extern bool samx_quiet;
+/* "samx: warning: MESSAGE" on stderr, one line, unless samx_quiet. */
+void samx_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "samx: MESSAGE" on stderr, one line, unless samx_quiet. */
+void samx_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 void samx_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
 #define SAMX_ASSERT(x) ((x) ? (void)0 : samx_assert_fail(#x, __FILE__, __LINE__))

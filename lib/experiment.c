@@ -72,6 +72,7 @@ static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
                                                            "cross_entropy only");
     long n = x->data.train.n;
     SAMX_ASSERT(n > 0); /* data_init reports an empty training set, naming its file */
+    x->batch_size_asked = x->batch_size;
     if (x->batch_size > n)
         x->batch_size = n; /* a batch larger than the data set is the whole data set */
     x->steps_per_epoch = x->drop_last ? n / x->batch_size : (n + x->batch_size - 1) / x->batch_size;
@@ -82,7 +83,8 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
 {
     memset(x, 0, sizeof *x);
     x->plan = o->plan;
-    if (cfg_load(&x->cfg, o->config, e) < 0)
+    if ((o->config_text ? cfg_load_string(&x->cfg, o->config, o->config_text, e)
+                        : cfg_load(&x->cfg, o->config, e)) < 0)
         return -1;
     for (int i = 0; i < o->n_overrides; i++)
         if (cfg_override(&x->cfg, o->overrides[i], e) < 0)

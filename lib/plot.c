@@ -425,9 +425,9 @@ int plot_main(const struct plot_opts *o, struct err *e)
             io_write_atomic(gp_path, gp, strlen(gp), e) < 0)
             rc = -1;
         else if (!have_program("gnuplot"))
-            fprintf(stderr, "samx: warning: gnuplot is not installed (Debian: gnuplot-nox), so "
-                            "no '%s'; wrote '%s' and '%s' (draw with: cd '%s' && gnuplot %s)\n",
-                    out, dat_path, gp_path, dir, gpname);
+            samx_warn("gnuplot is not installed (Debian: gnuplot-nox), so no '%s'; wrote '%s' "
+                      "and '%s' (draw with: cd '%s' && gnuplot %s)",
+                      out, dat_path, gp_path, dir, gpname);
         else
             rc = draw(dir, gpname, fig, e);
         free(dat_path);

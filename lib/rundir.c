@@ -146,6 +146,27 @@ static void cpu_model(char *buf, size_t n)
     fclose(f);
 }
 
+/* The "flags" line of /proc/cpuinfo (the instruction sets the kernels could use), malloc'd. */
+static char *cpu_flags(void)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char *out = NULL;
+    if (f) {
+        char *line = NULL;
+        size_t cap = 0;
+        while (!out && getline(&line, &cap, f) > 0)
+            if (!strncmp(line, "flags", 5) && strchr(line, ':')) {
+                char *c = strchr(line, ':') + 1;
+                c += strspn(c, " \t");
+                c[strcspn(c, "\n")] = 0;
+                out = xstrdup(c);
+            }
+        free(line);
+        fclose(f);
+    }
+    return out ? out : xstrdup("unknown");
+}
+
 static int write_meta(struct rundir *rd, struct experiment *x, const struct train_state *st,
                       const char *command_line, const char *started, struct err *e)
 {
@@ -160,6 +181,11 @@ static int write_meta(struct rundir *rd, struct experiment *x, const struct trai
     cJSON_AddStringToObject(m, "command_line", command_line ? command_line : "");
     cJSON_AddStringToObject(m, "host", host);
     cJSON_AddStringToObject(m, "cpu", cpu);
+    char *flags = cpu_flags();
+    cJSON_AddStringToObject(m, "cpu_flags", flags);
+    free(flags);
+    char cwd[4096];
+    cJSON_AddStringToObject(m, "working_directory", getcwd(cwd, sizeof cwd) ? cwd : "unknown");
     cJSON_AddNumberToObject(m, "omp_threads", threads_get());
     cJSON_AddNumberToObject(m, "openblas_threads", blas_threads());
     cJSON_AddStringToObject(m, "openblas_core", blas_corename());
@@ -171,6 +197,9 @@ static int write_meta(struct rundir *rd, struct experiment *x, const struct trai
                                                                                    : "serial");
     cJSON_AddStringToObject(m, "compiler", "gcc " __VERSION__);
     cJSON_AddStringToObject(m, "run_id", x->run_id);
+    char sha[65];
+    sha256_hex(x->resolved, strlen(x->resolved), sha);
+    cJSON_AddStringToObject(m, "config_sha256", sha);
     cJSON *files = cJSON_AddArrayToObject(m, "data_files");
     for (int i = 0; i < x->data.n_file; i++) {
         cJSON *f = cJSON_CreateObject();
@@ -729,6 +758,8 @@ int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_st
     cJSON_AddItemToObject(s, "final", rd->last ? cJSON_Duplicate(rd->last, 1) : cJSON_CreateNull());
     cJSON_AddItemToObject(s, "best", rd->best ? cJSON_Duplicate(rd->best, 1) : cJSON_CreateNull());
     cJSON_AddStringToObject(s, "best_by", rd->best_by);
+    /* the split "best" was selected on: test when there is no validation split */
+    cJSON_AddStringToObject(s, "best_on", x->data.val.n > 0 ? "validation" : "test");
     cJSON_AddNumberToObject(s, "wall_seconds", st->wall_seconds + rundir_now() - rd->started);
     cJSON_AddNumberToObject(s, "grad_evals", st->grad_evals);
     if (rc == 0)

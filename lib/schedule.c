@@ -158,8 +158,10 @@ int sched_parse(struct sched *s, struct cfg_node *map, const char *key, double d
 
 static double core_at(const struct sched *s, double ep)
 {
+    /* A warmup as long as the schedule leaves no time to anneal: the core then holds its start
+     * value up to the end of the warmup (the warmup's target) and its end value after it. */
     double span = s->epochs - s->warmup;
-    double p = span > 0 ? (ep - s->warmup) / span : 1;
+    double p = span > 0 ? (ep - s->warmup) / span : ep > s->warmup ? 1 : 0;
     p = p < 0 ? 0 : p > 1 ? 1 : p;
     switch (s->kind) {
     case SCHED_CONSTANT:

@@ -1,6 +1,7 @@
 /* train.c: the gradient closure, evaluation, and the epoch loop. */
 #include "train.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "nn.h"
 #include "rng.h"
 #include "rundir.h"
+#include "schedule.h"
 #include "tune.h"
 
 /* Sums over the steps of an epoch, reduced to the record's values. */
@@ -256,6 +258,154 @@ static void epoch_record(struct experiment *x, struct record *r, const struct ep
     }
 }
 
+/* ---- what a run tells the user: one stderr line per epoch and per event (samx_say) ---- */
+
+/* " NAME VALUE" for a record key, if the record has it ("nan" for a recorded null). */
+static size_t say_key(char *buf, size_t cap, size_t len, const cJSON *r, const char *key,
+                      const char *label, const char *fmt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, key);
+    if (!v || len >= cap)
+        return len;
+    if (cJSON_IsNumber(v))
+    {
+        len += (size_t)snprintf(buf + len, cap - len, " %s ", label);
+        if (len < cap)
+            len += (size_t)snprintf(buf + len, cap - len, fmt, v->valuedouble);
+    }
+    else
+        len += (size_t)snprintf(buf + len, cap - len, " %s nan", label);
+    return len < cap ? len : cap;
+}
+
+/* "train loss L acc A  val loss L acc A  test loss L acc A": the splits a record has. */
+static size_t say_splits(char *buf, size_t cap, size_t len, const cJSON *r)
+{
+    static const char *const splits[] = {"train", "val", "test"};
+    for (int i = 0; i < 3; i++) {
+        char lk[16], ak[16];
+        snprintf(lk, sizeof lk, "%s_loss", splits[i]);
+        snprintf(ak, sizeof ak, "%s_acc", splits[i]);
+        if (!cJSON_GetObjectItemCaseSensitive(r, lk) || len >= cap)
+            continue;
+        len += (size_t)snprintf(buf + len, cap - len, "  %s", splits[i]);
+        len = say_key(buf, cap, len, r, lk, "loss", "%.4f");
+        len = say_key(buf, cap, len, r, ak, "acc", "%.4f");
+    }
+    return len < cap ? len : cap;
+}
+
+/* One line per epoch record, terminal or not; the progress line, if any, is erased first. */
+static void say_epoch(const struct experiment *x, const struct run_opts *o, const cJSON *r,
+                      long epoch)
+{
+    if (samx_quiet)
+        return;
+    char buf[512];
+    size_t len = (size_t)snprintf(buf, sizeof buf, "epoch %ld/%ld%s", epoch, x->epochs,
+                                  epoch == 0 ? " (initial weights)" : "");
+    len = say_splits(buf, sizeof buf, len, r);
+    /* the landscape measurements, when eval.* switches them on */
+    static const char *const measured[] = {"hessian_trace", "lambda_max", "sharpness", NULL};
+    for (int i = 0; measured[i] && len + 2 < sizeof buf; i++)
+        if (cJSON_GetObjectItemCaseSensitive(r, measured[i])) {
+            len += (size_t)snprintf(buf + len, sizeof buf - len, " ");
+            len = say_key(buf, sizeof buf, len, r, measured[i], measured[i], "%.4g");
+        }
+    const cJSON *sec = cJSON_GetObjectItemCaseSensitive(r, "seconds");
+    if (cJSON_IsNumber(sec) && len < sizeof buf)
+        snprintf(buf + len, sizeof buf - len, "  %.1f s", sec->valuedouble);
+    if (o->progress)
+        fputs("\r\033[K", stderr);
+    samx_say("%s", buf);
+}
+
+/* The closing line of a run: its status, final result, best record and directory. */
+static void say_end(const struct experiment *x, const struct rundir *rd,
+                    const struct train_state *st, double wall)
+{
+    const char *dir = rd->dir;
+    char buf[512] = "";
+    size_t len = 0;
+    static const char *const result[] = {"test_acc", "test_loss", "val_acc", "val_loss", NULL};
+    for (int i = 0; rd->last && result[i]; i++)
+        len = say_key(buf, sizeof buf, len, rd->last, result[i], result[i], "%.4f");
+    const cJSON *bv = rd->best ? cJSON_GetObjectItemCaseSensitive(rd->best, rd->best_by) : NULL;
+    const cJSON *be = rd->best ? cJSON_GetObjectItemCaseSensitive(rd->best, "epoch") : NULL;
+    if (cJSON_IsNumber(bv) && cJSON_IsNumber(be) && len < sizeof buf)
+        snprintf(buf + len, sizeof buf - len, "; best %s %.4f at epoch %d%s", rd->best_by,
+                 bv->valuedouble, be->valueint,
+                 x->data.val.n == 0 ? " (selected on the test set)" : "");
+    switch (st->status) {
+    case RUN_COMPLETED:
+        samx_say("completed %ld epochs in %.1f s:%s; run directory '%s'", st->epoch, wall, buf,
+                 dir);
+        break;
+    case RUN_DIVERGED:
+        samx_say("diverged: a non-finite loss or gradient at step %ld (epoch %ld of %ld); "
+                 "status 'diverged' (a result, exit 0); run directory '%s'",
+                 st->step, st->epoch, x->epochs, dir);
+        break;
+    case RUN_INTERRUPTED:
+        if (st->step_in_epoch > 0)
+            samx_say("interrupted in epoch %ld at step %ld of %ld: checkpoint saved; run the "
+                     "same command again to resume; run directory '%s'",
+                     st->epoch + 1, st->step_in_epoch, x->steps_per_epoch, dir);
+        else
+            samx_say("interrupted after epoch %ld of %ld: checkpoint saved; run the same "
+                     "command again to resume; run directory '%s'", st->epoch, x->epochs, dir);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Scheduled hyperparameters of the optimizer and its base, named by their config keys
+ * (optimizer.rho, optimizer.base.lr). */
+static void warn_schedules(const struct experiment *x)
+{
+    long total = x->epochs * x->steps_per_epoch;
+    char prefix[64] = "optimizer";
+    for (const struct optim *op = &x->optim; op; op = op->base) {
+        for (int i = 0; i < op->n_hp; i++) {
+            const struct hparam *h = &op->hp[i];
+            const struct sched *sc = &h->s;
+            if (h->adaptive || (sc->kind == SCHED_CONSTANT && sc->warmup == 0))
+                continue;
+            if (sc->warmup > 0 && sc->warmup >= (double)x->epochs && x->epochs > 0) {
+                char w[32];
+                samx_warn("'%s.%s': warmup %s is at least the whole run (train.epochs=%ld), "
+                          "so the run never reaches the scheduled values",
+                          prefix, h->name, cfg_fmt_num(w, sc->warmup), x->epochs);
+            }
+            /* Every step of a short run; for a long one, a million steps spread over it. */
+            long stride = total > 1000000 ? total / 1000000 : 1;
+            bool zero = total > 0;
+            for (long t = 0; t < total && zero; t += stride)
+                zero = sched_at(sc, t) == 0;
+            if (zero)
+                samx_warn("'%s.%s' is 0 at every step of the run (%ld steps over train.epochs=%ld)",
+                          prefix, h->name, total, x->epochs);
+        }
+        size_t len = strlen(prefix);
+        snprintf(prefix + len, sizeof prefix - len, ".base");
+    }
+}
+
+void experiment_warn(const struct experiment *x)
+{
+    if (samx_quiet)
+        return;
+    warn_schedules(x);
+    if (x->batch_size_asked > x->data.train.n)
+        samx_warn("'train.batch_size' %ld is larger than the training set (%d examples): every "
+                  "step is one full batch of the whole set",
+                  x->batch_size_asked, x->data.train.n);
+    if (x->data.val.n == 0 && x->data.test.n > 0)
+        samx_warn("no validation split ('data.val_split' is 0): the best record in summary.json "
+                  "is selected on the test set (\"best_on\": \"test\")");
+}
+
 static int train_loop(struct experiment *x, struct rundir *rd, struct train_state *st,
                const struct run_opts *o, struct err *e)
 {
@@ -281,6 +431,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         epoch_record(x, &r, &a);
         if (measure_epoch(&x->measure, x, 0, rd->dir, &r, e) < 0) /* issue 4: eval.* */
             goto out;
+        say_epoch(x, o, r.obj, 0);
         if (rundir_append_record(rd, &r, e) < 0)
             goto out;
         st->have_epoch0 = true;
@@ -346,6 +497,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         epoch_record(x, &r, &a);
         if (measure_epoch(&x->measure, x, ep, rd->dir, &r, e) < 0) /* issue 4: eval.* */
             goto out;
+        say_epoch(x, o, r.obj, ep);
         st->epoch = ep;
         st->step_in_epoch = 0;
         st->acc_loss = st->acc_hit = st->acc_count = 0;
@@ -394,6 +546,7 @@ int train_run(const struct run_opts *o, struct err *e)
         free(parent);
     }
     if (o->dry_run) {
+        experiment_warn(&x);
         printf("would run '%s' (%ld epochs of %ld steps, %zu parameters) into '%s'\n", o->config,
                x.epochs, x.steps_per_epoch, x.model.p.n, dir);
         goto out;
@@ -410,15 +563,25 @@ int train_run(const struct run_opts *o, struct err *e)
     if (rundir_open(&rd, dir, &x, &st, o->force, o->command_line, &done, e) < 0) {
         rc = -1;
     } else if (done) {
-        if (!o->quiet)
-            fprintf(stderr, "samx: '%s' is already complete (use --force to run it again)\n",
-                    dir);
+        samx_say("skipped: '%s' is already complete (use --force to run it again)", dir);
     } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED) {
         /* Killed after its final checkpoint: the run is over, only its final files are due. */
         if (rundir_finish(&rd, &x, &st, o->command_line, e) < 0)
             rc = -1;
     } else {
+        experiment_warn(&x);
+        if (st.step_in_epoch > 0)
+            samx_say("resuming '%s' in epoch %ld at step %ld of %ld (%d threads)", dir,
+                     st.epoch + 1, st.step_in_epoch, x.steps_per_epoch, threads_get());
+        else if (st.epoch > 0 || st.have_epoch0)
+            samx_say("resuming '%s' after epoch %ld of %ld (%d threads)", dir, st.epoch,
+                     x.epochs, threads_get());
+        else
+            samx_say("training '%s' into '%s': %ld epochs of %ld steps, %zu parameters, %d "
+                     "threads", o->config, dir, x.epochs, x.steps_per_epoch, x.model.p.n,
+                     threads_get());
         rc = train_loop(&x, &rd, &st, o, e);
+        double wall = st.wall_seconds + rundir_now() - rd.started;
         if (rc < 0) {
             st.status = RUN_FAILED;
             struct err ignored = {0};
@@ -426,11 +589,18 @@ int train_run(const struct run_opts *o, struct err *e)
         } else if ((st.have_epoch0 && rundir_checkpoint(&rd, &x, &st, e) < 0) ||
                    rundir_finish(&rd, &x, &st, o->command_line, e) < 0) {
             rc = -1;
-        } else if (st.status == RUN_INTERRUPTED) {
-            rc = err_set(e, "interrupted by %s: %s '%s'; run the same command to resume",
-                         rundir_signal_name(),
-                         st.have_epoch0 ? "checkpoint saved in" : "nothing trained yet in", dir);
-            e->status = SAMX_EXIT_INTERRUPTED;
+        } else {
+            say_end(&x, &rd, &st, wall);
+            /* Every non-zero exit says why: with -q the error line is the only line. */
+            if (st.status == RUN_INTERRUPTED && samx_quiet) {
+                rc = err_set(e, "interrupted by %s: %s '%s'; run the same command to resume",
+                             rundir_signal_name(),
+                             st.have_epoch0 ? "checkpoint saved in" : "nothing trained yet in",
+                             dir);
+                e->status = SAMX_EXIT_INTERRUPTED;
+            } else if (st.status == RUN_INTERRUPTED) {
+                rc = SAMX_EXIT_INTERRUPTED;
+            }
         }
     }
     rundir_close(&rd);

@@ -25,6 +25,7 @@
 
 struct run_opts {
     const char *config;         /* YAML file */
+    const char *config_text;    /* YAML text used instead of reading `config` (its name), or NULL */
     const char *const *overrides; /* "a.b=v" strings */
     int n_overrides;
     const char *out_dir;        /* -o DIR, or NULL for results/<name>/<run-id> */
@@ -55,6 +56,7 @@ struct experiment {
     struct model model;
     struct optim optim;
     long epochs, batch_size, eval_batch_size;
+    long batch_size_asked;      /* train.batch_size as given (batch_size: at most the set) */
     bool drop_last;
     enum loss_kind loss;
     double label_smoothing;
@@ -76,9 +78,17 @@ struct experiment {
 int experiment_build(struct experiment *x, const struct run_opts *o, struct err *e);
 void experiment_free(struct experiment *x);
 
+/* Warn (samx_warn, one line each, naming the key) about settings that make a run degenerate:
+ * a scheduled hyperparameter that is 0 at every step, a warmup at least as long as the run, a
+ * batch larger than the training set, the best record selected on the test set. */
+void experiment_warn(const struct experiment *x);
+
 /* samx run: build, then train into the run directory (resuming or skipping as the directory
- * says). Returns SAMX_EXIT_OK, or -1 with e set (status 1, 2, SAMX_EXIT_BUSY, or
- * SAMX_EXIT_INTERRUPTED). The caller defers signals first (rundir_signals_defer). */
+ * says). Unless samx_quiet, says on stderr what it does: the warnings of experiment_warn, a
+ * start (or resume, or skip) line, one line per epoch record, and a last line with the status,
+ * the result and the run directory. Returns SAMX_EXIT_OK or SAMX_EXIT_INTERRUPTED, or -1 with e
+ * set (status 1, 2, SAMX_EXIT_BUSY, or, with samx_quiet, SAMX_EXIT_INTERRUPTED; the caller
+ * prints the error). The caller defers signals first (rundir_signals_defer). */
 int train_run(const struct run_opts *o, struct err *e);
 
 /* Mean loss and accuracy (classification; NAN for regression) of the model over a whole split,

@@ -66,6 +66,14 @@ int main(void)
              "piecewise after the last point");
     value_at("lr: {schedule: cosine, start: 1.0, warmup: 2}\n", 100, 0.5, "warmup halfway");
     value_at("lr: {schedule: cosine, start: 1.0, warmup: 2}\n", 200, 1.0, "warmup end");
+    /* A warmup as long as the schedule ramps to start (not to end, which left a cosine lr
+     * with warmup == epochs at 0 for the whole run). */
+    value_at("lr: {schedule: cosine, start: 1.0, warmup: 10}\n", 500, 0.5,
+             "warmup as long as the schedule ramps towards start");
+    value_at("lr: {schedule: linear, start: 1.0, end: 0.2, warmup: 10, warmup_start: 0.2}\n",
+             999, 0.2 + 0.8 * 9.99 / 10, "linear warmup as long as the schedule, last step");
+    value_at("lr: {schedule: cosine, start: 1.0, end: 0.1, warmup: 2, epochs: 2}\n", 300, 0.1,
+             "after a schedule that was all warmup, its end value");
     value_at("lr: {schedule: cosine, start: 1.0, warmup: 2}\n", 600, 0.5,
              "cosine after warmup spans the remaining epochs");
     value_at("lr: {schedule: linear, start: 1.0, end: 0, per: epoch}\n", 199, 0.9,
