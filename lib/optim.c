@@ -34,10 +34,8 @@ static const char *const perturb_names[] = {"all", "norm", "no_norm", NULL};
 static int perturb_build(struct optim *o, struct cfg_node *c, struct err *e)
 {
     const struct params *p = o->env.p;
-    bool has_norm = false;
-    for (int k = 0; p && k < p->nt; k++)
-        has_norm = has_norm || p->t[k].is_norm;
-    if (!has_norm && !cfg_child(c, "perturb"))
+    /* Read when given, so the configs (and run ids) of runs without it are unchanged. */
+    if (!cfg_child(c, "perturb"))
         return 0;
     int kind;
     if (cfg_enum(c, "perturb", perturb_names, PERTURB_ALL, &kind, e) < 0)

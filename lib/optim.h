@@ -149,7 +149,7 @@ const struct optim_ops *optim_find(const char *name);
  * NeurIPS 2023, arXiv:2306.04226) restricts every perturbation of a SAM-family method to the
  * normalization-layer tensors (tensor.is_norm) or to the others: the perturbation and its norm
  * are taken over the selected tensors only; the descent direction is unchanged. The key is read
- * (and written to the resolved config) when the model has normalization tensors or it is given;
+ * (and written to the resolved config) when it is given, so earlier configs keep their run ids;
  * a filter that selects no tensor is a config error. */
 int optim_init(struct optim *o, struct cfg_node *c, const struct optim_env *env, struct err *e);
 void optim_release(struct optim *o);

@@ -95,7 +95,7 @@ const struct optim_ops optim_msam = {
     .keys = "rho [0.3]: perturbation radius along -v (the authors' runs: 3, with lr 0.5)\n"
             "decay_at [perturbed]: perturbed = weight decay on the perturbed weights, as the "
             "authors' code; w = at w, as the base SGD alone\n"
-            "perturb [all]: all | norm | no_norm (SAM-ON: only normalization layers, or none)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
             "base [sgd]: sgd with momentum > 0 (the perturbation is its buffer)\n",
     .wrapper = true,
     .init = msam_init,
