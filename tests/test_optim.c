@@ -443,6 +443,8 @@ static void test_evals(void)
         {"optimizer: {name: fsam}", 2},
         {"optimizer: {name: msam, " SGD "}", 1},
         {"optimizer: {name: gam}", 4},
+        {"optimizer: {name: lookbehind}", 4},
+        {"optimizer: {name: lookbehind, k: 3}", 6},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double ev = run(cases[i].yaml, 10, 4, w);
@@ -544,6 +546,10 @@ static void test_identities(void)
     identical("optimizer: {name: gam, rho: 0.1, alpha: 1, gamma: 0, " MOMA "}",
               "optimizer: {name: sam, rho: 0.1, " MOMA "}", 6, 4, false,
               "gam alpha=1 gamma=0 = sam (adamw)");
+    identical("optimizer: {name: lookbehind, rho: 0.1, k: 1, alpha: 1.0, perturb_eps: 1.0e-12, "
+              MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "lookbehind k=1 alpha=1 (perturb_eps 1e-12) = sam");
     identical("optimizer: {name: gsam, rho: 0.1, adaptive: true, " MOM "}",
               "optimizer: {name: gsam, rho: 0.1, " MOM "}", 6, 4, true,
               "gsam adaptive at |w|=1 = gsam");
@@ -703,6 +709,40 @@ static void test_closed_forms_2(void)
         dsgd(x, d, lr, wd);
     }
     same(w, x, "gam one step");
+
+    /* lookbehind k = 2 over plain SGD: a1 = w + e(g(w)), theta1 = w - lr g(a1); a2 = a1 +
+     * e(g(a1)), theta2 = theta1 - lr g(a2); then w = alpha theta2 + (1 - alpha) w (fixed 0.3), or
+     * per tensor alpha = (cos(theta1 - w, theta2 - w) + 1)/2 (adaptive). */
+    for (int adaptive = 0; adaptive < 2; adaptive++) {
+        double a[NP], th[NP], th1[NP], phi[NP];
+        ev = run(adaptive ? "optimizer: {name: lookbehind, rho: 0.1, k: 2, base: {name: sgd, "
+                            "lr: 0.1}}"
+                          : "optimizer: {name: lookbehind, rho: 0.1, k: 2, alpha: 0.3, "
+                            "base: {name: sgd, lr: 0.1}}",
+                 1, 4, w);
+        dstart(phi), dstart(a), dstart(th);
+        for (int k = 0; k < 2; k++) {
+            dgrad(1, a, g), dascent(a, g, 0.1, 1e-16, pt);
+            memcpy(a, pt, sizeof a);
+            dgrad(1, a, gs), dsgd(th, gs, lr, 0);
+            if (k == 0)
+                memcpy(th1, th, sizeof th1);
+        }
+        for (int lo = 0, hi = 6; lo < NP; lo = hi, hi = NP) {
+            double xy = 0, xx = 0, yy = 0;
+            for (int i = lo; i < hi; i++) {
+                xy += (th1[i] - phi[i]) * (th[i] - phi[i]);
+                xx += (th1[i] - phi[i]) * (th1[i] - phi[i]);
+                yy += (th[i] - phi[i]) * (th[i] - phi[i]);
+            }
+            double al = adaptive ? (xy / sqrt(xx * yy) + 1) / 2 : 0.3;
+            for (int i = lo; i < hi; i++)
+                x[i] = al * th[i] + (1 - al) * phi[i];
+        }
+        same(w, x, adaptive ? "lookbehind (k 2, adaptive alpha) one step"
+                            : "lookbehind (k 2, alpha 0.3) one step");
+        approx(ev, 4, 0, 0, "lookbehind k=2: 4 gradient evaluations per step");
+    }
     approx(ev, 4, 0, 0, "gam: 4 gradient evaluations per step");
 }
 
@@ -742,8 +782,9 @@ static void test_perturb_filter(void)
     /* rho on the normalization tensors only moves the run off plain SAM's */
     {
         float wa[NP], wb[NP];
-        static const char *const names[] = {"wsam", "crsam", "samar", "vasso", "looksam", "esam",
-                                            "fsam", "msam", "gam"};
+        static const char *const names[] = {"wsam", "crsam",      "samar", "vasso", "looksam",
+                                            "esam", "fsam",       "msam",  "gam",
+                                            "lookbehind"};
         for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
             char ya[256], yb[256];
             snprintf(ya, sizeof ya, "optimizer: {name: %s, rho: 0.5, perturb: norm, " MOM "}",
@@ -770,8 +811,8 @@ static void test_perturb_filter(void)
     rc = fx_build(&fx, "optimizer: {name: msam, base: {name: adamw}}");
     ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "momentum"),
        "msam over adamw is a config error: %s", fx.e.msg);
-    static const char *const rejects[] = {"fsam", "msam", "gam"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const rejects[] = {"fsam", "msam", "gam", "lookbehind"};
+    for (int i = 0; i < 4; i++) {
         char y[128];
         snprintf(y, sizeof y, "optimizer: {name: %s, m: 2, %s}", rejects[i], MOM);
         rc = fx_build(&fx, y);
@@ -840,8 +881,11 @@ static void test_no_drift(void)
             continue;
         char y[256];
         /* A large rho, so subtracting e instead of copying back would show. */
+        /* lookbehind's later base steps start from its fast weights; its first from w. */
         snprintf(y, sizeof y, "optimizer: {name: %s, rho: 0.7, %s}", op->name,
-                 !strcmp(op->name, "looksam") ? "k: 2, " MOM : MOM);
+                 !strcmp(op->name, "looksam")      ? "k: 2, " MOM
+                 : !strcmp(op->name, "lookbehind") ? "k: 1, alpha: 1.0, " MOM
+                                                   : MOM);
         struct fixture fx;
         bool good = fx_open(&fx, y, 4) == 0;
         if (good) {

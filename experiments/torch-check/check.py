@@ -280,6 +280,37 @@ def run_torch(method, x, y, w0):
                 with torch.no_grad():
                     for p, vi in zip(r.ps, v):
                         p.add_(vi, alpha=rho * state["inv"])
+        elif name == "lookbehind":
+            # chandar-lab/Lookbehind-SAM lookbehind.py (LookbehindSAM) driven as example_cifar.py
+            # drives it: k ascent/descent pairs on each batch, then the slow-weight interpolation
+            k, rho, alpha = kw["k"], kw["rho"], kw["alpha"]
+            if "slow" not in state:
+                state["slow"], state["cached"] = r.save(), r.save()
+            first = None
+            for i in range(k):
+                _, g = r.grad()
+                gn = norm(g) + 1e-16
+                r.add([gi * (rho / gn) for gi in g])
+                _, gs = r.grad()
+                backup = r.save()
+                r.restore(state["cached"])
+                r.base_step(t, gs)
+                if alpha == -1 and i == 0:
+                    first = r.save()
+                state["cached"] = r.save()
+                r.restore(backup)
+            r.restore(state["cached"])
+            with torch.no_grad():
+                for j, p in enumerate(r.ps):
+                    slow = state["slow"][j]
+                    if alpha == -1:
+                        cos = torch.nn.CosineSimilarity(dim=0)((first[j] - slow).flatten(),
+                                                               (p - slow).flatten())
+                        a = ((cos + 1.) / 2.).item()
+                    else:
+                        a = alpha
+                    p.mul_(a).add_(slow, alpha=1.0 - a)
+            state["cached"], state["slow"] = r.save(), r.save()
         elif name == "gam":
             # xxgege/GAM gam/gam.py step(): four passes, unperturb by subtraction
             rho, rho_n = kw["rho"], kw["rho_norm"]
@@ -485,6 +516,11 @@ def methods():
          "torch": {"rho": 0.1, "sigma": 1.0, "lambda": 0.6, "ema": "code"},
          "samx": {"rho": 0.1, "sigma": 1.0, "lambda": 0.6, "ema": "code"}},
         {"label": "msam", "name": "msam", "torch": {"rho": 0.3}, "samx": {"rho": 0.3}},
+        {"label": "lookbehind adaptive", "name": "lookbehind",
+         "torch": {"rho": 0.05, "k": 2, "alpha": -1}, "samx": {"rho": 0.05, "k": 2}},
+        {"label": "lookbehind alpha 0.5", "name": "lookbehind",
+         "torch": {"rho": 0.05, "k": 3, "alpha": 0.5},
+         "samx": {"rho": 0.05, "k": 3, "alpha": 0.5}},
         {"label": "gam", "name": "gam",
          "torch": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03},
          "samx": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03}},
