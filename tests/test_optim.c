@@ -445,6 +445,7 @@ static void test_evals(void)
         {"optimizer: {name: gam}", 4},
         {"optimizer: {name: lookbehind}", 4},
         {"optimizer: {name: lookbehind, k: 3}", 6},
+        {"optimizer: {name: fishersam}", 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double ev = run(cases[i].yaml, 10, 4, w);
@@ -550,6 +551,11 @@ static void test_identities(void)
               MOM "}",
               "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
               "lookbehind k=1 alpha=1 (perturb_eps 1e-12) = sam");
+    identical("optimizer: {name: fishersam, rho: 0.1, eta: 0, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false, "fishersam eta=0 = sam");
+    identical("optimizer: {name: fishersam, rho: 0.1, eta: 0, norm: euclidean, m: 2, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, m: 2, " MOM "}", 6, 8, false,
+              "fishersam eta=0 (euclidean, m=2) = sam m=2");
     identical("optimizer: {name: gsam, rho: 0.1, adaptive: true, " MOM "}",
               "optimizer: {name: gsam, rho: 0.1, " MOM "}", 6, 4, true,
               "gsam adaptive at |w|=1 = gsam");
@@ -557,8 +563,9 @@ static void test_identities(void)
               "optimizer: {name: wsam, rho: 0.1, " MOM "}", 6, 4, true,
               "wsam adaptive at |w|=1 = wsam");
     /* m-sharpness: m = batch is the same computation as m = 0. */
-    static const char *const msharp[] = {"sam", "asam", "wsam", "crsam", "samar", "gsam"};
-    for (int i = 0; i < 6; i++) {
+    static const char *const msharp[] = {"sam",  "asam", "wsam",     "crsam",
+                                         "samar", "gsam", "fishersam"};
+    for (int i = 0; i < 7; i++) {
         char a[256], b[256];
         snprintf(a, sizeof a, "optimizer: {name: %s, m: 4, " MOM "}", msharp[i]);
         snprintf(b, sizeof b, "optimizer: {name: %s, m: 0, " MOM "}", msharp[i]);
@@ -710,6 +717,24 @@ static void test_closed_forms_2(void)
     }
     same(w, x, "gam one step");
 
+    /* fishersam: f = 1 + eta g^2; fisher: e = rho (g/f)/sqrt(sum g^2/f); euclidean: rho u/||u||,
+     * u = g/f (eta 2 so that f is far from 1 at W0). */
+    for (int euclid = 0; euclid < 2; euclid++) {
+        run(euclid ? "optimizer: {name: fishersam, rho: 0.1, eta: 2, norm: euclidean, " SGD "}"
+                   : "optimizer: {name: fishersam, rho: 0.1, eta: 2, " SGD "}",
+            1, 4, w);
+        double u[NP], q = 0;
+        dstart(x), dgrad(1, x, g);
+        for (int i = 0; i < NP; i++) {
+            u[i] = g[i] / (1 + 2 * g[i] * g[i]);
+            q += euclid ? u[i] * u[i] : g[i] * g[i] / (1 + 2 * g[i] * g[i]);
+        }
+        for (int i = 0; i < NP; i++)
+            pt[i] = x[i] + 0.1 * u[i] / (sqrt(q) + 1e-12);
+        dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
+        same(w, x, euclid ? "fishersam (norm: euclidean) one step" : "fishersam (fisher ball) one step");
+    }
+
     /* lookbehind k = 2 over plain SGD: a1 = w + e(g(w)), theta1 = w - lr g(a1); a2 = a1 +
      * e(g(a1)), theta2 = theta1 - lr g(a2); then w = alpha theta2 + (1 - alpha) w (fixed 0.3), or
      * per tensor alpha = (cos(theta1 - w, theta2 - w) + 1)/2 (adaptive). */
@@ -784,7 +809,7 @@ static void test_perturb_filter(void)
         float wa[NP], wb[NP];
         static const char *const names[] = {"wsam", "crsam",      "samar", "vasso", "looksam",
                                             "esam", "fsam",       "msam",  "gam",
-                                            "lookbehind"};
+                                            "lookbehind", "fishersam"};
         for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
             char ya[256], yb[256];
             snprintf(ya, sizeof ya, "optimizer: {name: %s, rho: 0.5, perturb: norm, " MOM "}",

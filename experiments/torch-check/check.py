@@ -311,6 +311,21 @@ def run_torch(method, x, y, w0):
                         a = alpha
                     p.mul_(a).add_(slow, alpha=1.0 - a)
             state["cached"], state["slow"] = r.save(), r.save()
+        elif name == "fishersam":
+            # Kim et al.'s Fisher ball, f = 1 + eta g^2 (the inverse as a third-party
+            # implementation forms it): e = rho f^-1 g / sqrt(g f^-1 g), or rho u/||u||
+            saved = r.save()
+            _, g = r.grad()
+            inv = [1.0 / (1.0 + kw["eta"] * gi.pow(2)) for gi in g]
+            u = [fi * gi for fi, gi in zip(inv, g)]
+            if kw["norm"] == "fisher":
+                den = torch.sqrt(sum((gi * fi * gi).sum() for gi, fi in zip(g, inv)))
+            else:
+                den = norm(u)
+            r.add([ui * (kw["rho"] / (den + 1e-12)) for ui in u])
+            _, gs = r.grad()
+            r.restore(saved)
+            r.base_step(t, gs)
         elif name == "gam":
             # xxgege/GAM gam/gam.py step(): four passes, unperturb by subtraction
             rho, rho_n = kw["rho"], kw["rho_norm"]
@@ -521,6 +536,11 @@ def methods():
         {"label": "lookbehind alpha 0.5", "name": "lookbehind",
          "torch": {"rho": 0.05, "k": 3, "alpha": 0.5},
          "samx": {"rho": 0.05, "k": 3, "alpha": 0.5}},
+        {"label": "fishersam", "name": "fishersam",
+         "torch": {"rho": 0.1, "eta": 50.0, "norm": "fisher"}, "samx": {"rho": 0.1, "eta": 50.0}},
+        {"label": "fishersam euclid", "name": "fishersam",
+         "torch": {"rho": 0.1, "eta": 50.0, "norm": "euclidean"},
+         "samx": {"rho": 0.1, "eta": 50.0, "norm": "euclidean"}},
         {"label": "gam", "name": "gam",
          "torch": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03},
          "samx": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03}},
