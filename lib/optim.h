@@ -101,6 +101,9 @@ struct optim_ops {
     const char *paper;    /* reference, e.g. "Foret et al., ICLR 2021, arXiv:2010.01412" */
     const char *keys;     /* "key [default]: meaning" lines for `samx list optimizers` */
     bool wrapper;         /* SAM-family: has base: and m: */
+    bool no_clean_pass;   /* wrappers that evaluate only at a perturbed point (msam): the step's
+                             loss is the perturbed one, and there is no train_loss_perturbed or
+                             sharpness_1step to record */
     /* Read keys (optim_hparam, cfg getters), allocate buffers (optim_buf) and state. */
     int (*init)(struct optim *o, struct cfg_node *c, struct err *e);
     /* One step on the closure's batch. NULL for base optimizers: optim_step evaluates once and

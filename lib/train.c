@@ -237,7 +237,7 @@ static void epoch_record(struct experiment *x, struct record *r, const struct ep
     bool classify = x->data.train.n_classes > 0;
     /* Perturbed-pass statistics exist once SAM-family steps have run (not at epoch 0); a
      * diverged epoch records them as null. */
-    bool sam_family = x->optim.ops->wrapper && a->trained;
+    bool sam_family = x->optim.ops->wrapper && !x->optim.ops->no_clean_pass && a->trained;
     optim_each_hparam(&x->optim, record_hparam, r);
     record_num(r, "train_loss", a->train_loss);
     if (classify)

@@ -100,6 +100,13 @@ for spec in "fsam 2" "msam 1" "gam 4"; do
         "$SAMX" list optimizers | grep -A1 "^  $1 (SAM family)" | grep -q "paper: .*arXiv"
     ok $? "samx list optimizers shows $1 with its paper"
 done
+jq -e -s '.[2] | has("train_loss_perturbed") or has("sharpness_1step") or has("nonfinite")' \
+    "$T/msam/metrics.jsonl" >/dev/null
+[ $? -eq 1 ]
+ok $? "msam (no pass at w): no train_loss_perturbed or sharpness_1step in its records"
+jq -e -s '.[2] | has("train_loss_perturbed") and has("sharpness_1step")' "$T/gam/metrics.jsonl" \
+    >/dev/null
+ok $? "gam records train_loss_perturbed and sharpness_1step"
 tiny bad.yaml "$MLP" "{name: msam, base: {name: adamw}}"
 "$SAMX" check bad.yaml >/dev/null 2>"$T/err"
 [ $? -eq 2 ] && one_error "$T/err" "bad.yaml:5:[0-9]*: 'msam' perturbs along"

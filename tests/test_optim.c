@@ -732,7 +732,8 @@ static void test_closed_forms_2(void)
         for (int i = 0; i < NP; i++)
             pt[i] = x[i] + 0.1 * u[i] / (sqrt(q) + 1e-12);
         dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
-        same(w, x, euclid ? "fishersam (norm: euclidean) one step" : "fishersam (fisher ball) one step");
+        same(w, x, euclid ? "fishersam (norm: euclidean) one step"
+                          : "fishersam (fisher ball) one step");
     }
 
     /* lookbehind k = 2 over plain SGD: a1 = w + e(g(w)), theta1 = w - lr g(a1); a2 = a1 +

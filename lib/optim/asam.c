@@ -103,7 +103,8 @@ const struct optim_ops optim_asam = {
             "eta [0.01 for weights, 0 for all]: added to |w| in t\n"
             "perturb_eps [1e-16 for weights, 1e-12 for all]: delta in ||t g|| + delta\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = asam_init,

@@ -147,7 +147,8 @@ const struct optim_ops optim_esam = {
             "gamma [0.5]: SDS, fraction q = floor(gamma |B|) ranking cutoff; >= 0.99 keeps all\n"
             "perturb_eps [1e-7]: delta in ||g|| + delta (ESAM's)\n"
             "m: must be 0 (m-sharpness is not supported)\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = esam_init,

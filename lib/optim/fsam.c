@@ -104,7 +104,8 @@ const struct optim_ops optim_fsam = {
             "ema [paper]: paper = d = g - sigma m_t with m_t including this g (m starts at 0); "
             "code = the authors' code: d = g - sigma m_{t-1}, the first step d = g, m_0 = g\n"
             "adaptive [false]: e = rho w^2 d/|| |w| d || (the authors' adaptive flag)\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = fsam_init,

@@ -113,7 +113,8 @@ const struct optim_ops optim_gam = {
             "beta [0.5]: the reference r = g0 + |1 - beta| g2 (grad_beta_0)\n"
             "gamma [0.03]: weight of the correction orthogonal to d (grad_gamma)\n"
             "adaptive [false]: every ascent scaled by w^2 (norm of |w| x)\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = gam_init,

@@ -128,7 +128,8 @@ const struct optim_ops optim_gsam = {
             "lr between the lr schedule's max and min over the run; reported as rho_t)\n"
             "alpha [0.4]: weight of the surrogate-gap correction\n"
             "adaptive [false]: e = rho_t w^2 g/|| |w| g || (the authors' adaptive=True)\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,

@@ -5,7 +5,7 @@
  * weights theta (starting at phi), then the slow weights interpolate:
  *     theta = a = phi = w
  *     for i = 1..k (same batch):
- *         g_i  = grad L_B(a);   a = a + rho g_i / (||g_i|| + eps)        (the ascent point moves on)
+ *         g_i  = grad L_B(a);   a = a + rho g_i / (||g_i|| + eps)    (the ascent point moves on)
  *         gs_i = grad L_B(a);   theta = base step along gs_i at theta    (momentum carries over)
  *     alpha: adaptive (README's --alpha -1): per tensor,
  *         alpha_T = (cos(theta_1 - phi, theta_k - phi) + 1) / 2 (torch CosineSimilarity: each

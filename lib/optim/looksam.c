@@ -103,7 +103,8 @@ const struct optim_ops optim_looksam = {
             "d = g + alpha ||g||/||gv|| gv\n"
             "perturb_eps [1e-8]: delta in the two denominators (rollovd's)\n"
             "m: must be 0 (m-sharpness is not supported)\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = looksam_init,

@@ -4,7 +4,8 @@
  * weights are moving, so the step costs one gradient evaluation:
  *     v  = the base's momentum buffer before this step (the first step: none, no perturbation)
  *     e  = -rho v / (||v|| + 1e-12)
- *     g  = grad L_B(w + e)                 (the only pass: its loss is the step's training loss)
+ *     g  = grad L_B(w + e)                 (the only pass: its loss is the step's training loss,
+ *                                           so records have no train_loss_perturbed / sharpness)
  *     w  = saved w (copy), then the base SGD steps along g (v = mu v + g + wd ..., w -= lr v)
  * The authors' code keeps the perturbed weights between steps and moves by +rho v_t/||v_t||,
  * -lr v_{t+1} and -rho v_{t+1}/||v_{t+1}|| in place; samx keeps w and perturbs from a copy, the
@@ -95,9 +96,11 @@ const struct optim_ops optim_msam = {
     .keys = "rho [0.3]: perturbation radius along -v (the authors' runs: 3, with lr 0.5)\n"
             "decay_at [perturbed]: perturbed = weight decay on the perturbed weights, as the "
             "authors' code; w = at w, as the base SGD alone\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: sgd with momentum > 0 (the perturbation is its buffer)\n",
     .wrapper = true,
+    .no_clean_pass = true,
     .init = msam_init,
     .step = msam_step,
 };

@@ -67,7 +67,8 @@ const struct optim_ops optim_vasso = {
             "theta [0.9]: weight of the new gradient in d = (1-theta) d + theta g; 1 = SAM\n"
             "perturb_eps [1e-7]: delta in ||d|| + delta (VaSSO's; SAM uses 1e-12)\n"
             "m: must be 0 (m-sharpness is not supported)\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = vasso_init,

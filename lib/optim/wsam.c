@@ -118,7 +118,8 @@ const struct optim_ops optim_wsam = {
             "momentum and weight decay; false = base step along (1-alpha) g + alpha gs\n"
             "max_norm [none]: clip g and gs separately to this global norm (e uses unclipped g)\n"
             "adaptive [false]: e = rho w^2 g/|| |w| g || (atorch's adaptive=True)\n"
-            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm (all but those)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
