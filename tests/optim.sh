@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # optim.sh SAMX: the optimizers' user-visible settings through `samx run` / `samx check`, as TAP:
 # train.l2, optimizer.perturb (SAM-ON) on a BatchNorm model, clipped un-normalized SAM, and the
-# methods fsam, msam, gam (their cost in grad_evals); bad values are config errors at
-# file:line:column. Tiny Fashion-MNIST configs.
+# methods fsam, msam, gam, lookbehind, fishersam (their cost in grad_evals); bad values are config
+# errors at file:line:column. Tiny Fashion-MNIST configs.
 set -u
 SAMX=$(realpath "$1")
 T=$(mktemp -d /tmp/samx-optim.XXXXXX)
@@ -87,8 +87,8 @@ for m in gsam wsam; do
     ok $? "$m adaptive: true runs ($(head -c 200 "$T/err"))"
 done
 
-# --- fsam, msam, gam: they run, and grad_evals is their cost (4 steps an epoch) -------------------
-for spec in "fsam 2" "msam 1" "gam 4"; do
+# --- fsam, msam, gam, lookbehind, fishersam: they run; grad_evals is their cost (4 steps an epoch)
+for spec in "fsam 2" "msam 1" "gam 4" "lookbehind 4" "fishersam 2"; do
     set -- $spec
     tiny "$1.yaml" "$MLP" "{name: $1, $SGD}"
     "$SAMX" run "$1.yaml" -o "$T/$1" -q -t 1 2>"$T/err"
