@@ -154,6 +154,7 @@ int cn_bn(struct convnet *n, int in, const char *name)
     d->moments_of = prev;
     d->wt = add_tensor(&n->m->p, name, "weight", 1, &c);
     d->bt = add_tensor(&n->m->p, name, "bias", 1, &c);
+    n->m->p.t[d->wt].is_norm = n->m->p.t[d->bt].is_norm = true; /* optimizer.perturb */
     d->rm = add_tensor(&n->m->buf, name, "running_mean", 1, &c);
     d->rv = add_tensor(&n->m->buf, name, "running_var", 1, &c);
     d->save_mean = xfloats((size_t)c);

@@ -48,6 +48,14 @@ static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
         cfg_num(t, "label_smoothing", 0, &x->label_smoothing, e) < 0)
         return -1;
     x->loss = (enum loss_kind)loss;
+    /* train.l2, read when given, so the configs (and run ids) of runs without it are unchanged. */
+    if (cfg_child(t, "l2")) {
+        if (cfg_num(t, "l2", 0, &x->l2, e) < 0)
+            return -1;
+        if (!(x->l2 >= 0 && x->l2 <= 1e6))
+            return cfg_err(e, cfg_child(t, "l2"), "'train.l2' must be in [0, 1e6], got %g",
+                           x->l2);
+    }
     if (x->epochs < 0 || x->epochs > 1000000)
         return cfg_err(e, cfg_child(t, "epochs"), "'train.epochs' must be in [0, 1000000], "
                                                   "got %ld", x->epochs);

@@ -9,7 +9,8 @@
 
 const struct optim_ops *const optim_registry[] = {
     &optim_sgd,   &optim_adamw, &optim_sam,   &optim_asam,    &optim_wsam, &optim_crsam,
-    &optim_samar, &optim_gsam,  &optim_vasso, &optim_looksam, &optim_esam, NULL,
+    &optim_samar, &optim_gsam,  &optim_vasso, &optim_looksam, &optim_esam, &optim_fsam,
+    &optim_msam,  &optim_gam,   &optim_lookbehind, &optim_fishersam, NULL,
 };
 
 const struct optim_ops *optim_find(const char *name)
@@ -25,6 +26,39 @@ double closure_grad(struct closure *f, struct params *p, int pass, const int *se
     double loss = f->grad(f, p, pass, sel, n);
     f->evals += sel ? (double)n / f->batch : 1.0;
     return loss;
+}
+
+enum { PERTURB_ALL, PERTURB_NORM, PERTURB_NO_NORM };
+static const char *const perturb_names[] = {"all", "norm", "no_norm", NULL};
+
+/* optimizer.perturb (optim.h): the per-tensor selection, or none for `all`. */
+static int perturb_build(struct optim *o, struct cfg_node *c, struct err *e)
+{
+    const struct params *p = o->env.p;
+    /* Read when given, so the configs (and run ids) of runs without it are unchanged. */
+    if (!cfg_child(c, "perturb"))
+        return 0;
+    int kind;
+    if (cfg_enum(c, "perturb", perturb_names, PERTURB_ALL, &kind, e) < 0)
+        return -1;
+    if (kind == PERTURB_ALL)
+        return 0;
+    SAMX_ASSERT(p);
+    o->psel = xcalloc((size_t)p->nt, 1);
+    int n_sel = 0;
+    for (int k = 0; k < p->nt; k++) {
+        o->psel[k] = (unsigned char)(p->t[k].is_norm == (kind == PERTURB_NORM));
+        n_sel += o->psel[k];
+    }
+    if (n_sel == 0)
+        return cfg_err(e, cfg_child(c, "perturb"),
+                       kind == PERTURB_NORM
+                           ? "'optimizer.perturb: norm' selects no parameter: the model has no "
+                             "normalization layers (BatchNorm)"
+                           : "'optimizer.perturb: no_norm' selects no parameter: every tensor "
+                             "of the model is a normalization parameter");
+    o->pe = optim_scratch(o);
+    return 0;
 }
 
 static int optim_build(struct optim *o, struct cfg_node *c, const struct optim_env *env,
@@ -56,6 +90,8 @@ static int optim_build(struct optim *o, struct cfg_node *c, const struct optim_e
         o->ramp = xmalloc((size_t)env->max_batch * sizeof *o->ramp);
         for (int i = 0; i < env->max_batch; i++)
             o->ramp[i] = i;
+        if (perturb_build(o, c, e) < 0)
+            return -1;
     }
     return o->ops->init(o, c, e);
 }
@@ -78,6 +114,7 @@ void optim_release(struct optim *o)
     for (int i = 0; i < o->n_scratch; i++)
         free(o->scratch[i]);
     free(o->ramp);
+    free(o->psel);
     free(o->priv);
     memset(o, 0, sizeof *o);
 }
@@ -195,6 +232,44 @@ double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e
     return norm;
 }
 
+void optim_perturb_filter(const struct optim *o, const struct params *p, float *x)
+{
+    if (!o->psel)
+        return;
+    for (int k = 0; k < p->nt; k++)
+        if (!o->psel[k])
+            vec_zero(p->t[k].n, x + p->t[k].off);
+}
+
+double optim_ascent(const struct optim *o, const struct params *p, const float *g, double rho,
+                    double eps, bool adaptive, float *e)
+{
+    size_t n = p->n;
+    if (!adaptive && !o->psel)
+        return sam_ascent_eps(n, g, rho, eps, e);
+    const float *w = p->w;
+    /* e holds t g first (padding: g is 0 there), so the norm needs no extra buffer. */
+    if (adaptive) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+        for (size_t i = 0; i < n; i++)
+            e[i] = fabsf(w[i]) * g[i];
+    } else {
+        vec_copy(n, g, e);
+    }
+    optim_perturb_filter(o, p, e);
+    double norm = vec_nrm2(n, e);
+    float s = sam_scale(norm, rho, eps);
+    if (s == 0) {
+        vec_zero(n, e);
+        return norm;
+    }
+    /* (s g) w^2, as the reference codes order it; the filter's zeros stay zero. */
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t i = 0; i < n; i++)
+        e[i] = adaptive ? (e[i] == 0 ? 0.0f : s * g[i] * (w[i] * w[i])) : s * e[i];
+    return norm;
+}
+
 struct perturb_args {
     float *w, *saved;
     bool save, scaled;
@@ -270,9 +345,25 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
         /* The perturbation is built from this group's own gradient (m-sharpness). As a scale of
          * the gradient it is applied from where the gradient stays through the perturbed passes:
          * p->g for one pass, the clean copy g with one group; else it is formed in e. */
-        float s = perturb(o, p, p->g, gn, e);
-        bool scaled = s != PERTURB_IN_E;
+        float s;
+        bool scaled;
         const float *src = e;
+        if (o->psel) {
+            /* optimizer.perturb: the scale applies to g on the selected tensors, formed in pe,
+             * and the rule sees that part's norm. */
+            params_copy(p, p->g, o->pe);
+            optim_perturb_filter(o, p, o->pe);
+            s = perturb(o, p, p->g, vec_nrm2(n, o->pe), e);
+            scaled = false;
+            if (s != PERTURB_IN_E) {
+                SAMX_ASSERT(s >= 0 || isnan(s));
+                vec_scal(n, s, o->pe);
+                src = o->pe;
+            }
+        } else {
+            s = perturb(o, p, p->g, gn, e);
+            scaled = s != PERTURB_IN_E;
+        }
         if (scaled) {
             SAMX_ASSERT(s >= 0 || isnan(s));
             if (n_signs == 1)

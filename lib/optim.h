@@ -102,6 +102,9 @@ struct optim_ops {
     const char *paper;    /* reference, e.g. "Foret et al., ICLR 2021, arXiv:2010.01412" */
     const char *keys;     /* "key [default]: meaning" lines for `samx list optimizers` */
     bool wrapper;         /* SAM-family: has base: and m: */
+    bool no_clean_pass;   /* wrappers that evaluate only at a perturbed point (msam): the step's
+                             loss is the perturbed one, and there is no train_loss_perturbed or
+                             sharpness_1step to record */
     /* Read keys (optim_hparam, cfg getters), allocate buffers (optim_buf) and state. */
     int (*init)(struct optim *o, struct cfg_node *c, struct err *e);
     /* One step on the closure's batch. NULL for base optimizers: optim_step evaluates once and
@@ -133,16 +136,25 @@ struct optim {
     const char *state_name[OPTIM_MAX_STATE];
     int n_state;
     long t;                           /* step index of the current / next step */
+    unsigned char *psel;              /* wrappers: per tensor, 1 when optimizer.perturb selects it
+                                         for the perturbation; NULL = every tensor */
+    float *pe;                        /* wrappers with psel: n floats, the filtered perturbation */
     void *priv;
 };
 
 extern const struct optim_ops optim_sgd, optim_adamw, optim_sam, optim_asam, optim_wsam,
-    optim_crsam, optim_samar, optim_gsam, optim_vasso, optim_looksam, optim_esam;
+    optim_crsam, optim_samar, optim_gsam, optim_vasso, optim_looksam, optim_esam, optim_fsam,
+    optim_msam, optim_gam, optim_lookbehind, optim_fishersam;
 extern const struct optim_ops *const optim_registry[]; /* NULL-terminated */
 const struct optim_ops *optim_find(const char *name);
 
 /* Build an optimizer from the optimizer: mapping: read name, build the base (wrappers), read m
- * (wrappers), call init. */
+ * and perturb (wrappers), call init. `perturb: all | norm | no_norm` (SAM-ON, Mueller et al.,
+ * NeurIPS 2023, arXiv:2306.04226) restricts every perturbation of a SAM-family method to the
+ * normalization-layer tensors (tensor.is_norm) or to the others: the perturbation and its norm
+ * are taken over the selected tensors only; the descent direction is unchanged. The key is read
+ * (and written to the resolved config) when it is given, so earlier configs keep their run ids;
+ * a filter that selects no tensor is a config error. */
 int optim_init(struct optim *o, struct cfg_node *c, const struct optim_env *env, struct err *e);
 void optim_release(struct optim *o);
 
@@ -189,6 +201,9 @@ typedef float (*perturb_fn)(struct optim *o, const struct params *p, const float
  * method whose perturbation is a scale with one sign may pass e = NULL. Saving w
  * and stepping to the first point, and stepping from the saved w to the next point, are one pass
  * each. pass_of[k] gives the pass flag of each perturbed evaluation.
+ * With optimizer.perturb filtering, a scale s applies to the filtered g (formed in o->pe) and
+ * perturb receives the norm of the filtered g; a method that writes e filters it itself
+ * (optim_perturb_filter) and takes its norm over the selected tensors.
  * With a single group (o->m == 0 or >= the batch) a method that needs neither copy may pass
  * g = NULL (only ||g|| is reported) and gs[n_signs-1] = p->g (the gradient stays in place). */
 void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,
@@ -208,6 +223,16 @@ double sam_ascent(size_t n, const float *g, double rho, float *e);
  * uses another one (VaSSO and ESAM 1e-7, LookSAM 1e-8). With eps = 1e-12 it is bitwise
  * sam_ascent. Returns ||g||. */
 double sam_ascent_eps(size_t n, const float *g, double rho, double eps, float *e);
+
+/* Zero x (n floats) on the tensors optimizer.perturb leaves out; nothing without a filter. */
+void optim_perturb_filter(const struct optim *o, const struct params *p, float *x);
+/* The ascent of SAM and its adaptive form, over the tensors optimizer.perturb selects:
+ *     e = rho t^2 g / (||t g|| + eps) on selected tensors, 0 elsewhere, t = |w| when adaptive
+ *     (davda54's and GSAM's adaptive=True), else 1.
+ * Without adaptive and without a filter it is sam_ascent_eps bit for bit. e = 0 when ||t g|| or
+ * rho is 0. Returns ||t g|| over the selected tensors. */
+double optim_ascent(const struct optim *o, const struct params *p, const float *g, double rho,
+                    double eps, bool adaptive, float *e);
 
 /* The hyperparameter of o itself (not of its base) named `name`, or NULL. Wrappers use it to
  * read the base's learning rate: o->base's "lr" (WSAM's decoupled step, GSAM's rho_t). */

@@ -23,6 +23,8 @@ struct tensor {
     int shape[SAMX_MAX_DIMS];
     size_t off, n;             /* view: w[off .. off+n) */
     bool is_weight;            /* a "weight" tensor (ASAM scales these), not a bias */
+    bool is_norm;              /* a normalization layer's scale or shift (BatchNorm weight and
+                                  bias), set by the model: PyTorch names ("1.weight") do not say */
 };
 
 struct params {

@@ -117,6 +117,11 @@ static double closure_grad_fn(struct closure *f, struct params *p, int pass, con
     n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
     double hits;
     double sum = forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true, &hits);
+    /* train.l2: lambda/2 ||w||^2 is part of the loss every pass differentiates, so a SAM-family
+     * ascent includes lambda w and the descent gradient lambda (w + e). The returned and recorded
+     * losses are the data loss alone, comparable across lambda. */
+    if (b->x->l2 > 0)
+        vec_axpy(p->n, (float)b->x->l2, p->w, p->g);
     if (pass == PASS_FIRST) {
         b->sum_loss += sum;
         b->sum_hit += hits;
@@ -217,6 +222,8 @@ static double initial_grad_norm(struct experiment *x, struct batch_ctx *b)
     int n = (int)x->batch_size;
     data_batch(b->ds, b->order, n, b->xb, b->lb, b->yb);
     forward_loss(b, &x->model.p, b->xb, b->lb, b->yb, n, PASS_EVAL, true, NULL);
+    if (x->l2 > 0) /* the training gradient's norm, as the trained epochs record it */
+        vec_axpy(x->model.p.n, (float)x->l2, x->model.p.w, x->model.p.g);
     double norm = vec_nrm2(x->model.p.n, x->model.p.g);
     vec_zero(x->model.p.n, x->model.p.g);
     return norm;
@@ -233,7 +240,7 @@ static void epoch_record(struct experiment *x, struct record *r, const struct ep
     bool classify = x->data.train.n_classes > 0;
     /* Perturbed-pass statistics exist once SAM-family steps have run (not at epoch 0); a
      * diverged epoch records them as null. */
-    bool sam_family = x->optim.ops->wrapper && a->trained;
+    bool sam_family = x->optim.ops->wrapper && !x->optim.ops->no_clean_pass && a->trained;
     optim_each_hparam(&x->optim, record_hparam, r);
     record_num(r, "train_loss", a->train_loss);
     if (classify)

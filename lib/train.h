@@ -61,6 +61,8 @@ struct experiment {
     enum loss_kind loss;
     double label_smoothing;
     enum bn_update bn_update;   /* train.bn_update (issue 7) */
+    double l2;                  /* train.l2: lambda of lambda/2 ||w||^2 in the training loss's
+                                   gradient (every pass); not in the recorded losses */
     long steps_per_epoch;
     struct measure measure;     /* eval.* landscape measurements (issue 4, measure.h) */
     char *resolved;             /* cfg_dump of the resolved config */

@@ -93,11 +93,15 @@ static void quad_init(struct quad *q, int batch)
         q->s[j] = 1.0f;
 }
 
+/* When set, params_make marks the bias as a normalization tensor (optimizer.perturb tests). */
+static bool bias_is_norm;
+
 static void params_make(struct params *p)
 {
     memset(p, 0, sizeof *p);
     params_add(p, "0.weight", 2, (const int[]){3, 2});
     params_add(p, "0.bias", 1, (const int[]){3});
+    p->t[1].is_norm = bias_is_norm;
     params_alloc(p);
     SAMX_ASSERT(p->n == NW && OFF[NP - 1] == NW - 1);
     for (int i = 0; i < NP; i++)
@@ -436,6 +440,12 @@ static void test_evals(void)
         {"optimizer: {name: vasso}", 2},
         {"optimizer: {name: looksam, k: 5}", 1.2},
         {"optimizer: {name: looksam, k: 1}", 2},
+        {"optimizer: {name: fsam}", 2},
+        {"optimizer: {name: msam, " SGD "}", 1},
+        {"optimizer: {name: gam}", 4},
+        {"optimizer: {name: lookbehind}", 4},
+        {"optimizer: {name: lookbehind, k: 3}", 6},
+        {"optimizer: {name: fishersam}", 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double ev = run(cases[i].yaml, 10, 4, w);
@@ -523,9 +533,39 @@ static void test_identities(void)
               "}",
               "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
               "esam beta=gamma=1 (perturb_eps 1e-12) = sam");
+    identical("optimizer: {name: fsam, rho: 0.1, sigma: 0, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false, "fsam sigma=0 = sam");
+    identical("optimizer: {name: fsam, rho: 0.1, sigma: 0, ema: code, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "fsam sigma=0 (ema: code) = sam");
+    identical("optimizer: {name: msam, rho: 0, " MOM "}",
+              "optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}", 6, 4,
+              false, "msam rho=0 = sgd");
+    identical("optimizer: {name: gam, rho: 0.1, alpha: 1, gamma: 0, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "gam alpha=1 gamma=0 = sam");
+    identical("optimizer: {name: gam, rho: 0.1, alpha: 1, gamma: 0, " MOMA "}",
+              "optimizer: {name: sam, rho: 0.1, " MOMA "}", 6, 4, false,
+              "gam alpha=1 gamma=0 = sam (adamw)");
+    identical("optimizer: {name: lookbehind, rho: 0.1, k: 1, alpha: 1.0, perturb_eps: 1.0e-12, "
+              MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "lookbehind k=1 alpha=1 (perturb_eps 1e-12) = sam");
+    identical("optimizer: {name: fishersam, rho: 0.1, eta: 0, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false, "fishersam eta=0 = sam");
+    identical("optimizer: {name: fishersam, rho: 0.1, eta: 0, norm: euclidean, m: 2, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, m: 2, " MOM "}", 6, 8, false,
+              "fishersam eta=0 (euclidean, m=2) = sam m=2");
+    identical("optimizer: {name: gsam, rho: 0.1, adaptive: true, " MOM "}",
+              "optimizer: {name: gsam, rho: 0.1, " MOM "}", 6, 4, true,
+              "gsam adaptive at |w|=1 = gsam");
+    identical("optimizer: {name: wsam, rho: 0.1, adaptive: true, " MOM "}",
+              "optimizer: {name: wsam, rho: 0.1, " MOM "}", 6, 4, true,
+              "wsam adaptive at |w|=1 = wsam");
     /* m-sharpness: m = batch is the same computation as m = 0. */
-    static const char *const msharp[] = {"sam", "asam", "wsam", "crsam", "samar", "gsam"};
-    for (int i = 0; i < 6; i++) {
+    static const char *const msharp[] = {"sam",  "asam", "wsam",     "crsam",
+                                         "samar", "gsam", "fishersam"};
+    for (int i = 0; i < 7; i++) {
         char a[256], b[256];
         snprintf(a, sizeof a, "optimizer: {name: %s, m: 4, " MOM "}", msharp[i]);
         snprintf(b, sizeof b, "optimizer: {name: %s, m: 0, " MOM "}", msharp[i]);
@@ -539,6 +579,273 @@ static void test_identities(void)
     identical("optimizer: {name: crsam, rho: 0.1, gamma: 0, beta: 0, m: 3, " MOM "}",
               "optimizer: {name: sam, rho: 0.1, m: 3, " MOM "}", 6, 8, false,
               "crsam gamma=beta=0 m=3 = sam m=3");
+}
+
+/* w + rho t^2 g / (||t g|| + 1e-12), t = |w| (davda54 / GSAM / atorch adaptive=True). */
+static void dascent_adaptive(const double *w, const double *g, double rho, double *out)
+{
+    double tg[NP];
+    for (int i = 0; i < NP; i++)
+        tg[i] = fabs(w[i]) * g[i];
+    double s = rho / (dnorm(tg) + 1e-12);
+    for (int i = 0; i < NP; i++)
+        out[i] = w[i] + s * g[i] * w[i] * w[i];
+}
+
+/* The settings and methods of the SAM family's second round: un-normalized SAM clipped to the
+ * ball, adaptive GSAM and WSAM, F-SAM, Momentum-SAM, GAM. */
+static void test_closed_forms_2(void)
+{
+    float w[NP], w0[NP];
+    double x[NP], g[NP], gs[NP], pt[NP], d[NP];
+    const double lr = 0.1, wd = 0.01;
+
+    /* clip: ||g|| = 2.85 > 1 at W0, so e = rho g/||g|| (no denominator term) ... */
+    run("optimizer: {name: sam, rho: 0.2, normalize: false, clip: true, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent(x, g, 0.2, 0, pt), dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
+    same(w, x, "sam normalize: false, clip: true, ||g|| > 1 one step");
+    /* ... and at 0.2 W0 (||g|| = 0.57) e = rho g, un-normalized SAM's. */
+    for (int i = 0; i < NP; i++)
+        w0[i] = 0.2f * W0[i];
+    run_from("optimizer: {name: sam, rho: 0.2, normalize: false, clip: true, " SGD "}", 1, 4, w0,
+             w);
+    for (int i = 0; i < NP; i++)
+        x[i] = w0[i];
+    dgrad(1, x, g);
+    ok(dnorm(g) < 1, "clip fixture: ||g|| = %.3g < 1", dnorm(g));
+    for (int i = 0; i < NP; i++)
+        pt[i] = x[i] + 0.2 * g[i];
+    dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
+    same(w, x, "sam normalize: false, clip: true, ||g|| < 1 one step");
+
+    run("optimizer: {name: gsam, rho: 0.1, alpha: 0.4, adaptive: true, " SGD "}", 1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent_adaptive(x, g, 0.1, pt), dgrad(1, pt, gs);
+    {
+        double dot = 0, ng = dnorm(g), ngs = dnorm(gs);
+        for (int i = 0; i < NP; i++)
+            dot += g[i] * gs[i];
+        double cosine = dot / (ng * ngs + 1e-12);
+        for (int i = 0; i < NP; i++)
+            d[i] = gs[i] - 0.4 * (g[i] - cosine * ng * gs[i] / (ngs + 1e-12));
+    }
+    dsgd(x, d, lr, wd);
+    same(w, x, "gsam adaptive one step");
+
+    run("optimizer: {name: wsam, rho: 0.1, gamma: 0.9, decouple: false, adaptive: true, " SGD "}",
+        1, 4, w);
+    dstart(x), dgrad(1, x, g), dascent_adaptive(x, g, 0.1, pt), dgrad(1, pt, gs);
+    for (int i = 0; i < NP; i++)
+        d[i] = -8 * g[i] + 9 * gs[i];
+    dsgd(x, d, lr, wd);
+    same(w, x, "wsam coupled adaptive one step");
+
+    /* fsam, two steps of plain SGD: the paper's average (m includes this step's g) and the
+     * authors' code (d = g - sigma m_{t-1}; the first step is SAM, m_0 = g). */
+    for (int code = 0; code < 2; code++) {
+        double m[NP] = {0}, dd[NP];
+        run(code ? "optimizer: {name: fsam, rho: 0.1, sigma: 0.8, lambda: 0.6, ema: code, "
+                   "base: {name: sgd, lr: 0.1}}"
+                 : "optimizer: {name: fsam, rho: 0.1, sigma: 0.8, lambda: 0.6, "
+                   "base: {name: sgd, lr: 0.1}}",
+            2, 4, w);
+        dstart(x);
+        for (int t = 0; t < 2; t++) {
+            dgrad(1, x, g);
+            for (int i = 0; i < NP; i++) {
+                if (!code) {
+                    m[i] = 0.6 * m[i] + 0.4 * g[i];
+                    dd[i] = g[i] - 0.8 * m[i];
+                } else if (t == 0) {
+                    m[i] = dd[i] = g[i];
+                } else {
+                    dd[i] = g[i] - 0.8 * m[i];
+                    m[i] = 0.6 * m[i] + 0.4 * g[i];
+                }
+            }
+            double sc = 0.1 / (dnorm(dd) + 1e-12);
+            for (int i = 0; i < NP; i++)
+                pt[i] = x[i] + sc * dd[i];
+            dgrad(1, pt, gs), dsgd(x, gs, lr, 0);
+        }
+        same(w, x, code ? "fsam (ema: code) two steps" : "fsam (ema: paper) two steps");
+    }
+
+    /* msam, two steps: the first has no momentum yet (no perturbation); the second takes the
+     * gradient at w1 - rho v/||v|| and weight decay there (decay_at: perturbed). */
+    for (int at_w = 0; at_w < 2; at_w++) {
+        double v[NP];
+        double ev = run(at_w ? "optimizer: {name: msam, rho: 0.3, decay_at: w, " SGD "}"
+                             : "optimizer: {name: msam, rho: 0.3, " SGD "}",
+                        2, 4, w);
+        dstart(x), dgrad(1, x, g);
+        for (int i = 0; i < NP; i++) {
+            v[i] = g[i] + wd * x[i];
+            x[i] -= lr * v[i];
+        }
+        double sc = 0.3 / (dnorm(v) + 1e-12);
+        for (int i = 0; i < NP; i++)
+            pt[i] = x[i] - sc * v[i];
+        dgrad(1, pt, gs);
+        for (int i = 0; i < NP; i++) {
+            v[i] = 0.9 * v[i] + gs[i] + wd * (at_w ? x[i] : pt[i]);
+            x[i] -= lr * v[i];
+        }
+        same(w, x, at_w ? "msam (decay_at: w) two steps" : "msam (decay at the perturbed "
+                                                           "weights) two steps");
+        approx(ev, 1, 0, 0, "msam: 1 gradient evaluation per step");
+    }
+
+    double ev = run("optimizer: {name: gam, rho: 0.05, rho_norm: 0.2, alpha: 0.6, beta: 0.3, "
+                    "gamma: 0.1, " SGD "}", 1, 4, w);
+    {
+        double g0[NP], g1[NP], g2[NP], g3[NP], u[NP], w2[NP], r[NP];
+        dstart(x), dgrad(1, x, g0), dascent(x, g0, 0.05, 1e-12, pt), dgrad(1, pt, g1);
+        for (int i = 0; i < NP; i++)
+            u[i] = g1[i] - g0[i];
+        dascent(x, u, 0.2, 1e-12, w2), dgrad(1, w2, g2);
+        dascent(w2, g2, 0.05, 1e-12, pt), dgrad(1, pt, g3);
+        double dot = 0;
+        for (int i = 0; i < NP; i++) {
+            r[i] = g0[i] + 0.7 * g2[i];
+            d[i] = 0.6 * g1[i] + 0.4 * g3[i];
+            dot += r[i] * d[i];
+        }
+        double nd = dnorm(d), nr = dnorm(r), cosine = dot / (nd * nr + 1e-12);
+        for (int i = 0; i < NP; i++)
+            d[i] -= 0.1 * (r[i] - cosine * nr * d[i] / (nd + 1e-12));
+        dsgd(x, d, lr, wd);
+    }
+    same(w, x, "gam one step");
+
+    /* fishersam: f = 1 + eta g^2; fisher: e = rho (g/f)/sqrt(sum g^2/f); euclidean: rho u/||u||,
+     * u = g/f (eta 2 so that f is far from 1 at W0). */
+    for (int euclid = 0; euclid < 2; euclid++) {
+        run(euclid ? "optimizer: {name: fishersam, rho: 0.1, eta: 2, norm: euclidean, " SGD "}"
+                   : "optimizer: {name: fishersam, rho: 0.1, eta: 2, " SGD "}",
+            1, 4, w);
+        double u[NP], q = 0;
+        dstart(x), dgrad(1, x, g);
+        for (int i = 0; i < NP; i++) {
+            u[i] = g[i] / (1 + 2 * g[i] * g[i]);
+            q += euclid ? u[i] * u[i] : g[i] * g[i] / (1 + 2 * g[i] * g[i]);
+        }
+        for (int i = 0; i < NP; i++)
+            pt[i] = x[i] + 0.1 * u[i] / (sqrt(q) + 1e-12);
+        dgrad(1, pt, gs), dsgd(x, gs, lr, wd);
+        same(w, x, euclid ? "fishersam (norm: euclidean) one step"
+                          : "fishersam (fisher ball) one step");
+    }
+
+    /* lookbehind k = 2 over plain SGD: a1 = w + e(g(w)), theta1 = w - lr g(a1); a2 = a1 +
+     * e(g(a1)), theta2 = theta1 - lr g(a2); then w = alpha theta2 + (1 - alpha) w (fixed 0.3), or
+     * per tensor alpha = (cos(theta1 - w, theta2 - w) + 1)/2 (adaptive). */
+    for (int adaptive = 0; adaptive < 2; adaptive++) {
+        double a[NP], th[NP], th1[NP], phi[NP];
+        ev = run(adaptive ? "optimizer: {name: lookbehind, rho: 0.1, k: 2, base: {name: sgd, "
+                            "lr: 0.1}}"
+                          : "optimizer: {name: lookbehind, rho: 0.1, k: 2, alpha: 0.3, "
+                            "base: {name: sgd, lr: 0.1}}",
+                 1, 4, w);
+        dstart(phi), dstart(a), dstart(th);
+        for (int k = 0; k < 2; k++) {
+            dgrad(1, a, g), dascent(a, g, 0.1, 1e-16, pt);
+            memcpy(a, pt, sizeof a);
+            dgrad(1, a, gs), dsgd(th, gs, lr, 0);
+            if (k == 0)
+                memcpy(th1, th, sizeof th1);
+        }
+        for (int lo = 0, hi = 6; lo < NP; lo = hi, hi = NP) {
+            double xy = 0, xx = 0, yy = 0;
+            for (int i = lo; i < hi; i++) {
+                xy += (th1[i] - phi[i]) * (th[i] - phi[i]);
+                xx += (th1[i] - phi[i]) * (th1[i] - phi[i]);
+                yy += (th[i] - phi[i]) * (th[i] - phi[i]);
+            }
+            double al = adaptive ? (xy / sqrt(xx * yy) + 1) / 2 : 0.3;
+            for (int i = lo; i < hi; i++)
+                x[i] = al * th[i] + (1 - al) * phi[i];
+        }
+        same(w, x, adaptive ? "lookbehind (k 2, adaptive alpha) one step"
+                            : "lookbehind (k 2, alpha 0.3) one step");
+        approx(ev, 4, 0, 0, "lookbehind k=2: 4 gradient evaluations per step");
+    }
+    approx(ev, 4, 0, 0, "gam: 4 gradient evaluations per step");
+}
+
+/* optimizer.perturb (SAM-ON): with the bias marked as a normalization tensor, `norm` perturbs
+ * the bias only, with the norm of its gradient; `no_norm` the weight only. */
+static void test_perturb_filter(void)
+{
+    float w[NP];
+    double x[NP], g[NP], gs[NP], pt[NP];
+    bias_is_norm = true;
+    for (int only_norm = 0; only_norm < 2; only_norm++) {
+        run(only_norm ? "optimizer: {name: sam, rho: 0.2, perturb: norm, " SGD "}"
+                      : "optimizer: {name: sam, rho: 0.2, perturb: no_norm, " SGD "}",
+            1, 4, w);
+        dstart(x), dgrad(1, x, g);
+        double gsel[NP];
+        for (int i = 0; i < NP; i++)
+            gsel[i] = (i >= 6) == only_norm ? g[i] : 0;
+        dascent(x, gsel, 0.2, 1e-12, pt), dgrad(1, pt, gs), dsgd(x, gs, 0.1, 0.01);
+        same(w, x, only_norm ? "sam perturb: norm one step" : "sam perturb: no_norm one step");
+    }
+    /* every method with a perturbation takes the filter; its ascent moves only the selection */
+    run("optimizer: {name: gsam, rho: 0.1, alpha: 0, perturb: norm, " SGD "}", 1, 4, w);
+    {
+        float ws[NP];
+        run("optimizer: {name: sam, rho: 0.1, perturb: norm, " SGD "}", 1, 4, ws);
+        ok(memcmp(w, ws, sizeof w) == 0, "gsam alpha=0 perturb: norm = sam perturb: norm");
+    }
+    identical("optimizer: {name: asam, rho: 0.1, scale: all, eta: 0, perturb: norm, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, perturb: norm, " MOM "}", 6, 4, true,
+              "asam scale=all eta=0 at |w|=1, perturb: norm = sam perturb: norm");
+    identical("optimizer: {name: sam, rho: 0.1, m: 2, perturb: no_norm, " MOM "}",
+              "optimizer: {name: crsam, rho: 0.1, gamma: 0, beta: 0, m: 2, perturb: no_norm, "
+              MOM "}", 6, 8, false, "crsam gamma=beta=0 m=2 perturb: no_norm = sam");
+    identical("optimizer: {name: sam, rho: 0.1, perturb: all, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false, "perturb: all = default");
+    /* rho on the normalization tensors only moves the run off plain SAM's */
+    {
+        float wa[NP], wb[NP];
+        static const char *const names[] = {"wsam", "crsam",      "samar", "vasso", "looksam",
+                                            "esam", "fsam",       "msam",  "gam",
+                                            "lookbehind", "fishersam"};
+        for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+            char ya[256], yb[256];
+            snprintf(ya, sizeof ya, "optimizer: {name: %s, rho: 0.5, perturb: norm, " MOM "}",
+                     names[k]);
+            snprintf(yb, sizeof yb, "optimizer: {name: %s, rho: 0.5, perturb: no_norm, " MOM "}",
+                     names[k]);
+            run(ya, 4, 4, wa);
+            run(yb, 4, 4, wb);
+            ok(memcmp(wa, wb, sizeof wa) != 0, "%s: perturb norm and no_norm differ", names[k]);
+        }
+    }
+    bias_is_norm = false;
+    struct fixture fx;
+    int rc = fx_open(&fx, "optimizer: {name: sam, perturb: norm}", 4);
+    ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "t.yaml:1:") &&
+           strstr(fx.e.msg, "selects no parameter"),
+       "perturb: norm without normalization tensors is a config error: %s", fx.e.msg);
+    rc = fx_build(&fx, "optimizer: {name: sam, perturb: bn}");
+    ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "no_norm"),
+       "perturb: an unknown filter lists the choices: %s", fx.e.msg);
+    rc = fx_build(&fx, "optimizer: {name: sam, clip: true}");
+    ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "normalize: false"),
+       "clip without normalize: false is a config error: %s", fx.e.msg);
+    rc = fx_build(&fx, "optimizer: {name: msam, base: {name: adamw}}");
+    ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "momentum"),
+       "msam over adamw is a config error: %s", fx.e.msg);
+    static const char *const rejects[] = {"fsam", "msam", "gam", "lookbehind"};
+    for (int i = 0; i < 4; i++) {
+        char y[128];
+        snprintf(y, sizeof y, "optimizer: {name: %s, m: 2, %s}", rejects[i], MOM);
+        rc = fx_build(&fx, y);
+        ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "m-sharpness"),
+           "%s rejects m > 0: %s", rejects[i], fx.e.msg);
+    }
+    fx_close(&fx);
 }
 
 /* m < batch: each group of m examples has its own e from its own gradient. */
@@ -600,8 +907,11 @@ static void test_no_drift(void)
             continue;
         char y[256];
         /* A large rho, so subtracting e instead of copying back would show. */
+        /* lookbehind's later base steps start from its fast weights; its first from w. */
         snprintf(y, sizeof y, "optimizer: {name: %s, rho: 0.7, %s}", op->name,
-                 !strcmp(op->name, "looksam") ? "k: 2, " MOM : MOM);
+                 !strcmp(op->name, "looksam")      ? "k: 2, " MOM
+                 : !strcmp(op->name, "lookbehind") ? "k: 1, alpha: 1.0, " MOM
+                                                   : MOM);
         struct fixture fx;
         bool good = fx_open(&fx, y, 4) == 0;
         if (good) {
@@ -690,18 +1000,22 @@ static void test_registry(void)
             ok(false, "%s builds: %s", op->name, fx.e.msg);
         }
 
-        snprintf(y, sizeof y, "optimizer: {name: %s, %s: 0.1}", op->name, wr ? "rhoo" : "lrr");
+        /* msam needs a base with momentum (its perturbation is the momentum buffer). */
+        const char *extra = !strcmp(op->name, "msam") ? ", base: {name: sgd, momentum: 0.9}" : "";
+        snprintf(y, sizeof y, "optimizer: {name: %s, %s: 0.1%s}", op->name, wr ? "rhoo" : "lrr",
+                 extra);
         int rc = fx_build(&fx, y);
         ok(rc < 0 && strstr(fx.e.msg, "unknown key") && strstr(fx.e.msg, wr ? "'rho'" : "'lr'"),
            "%s: a misspelt key is rejected with a suggestion: %s", op->name, fx.e.msg);
 
         if (wr) {
             bool has_gamma = !strcmp(op->name, "wsam") || !strcmp(op->name, "crsam") ||
+                             !strcmp(op->name, "gam") ||
                              !strcmp(op->name, "esam");
             const char *gamma = ", gamma: {schedule: linear, start: 0.5, end: 0.1}";
             snprintf(y, sizeof y,
-                     "optimizer: {name: %s, rho: {schedule: linear, start: 0.1, end: 0}%s}",
-                     op->name, has_gamma ? gamma : "");
+                     "optimizer: {name: %s, rho: {schedule: linear, start: 0.1, end: 0}%s%s}",
+                     op->name, has_gamma ? gamma : "", extra);
             if (fx_build(&fx, y) == 0) {
                 optim_begin_step(&fx.o, 25);
                 approx(optim_hparam_find(&fx.o, "rho")->v, 0.05, 1e-12, 0,
@@ -794,6 +1108,8 @@ static void test_nan_gradient(void)
 int main(void)
 {
     test_closed_forms();
+    test_closed_forms_2();
+    test_perturb_filter();
     test_esam();
     test_evals();
     test_identities();

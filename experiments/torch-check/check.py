@@ -103,7 +103,7 @@ def load_safetensors(path):
 class Run:
     """Model, data and a base optimizer (torch.optim.SGD or AdamW) for one method."""
 
-    def __init__(self, x, y, w0, base="sgd", lr0=LR0):
+    def __init__(self, x, y, w0, base="sgd", lr0=LR0, wd=WD, l2=0.0):
         self.model = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.Tanh(),
                                          torch.nn.Linear(H, H), torch.nn.Tanh(),
                                          torch.nn.Linear(H, C))
@@ -114,9 +114,10 @@ class Run:
         self.names = [n for n, _ in self.model.named_parameters()]
         self.x, self.y, self.lr0 = x, y, lr0
         if base == "sgd":
-            self.opt = torch.optim.SGD(self.ps, lr=lr0, momentum=MOM, weight_decay=WD)
+            self.opt = torch.optim.SGD(self.ps, lr=lr0, momentum=MOM, weight_decay=wd)
         else:
             self.opt = torch.optim.AdamW(self.ps, lr=lr0, weight_decay=0.05)
+        self.l2 = l2
 
     def lr(self, t):
         return self.lr0 * (1 + math.cos(math.pi * t / STEPS)) / 2
@@ -125,7 +126,11 @@ class Run:
         self.model.zero_grad()
         x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
         loss = F.cross_entropy(self.model(x), y)
-        loss.backward()
+        if self.l2:
+            # L2 inside the loss (sam-jax, understanding-sam): every gradient has l2 * w
+            (loss + 0.5 * self.l2 * sum((p ** 2).sum() for p in self.ps)).backward()
+        else:
+            loss.backward()
         return loss.item(), [p.grad.detach().clone() for p in self.ps]
 
     def losses(self):
@@ -187,7 +192,8 @@ def m_sam(r, t, rho, m):
 
 def run_torch(method, x, y, w0):
     name, kw, base = method["name"], method.get("torch", {}), method.get("base", "sgd")
-    r = Run(x, y, w0, base=base, lr0=0.01 if base == "adamw" else LR0)
+    r = Run(x, y, w0, base=base, lr0=0.01 if base == "adamw" else LR0,
+            wd=method.get("base_wd", WD), l2=method.get("train", {}).get("l2", 0.0))
     state = {}
     for t in range(STEPS):
         if name == "sgd" or name == "adamw":
@@ -195,9 +201,157 @@ def run_torch(method, x, y, w0):
             r.base_step(t, g)
         elif name == "sam" and kw.get("m"):
             m_sam(r, t, kw["rho"], kw["m"])
+        elif name == "sam" and kw.get("clip"):
+            # understanding-sam weight_ascent_step with no_grad_norm: delta = rho g, then
+            # delta *= rho / ||delta|| when ||delta|| > rho
+            saved = r.save()
+            _, g = r.grad()
+            delta = [kw["rho"] * gi for gi in g]
+            dn = norm(delta)
+            if dn > kw["rho"]:
+                delta = [di * (kw["rho"] / dn) for di in delta]
+            state.setdefault("clipped", []).append(bool(dn > kw["rho"]))
+            r.add(delta)
+            _, gs = r.grad()
+            r.restore(saved)
+            r.base_step(t, gs)
         elif name == "sam":
             _, gs = sam_grad(r, kw["rho"])
             r.base_step(t, gs)
+        elif name == "adaptive":
+            # davda54 / GSAM / atorch adaptive=True: e = rho w^2 g / (|| |w| g || + 1e-12)
+            saved = r.save()
+            _, g = r.grad()
+            nrm = norm([p.detach().abs() * gi for p, gi in zip(r.ps, g)])
+            scale = kw["rho"] / (nrm + 1e-12)
+            r.add([gi * scale * p.detach() ** 2 for p, gi in zip(r.ps, g)])
+            _, gs = r.grad()
+            r.restore(saved)
+            if kw["method"] == "wsam":  # decoupled, atorch
+                a = kw["gamma"] / (1 - kw["gamma"])
+                r.base_step(t, g)
+                with torch.no_grad():
+                    for p, gi, gsi in zip(r.ps, g, gs):
+                        p.add_(gsi - gi, alpha=-r.lr(t) * a)
+            else:  # gsam, constant rho (rho_min = rho)
+                inner = sum((a * b).sum() for a, b in zip(g, gs))
+                ng, ngp = norm(g), norm(gs)
+                cosine = inner / (ng * ngp + 1e-12)
+                r.base_step(t, [b - kw["alpha"] * (a - cosine * ng * b / (ngp + 1e-12))
+                                for a, b in zip(g, gs)])
+        elif name == "fsam":
+            # nblt/F-SAM FriendlySAM.first_step (ema "code"), or the paper's m_t before d
+            saved = r.save()
+            _, g = r.grad()
+            sig, lam = kw["sigma"], kw["lambda"]
+            if kw["ema"] == "code":
+                if "m" not in state:
+                    state["m"] = [gi.clone() for gi in g]
+                    d = [gi.clone() for gi in g]
+                else:
+                    d = [gi - mi * sig for gi, mi in zip(g, state["m"])]
+                    state["m"] = [mi * lam + gi * (1 - lam) for mi, gi in zip(state["m"], g)]
+            else:
+                m = state.get("m", [torch.zeros_like(gi) for gi in g])
+                state["m"] = [mi * lam + gi * (1 - lam) for mi, gi in zip(m, g)]
+                d = [gi - mi * sig for gi, mi in zip(g, state["m"])]
+            r.add(ascent(d, kw["rho"], 1e-12))
+            _, gs = r.grad()
+            r.restore(saved)
+            r.base_step(t, gs)
+        elif name == "msam":
+            # MarlonBecker/MSAM optimizer/msam.py: the parameters hold the perturbed point
+            # between steps; SGD with momentum inside, weight decay at the perturbed point.
+            if "v" not in state:
+                state["v"] = [torch.zeros_like(p) for p in r.ps]
+                state["inv"] = 0.0
+            _, g = r.grad()
+            lr, rho, v = r.lr(t), kw["rho"], state["v"]
+            with torch.no_grad():
+                for p, gi, vi in zip(r.ps, g, v):
+                    d_p = gi + WD * p
+                    p.add_(vi, alpha=rho * state["inv"])
+                    vi.mul_(MOM).add_(d_p)
+                    p.add_(vi, alpha=-lr)
+                state["inv"] = 1 / (norm(v) + 1e-12)
+                for p, vi in zip(r.ps, v):
+                    p.sub_(vi, alpha=rho * state["inv"])
+            if t == STEPS - 1:  # move_back_from_momentumAscent
+                with torch.no_grad():
+                    for p, vi in zip(r.ps, v):
+                        p.add_(vi, alpha=rho * state["inv"])
+        elif name == "lookbehind":
+            # chandar-lab/Lookbehind-SAM lookbehind.py (LookbehindSAM) driven as example_cifar.py
+            # drives it: k ascent/descent pairs on each batch, then the slow-weight interpolation
+            k, rho, alpha = kw["k"], kw["rho"], kw["alpha"]
+            if "slow" not in state:
+                state["slow"], state["cached"] = r.save(), r.save()
+            first = None
+            for i in range(k):
+                _, g = r.grad()
+                gn = norm(g) + 1e-16
+                r.add([gi * (rho / gn) for gi in g])
+                _, gs = r.grad()
+                backup = r.save()
+                r.restore(state["cached"])
+                r.base_step(t, gs)
+                if alpha == -1 and i == 0:
+                    first = r.save()
+                state["cached"] = r.save()
+                r.restore(backup)
+            r.restore(state["cached"])
+            with torch.no_grad():
+                for j, p in enumerate(r.ps):
+                    slow = state["slow"][j]
+                    if alpha == -1:
+                        cos = torch.nn.CosineSimilarity(dim=0)((first[j] - slow).flatten(),
+                                                               (p - slow).flatten())
+                        a = ((cos + 1.) / 2.).item()
+                    else:
+                        a = alpha
+                    p.mul_(a).add_(slow, alpha=1.0 - a)
+            state["cached"], state["slow"] = r.save(), r.save()
+        elif name == "fishersam":
+            # Kim et al.'s Fisher ball, f = 1 + eta g^2 (the inverse as a third-party
+            # implementation forms it): e = rho f^-1 g / sqrt(g f^-1 g), or rho u/||u||
+            saved = r.save()
+            _, g = r.grad()
+            inv = [1.0 / (1.0 + kw["eta"] * gi.pow(2)) for gi in g]
+            u = [fi * gi for fi, gi in zip(inv, g)]
+            if kw["norm"] == "fisher":
+                den = torch.sqrt(sum((gi * fi * gi).sum() for gi, fi in zip(g, inv)))
+            else:
+                den = norm(u)
+            r.add([ui * (kw["rho"] / (den + 1e-12)) for ui in u])
+            _, gs = r.grad()
+            r.restore(saved)
+            r.base_step(t, gs)
+        elif name == "gam":
+            # xxgege/GAM gam/gam.py step(): four passes, unperturb by subtraction
+            rho, rho_n = kw["rho"], kw["rho_norm"]
+            b1, b3, b2 = kw["alpha"], 1 - kw["alpha"], 1 - kw["beta"]
+            _, g0 = r.grad()
+            e0 = ascent(g0, rho, 1e-12)
+            r.add(e0)
+            _, g1 = r.grad()
+            r.add(e0, -1.0)
+            u = [a - b for a, b in zip(g1, g0)]
+            e12 = ascent(u, rho_n, 1e-12)
+            r.add(e12)
+            _, g2 = r.grad()
+            e2 = ascent(g2, rho, 1e-12)
+            r.add(e2)
+            e12 = [a + b for a, b in zip(e12, e2)]
+            _, g3 = r.grad()
+            pro_m = [a + abs(b2) * b for a, b in zip(g0, g2)]
+            d = [b1 * a + b3 * b for a, b in zip(g1, g3)]
+            inner = sum((a * b).sum() for a, b in zip(pro_m, d))
+            nd, nm = norm(d), norm(pro_m)
+            cosine = inner / (nd * nm + 1e-12)
+            d = [di - kw["gamma"] * (mi - cosine * nm * di / (nd + 1e-12))
+                 for di, mi in zip(d, pro_m)]
+            r.add(e12, -1.0)
+            r.base_step(t, d)
         elif name == "asam":
             # Kwon et al.: e = rho T^2 g / ||T g||, T = |w| + eta (weights only, or all tensors).
             saved = r.save()
@@ -356,6 +510,40 @@ def methods():
          "samx": {"rho": 0.1, "k": 5, "alpha": 0.7}},
         {"label": "esam (beta 1)", "name": "esam", "torch": {"rho": 0.05, "gamma": 0.5},
          "samx": {"rho": 0.05, "beta": 1.0, "gamma": 0.5}},
+        {"label": "sam train.l2", "name": "sam", "torch": {"rho": 0.05}, "samx": {"rho": 0.05},
+         "train": {"l2": 5e-3}, "base_wd": 0.0},
+        {"label": "sam unnorm clip", "name": "sam", "torch": {"rho": 0.5, "clip": True},
+         "samx": {"rho": 0.5, "normalize": False, "clip": True}},
+        # a strong L2 term makes ||g|| > 1 for the first steps (clipped) and < 1 later
+        {"label": "sam unnorm clip l2", "name": "sam", "torch": {"rho": 0.5, "clip": True},
+         "samx": {"rho": 0.5, "normalize": False, "clip": True}, "train": {"l2": 1.0},
+         "base_wd": 0.0},
+        {"label": "gsam adaptive", "name": "adaptive",
+         "torch": {"method": "gsam", "rho": 0.5, "alpha": 0.4},
+         "samx": {"rho": 0.5, "alpha": 0.4, "adaptive": True}, "samx_name": "gsam"},
+        {"label": "wsam adaptive", "name": "adaptive",
+         "torch": {"method": "wsam", "rho": 0.5, "gamma": 0.9},
+         "samx": {"rho": 0.5, "gamma": 0.9, "adaptive": True}, "samx_name": "wsam"},
+        {"label": "fsam (paper)", "name": "fsam",
+         "torch": {"rho": 0.1, "sigma": 1.0, "lambda": 0.6, "ema": "paper"},
+         "samx": {"rho": 0.1, "sigma": 1.0, "lambda": 0.6}},
+        {"label": "fsam (code)", "name": "fsam",
+         "torch": {"rho": 0.1, "sigma": 1.0, "lambda": 0.6, "ema": "code"},
+         "samx": {"rho": 0.1, "sigma": 1.0, "lambda": 0.6, "ema": "code"}},
+        {"label": "msam", "name": "msam", "torch": {"rho": 0.3}, "samx": {"rho": 0.3}},
+        {"label": "lookbehind adaptive", "name": "lookbehind",
+         "torch": {"rho": 0.05, "k": 2, "alpha": -1}, "samx": {"rho": 0.05, "k": 2}},
+        {"label": "lookbehind alpha 0.5", "name": "lookbehind",
+         "torch": {"rho": 0.05, "k": 3, "alpha": 0.5},
+         "samx": {"rho": 0.05, "k": 3, "alpha": 0.5}},
+        {"label": "fishersam", "name": "fishersam",
+         "torch": {"rho": 0.1, "eta": 50.0, "norm": "fisher"}, "samx": {"rho": 0.1, "eta": 50.0}},
+        {"label": "fishersam euclid", "name": "fishersam",
+         "torch": {"rho": 0.1, "eta": 50.0, "norm": "euclidean"},
+         "samx": {"rho": 0.1, "eta": 50.0, "norm": "euclidean"}},
+        {"label": "gam", "name": "gam",
+         "torch": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03},
+         "samx": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03}},
     ]
 
 
@@ -372,10 +560,11 @@ def samx_config(method, work, train_csv, test_csv, init):
     if method["name"] in ("sgd", "adamw"):
         opt = method["samx"]
     else:
-        opt = {"name": method["name"]}
+        opt = {"name": method.get("samx_name", method["name"])}
         opt.update(method["samx"])
         opt["base"] = ({"name": "sgd", "lr": {"schedule": "cosine", "start": LR0, "end": 0},
-                        "momentum": MOM, "weight_decay": WD} if base == "sgd" else
+                        "momentum": MOM, "weight_decay": method.get("base_wd", WD)}
+                       if base == "sgd" else
                        {"name": "adamw", "lr": {"schedule": "cosine", "start": 0.01, "end": 0},
                         "weight_decay": 0.05})
     lines = [
@@ -383,7 +572,8 @@ def samx_config(method, work, train_csv, test_csv, init):
         "seed: 0",
         "data: {name: csv, train: %s, test: %s, shuffle: false}" % (train_csv, test_csv),
         "model: {name: mlp, hidden: [%d, %d], activation: tanh, init_from: %s}" % (H, H, init),
-        "train: {epochs: %d, batch_size: %d}" % (STEPS, N),
+        "train: " + yaml_value(dict({"epochs": STEPS, "batch_size": N},
+                                    **method.get("train", {}))),
         "optimizer: " + yaml_value(opt),
     ]
     path = os.path.join(work, method["label"].replace(" ", "_").replace("/", "_") + ".yaml")

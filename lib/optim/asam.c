@@ -62,6 +62,7 @@ static float asam_perturb(struct optim *o, const struct params *p, const float *
         for (size_t i = t->off; i < t->off + t->n; i++)
             e[i] = scaled ? (fabsf(w[i]) + eta) * g[i] : g[i];
     }
+    optim_perturb_filter(o, p, e); /* optimizer.perturb: the ball of the selected tensors */
     double norm = vec_nrm2(p->n, e);
     if (norm == 0 || s->rho->v == 0) {
         vec_zero(p->n, e);
@@ -102,6 +103,8 @@ const struct optim_ops optim_asam = {
             "eta [0.01 for weights, 0 for all]: added to |w| in t\n"
             "perturb_eps [1e-16 for weights, 1e-12 for all]: delta in ||t g|| + delta\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = asam_init,

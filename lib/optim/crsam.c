@@ -88,6 +88,8 @@ const struct optim_ops optim_crsam = {
             "gamma [0.1]: weight of gp + gm - 2g (curvature along g, ~ rho^2 grad v^T H v)\n"
             "beta [0.01]: weight of gp - gm (~ 2 rho grad ||grad L||); crsam_train.py's value\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = crsam_init,

@@ -118,6 +118,7 @@ static void esam_step(struct optim *o, struct params *p, struct closure *f,
             if (rng_uniform(&r) > beta)
                 vec_zero(p->t[k].n, s->gk + p->t[k].off);
     }
+    optim_perturb_filter(o, p, s->gk); /* optimizer.perturb */
     double norm = vec_nrm2(n, s->gk);
     if (norm > 0 && s->rho->v > 0)
         vec_axpby(n, (float)(s->rho->v / (norm + s->eps->v) / beta), s->gk, 0.0f, s->e);
@@ -146,6 +147,8 @@ const struct optim_ops optim_esam = {
             "gamma [0.5]: SDS, fraction q = floor(gamma |B|) ranking cutoff; >= 0.99 keeps all\n"
             "perturb_eps [1e-7]: delta in ||g|| + delta (ESAM's)\n"
             "m: must be 0 (m-sharpness is not supported)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = esam_init,

@@ -12,8 +12,11 @@
  * The realised rho_t is reported each epoch as the adaptive hyperparameter `rho_t`.
  * m > 0: each group of m examples gets its own e and its own decomposition, and the d's are
  * averaged, as GSAM under DDP decomposes each worker's gradients before synchronizing them.
+ * adaptive: true (the authors' adaptive=True, their example script's setting): e = rho_t w^2 g /
+ * (|| |w| g || + 1e-12) over every tensor; the decomposition is unchanged.
  * alpha = 0 (with constant lr or rho_min = rho) is SAM.
- * Keys: rho [0.05] (rho_max), rho_min [= rho at step 0], alpha [0.4], m [0], base [sgd]; rho,
+ * Keys: rho [0.05] (rho_max), rho_min [= rho at step 0], alpha [0.4], adaptive [false],
+ * perturb [all], m [0], base [sgd]; rho,
  * rho_min and alpha are schedulable.
  */
 #include <math.h>
@@ -25,6 +28,7 @@
 struct gsam {
     struct hparam *rho, *rho_min, *alpha, *rho_t, *lr;
     double lr_max, lr_min;
+    bool adaptive;
     float *saved, *e, *g, *gc, *d;
 };
 
@@ -42,6 +46,9 @@ static int gsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     if (!(s->rho = optim_hparam(o, c, "rho", 0.05, 0, 1e6, e)) ||
         !(s->rho_min = optim_hparam(o, c, "rho_min", sched_at(&s->rho->s, 0), 0, 1e6, e)) ||
         !(s->alpha = optim_hparam(o, c, "alpha", 0.4, -1e6, 1e6, e)))
+        return -1;
+    /* Read when given, so the configs (and run ids) of earlier runs are unchanged. */
+    if (cfg_child(c, "adaptive") && cfg_bool(c, "adaptive", false, &s->adaptive, e) < 0)
         return -1;
     s->lr = optim_hparam_find(o->base, "lr");
     SAMX_ASSERT(s->lr);
@@ -100,7 +107,7 @@ static void gsam_step(struct optim *o, struct params *p, struct closure *f,
         } else {
             vec_axpy(n, wgt, p->g, s->g);
         }
-        sam_ascent(n, s->gc, rho_t, s->e);
+        optim_ascent(o, p, s->gc, rho_t, 1e-12, s->adaptive, s->e);
         vec_axpy(n, 1.0f, s->e, p->w);
         loss_p += closure_grad(f, p, PASS_EXTRA, sel, cnt) * cnt / batch;
         vec_copy(n, s->saved, p->w);
@@ -121,6 +128,9 @@ const struct optim_ops optim_gsam = {
             "rho_min [= rho]: the radius when the base lr is at its smallest (rho_t is linear in "
             "lr between the lr schedule's max and min over the run; reported as rho_t)\n"
             "alpha [0.4]: weight of the surrogate-gap correction\n"
+            "adaptive [false]: e = rho_t w^2 g/|| |w| g || (the authors' adaptive=True)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,

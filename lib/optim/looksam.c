@@ -73,7 +73,7 @@ static void looksam_step(struct optim *o, struct params *p, struct closure *f,
     if (o->t % s->k == 0) {
         vec_copy(n, p->w, s->saved);
         vec_copy(n, p->g, s->g);
-        sam_ascent_eps(n, s->g, s->rho->v, s->eps->v, s->e);
+        optim_ascent(o, p, s->g, s->rho->v, s->eps->v, false, s->e);
         vec_axpy(n, 1.0f, s->e, p->w);
         info->loss_perturbed = closure_grad(f, p, PASS_EXTRA, NULL, 0);
         vec_copy(n, s->saved, p->w);
@@ -103,6 +103,8 @@ const struct optim_ops optim_looksam = {
             "d = g + alpha ||g||/||gv|| gv\n"
             "perturb_eps [1e-8]: delta in the two denominators (rollovd's)\n"
             "m: must be 0 (m-sharpness is not supported)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = looksam_init,

@@ -172,6 +172,8 @@ const struct optim_ops optim_samar = {
             "beta_s [0.9]: EMA factor of the sharpness and loss\n"
             "period [10]: steps between lambda updates\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = samar_init,

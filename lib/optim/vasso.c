@@ -52,7 +52,7 @@ static void vasso_step(struct optim *o, struct params *p, struct closure *f,
     else
         vec_axpby(n, (float)s->theta->v, p->g, (float)(1 - s->theta->v), s->d);
     s->started = 1;
-    sam_ascent_eps(n, s->d, s->rho->v, s->eps->v, s->e);
+    optim_ascent(o, p, s->d, s->rho->v, s->eps->v, false, s->e);
     vec_axpy(n, 1.0f, s->e, p->w);
     info->loss_perturbed = closure_grad(f, p, PASS_EXTRA, NULL, 0);
     vec_copy(n, s->saved, p->w);
@@ -67,6 +67,8 @@ const struct optim_ops optim_vasso = {
             "theta [0.9]: weight of the new gradient in d = (1-theta) d + theta g; 1 = SAM\n"
             "perturb_eps [1e-7]: delta in ||d|| + delta (VaSSO's; SAM uses 1e-12)\n"
             "m: must be 0 (m-sharpness is not supported)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
     .init = vasso_init,

@@ -12,7 +12,9 @@
  * gamma = 0.5 coupled is SAM; gamma = 0 decoupled is the base optimizer; decoupled gamma = 0.5
  * is NOT SAM when the base has momentum. m > 0: each group of m examples gets its own e, and g,
  * gs are the averages over groups before clipping (atorch all-reduces g after forming e).
- * Keys: rho [0.05], gamma [0.9] (in [0, 1)), decouple [true], max_norm [none], m [0],
+ * adaptive: true (atorch's adaptive=True): e = rho w^2 g / (|| |w| g || + 1e-12), every tensor.
+ * Keys: rho [0.05], gamma [0.9] (in [0, 1)), decouple [true], max_norm [none], adaptive
+ * [false], perturb [all], m [0],
  * base [sgd]. rho, gamma and max_norm (when given) are schedulable. Defaults: the final atorch
  * version (gamma 0.9, no clipping); older mirrors carry gamma 0.88 and max_norm 1.0.
  */
@@ -22,8 +24,8 @@
 
 struct wsam {
     struct hparam *rho, *gamma, *max_norm, *lr;
-    bool decouple;
-    float *saved, *g, *gs;
+    bool decouple, adaptive;
+    float *saved, *g, *gs, *e;
 };
 
 static int wsam_init(struct optim *o, struct cfg_node *c, struct err *e)
@@ -32,6 +34,9 @@ static int wsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     if (!(s->rho = optim_hparam(o, c, "rho", 0.05, 0, 1e6, e)) ||
         !(s->gamma = optim_hparam(o, c, "gamma", 0.9, 0, 0.999999, e)) ||
         cfg_bool(c, "decouple", true, &s->decouple, e) < 0)
+        return -1;
+    /* Read when given, so the configs (and run ids) of earlier runs are unchanged. */
+    if (cfg_child(c, "adaptive") && cfg_bool(c, "adaptive", false, &s->adaptive, e) < 0)
         return -1;
     /* max_norm is optional: absent or null means no clipping; a number or schedule clips. */
     struct cfg_node *mn = cfg_child(c, "max_norm");
@@ -47,8 +52,10 @@ static int wsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     s->lr = optim_hparam_find(o->base, "lr");
     SAMX_ASSERT(s->lr);
     s->saved = optim_scratch(o);
-    s->g = optim_scratch(o); /* no e: the perturbation is a scale of g, never formed */
+    s->g = optim_scratch(o); /* e only when adaptive; otherwise a scale of g, never formed */
     s->gs = optim_scratch(o);
+    if (s->adaptive)
+        s->e = optim_scratch(o);
     return 0;
 }
 
@@ -56,6 +63,10 @@ static float wsam_perturb(struct optim *o, const struct params *p, const float *
                          double gnorm, float *e)
 {
     struct wsam *s = o->priv;
+    if (s->adaptive) {
+        optim_ascent(o, p, g, s->rho->v, 1e-12, true, e);
+        return PERTURB_IN_E;
+    }
     return sam_scale(gnorm, s->rho->v, 1e-12);
 }
 
@@ -74,7 +85,7 @@ static void wsam_step(struct optim *o, struct params *p, struct closure *f,
     static const float plus[] = {1.0f};
     static const int pass[] = {PASS_EXTRA};
     size_t n = p->n;
-    sam_family_passes(o, p, f, wsam_perturb, plus, pass, 1, s->g, &s->gs, s->saved, NULL, info);
+    sam_family_passes(o, p, f, wsam_perturb, plus, pass, 1, s->g, &s->gs, s->saved, s->e, info);
     if (s->max_norm) {
         wsam_clip(n, s->g, s->max_norm->v);
         wsam_clip(n, s->gs, s->max_norm->v);
@@ -107,6 +118,9 @@ const struct optim_ops optim_wsam = {
             "decouple [true]: true = base step along g, then w -= lr*alpha*(gs-g) outside "
             "momentum and weight decay; false = base step along (1-alpha) g + alpha gs\n"
             "max_norm [none]: clip g and gs separately to this global norm (e uses unclipped g)\n"
+            "adaptive [false]: e = rho w^2 g/|| |w| g || (atorch's adaptive=True)\n"
+            "perturb [all]: all | norm (only normalization-layer tensors, SAM-ON) | no_norm "
+            "(all but those)\n"
             "m [0]: examples per perturbation (m-sharpness); 0 = the whole batch\n"
             "base [sgd]: the base optimizer (sgd or adamw) and its keys\n",
     .wrapper = true,
