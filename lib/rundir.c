@@ -17,7 +17,7 @@
 #include "version.h"
 
 const char *const run_status_names[] = {"running", "completed", "diverged", "interrupted",
-                                        "failed", NULL};
+                                        "failed", "stopped", NULL};
 
 void record_begin(struct record *r, long epoch, long step, double seconds, double sps,
                   double grad_evals)
@@ -380,7 +380,8 @@ static int trim_metrics(struct rundir *rd, long last, struct err *e)
 static void remove_run_files(struct rundir *rd)
 {
     static const char *const files[] = {"metrics.jsonl", "summary.json", "checkpoint.safetensors",
-                                        "model.safetensors", "meta.json", NULL};
+                                        "model.safetensors", "meta.json", "best.safetensors",
+                                        NULL};
     for (int i = 0; files[i]; i++) {
         char *p = path_in(rd, files[i]);
         unlink(p);
@@ -401,6 +402,10 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
     rd->best_by = has_val ? (classify ? "val_acc" : "val_loss")
                           : (classify ? "test_acc" : "test_loss");
     rd->best_max = classify;
+    if (x->keep_best) { /* train.keep_best selects the best record */
+        rd->best_by = x->keep_best;
+        rd->best_max = x->keep_best_max;
+    }
     if (io_mkdir_p(dir, e) < 0)
         return -1;
     char *cfg_path = path_in(rd, "config.yaml"), *ck = path_in(rd, "checkpoint.safetensors");
@@ -429,7 +434,8 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
         cJSON *j = cJSON_Parse(s);
         const cJSON *status = j ? cJSON_GetObjectItemCaseSensitive(j, "status") : NULL;
         *done = cJSON_IsString(status) && (!strcmp(status->valuestring, "completed") ||
-                                           !strcmp(status->valuestring, "diverged"));
+                                           !strcmp(status->valuestring, "diverged") ||
+                                           !strcmp(status->valuestring, "stopped"));
         cJSON_Delete(j);
         free(s);
         if (*done)
@@ -480,6 +486,11 @@ int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_st
     cJSON_AddItemToObject(s, "final", rd->last ? cJSON_Duplicate(rd->last, 1) : cJSON_CreateNull());
     cJSON_AddItemToObject(s, "best", rd->best ? cJSON_Duplicate(rd->best, 1) : cJSON_CreateNull());
     cJSON_AddStringToObject(s, "best_by", rd->best_by);
+    if (x->keep_best) /* train.keep_best: best.safetensors holds this epoch's weights */
+        cJSON_AddItemToObject(s, "best_epoch",
+                              rd->best ? cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(
+                                                             rd->best, "epoch"), 1)
+                                       : cJSON_CreateNull());
     cJSON_AddNumberToObject(s, "wall_seconds", st->wall_seconds + rundir_now() - rd->started);
     cJSON_AddNumberToObject(s, "grad_evals", st->grad_evals);
     if (rc == 0)

@@ -418,7 +418,8 @@ static int expand(const struct plan *pl, int **combo, long *n_combo, struct err 
 
 const char *sweep_run_status(const char *dir)
 {
-    static const char *const known[] = {"completed", "diverged", "interrupted", "failed", NULL};
+    static const char *const known[] = {"completed", "diverged", "interrupted", "failed",
+                                        "stopped", NULL};
     char *p = xasprintf("%s/summary.json", dir), *s = NULL;
     const char *status = NULL;
     struct err ignored = {0};
@@ -641,7 +642,8 @@ static void on_signal(int sig)
 
 static bool finished(const char *status)
 {
-    return !strcmp(status, "completed") || !strcmp(status, "diverged");
+    return !strcmp(status, "completed") || !strcmp(status, "diverged") ||
+           !strcmp(status, "stopped");
 }
 
 /* The run's status from how its process ended and what it left on disk. */
