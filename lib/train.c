@@ -82,8 +82,9 @@ static double forward_loss(struct batch_ctx *b, struct params *p, const float *x
  * p->g, so p->g ends as the gradient of the mean loss over all n rows: the gradient of the
  * unaccumulated call, up to the order of summation. BatchNorm sees each micro-batch's own
  * statistics (and a pass that updates running statistics updates them once per micro-batch);
- * dropout masks come from (seed, "dropout", step * k + j) for micro-batch j, the same in every
- * pass of a step. Returns the loss sum, hits summed into *hits. */
+ * dropout masks come from (seed, "dropout", step * k + j) for micro-batch j of a call (every
+ * call goes through here when k > 1, so the addresses never collide across steps), the same in
+ * every pass of a step. Returns the loss sum, hits summed into *hits. */
 static double micro_batches(struct batch_ctx *b, struct params *p, const float *xin,
                             const int32_t *lab, const float *tgt, int n, enum pass_mode mode,
                             bool grad, double *hits, float *losses)
@@ -161,7 +162,7 @@ static double closure_grad_fn(struct closure *f, struct params *p, int pass, con
     const int32_t *lab;
     n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
     double hits;
-    double sum = b->micro > 0 && n > b->micro
+    double sum = b->micro > 0
                      ? micro_batches(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true,
                                      &hits, NULL)
                      : forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true,
@@ -181,7 +182,7 @@ static void closure_losses_fn(struct closure *f, const struct params *p, int pas
     const float *xin, *tgt;
     const int32_t *lab;
     n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
-    if (b->micro > 0 && n > b->micro) {
+    if (b->micro > 0) {
         micro_batches(b, (struct params *)p, xin, lab, tgt, n, pass_mode_of(b->x, pass), false,
                       NULL, out);
         return;
@@ -274,7 +275,7 @@ static double initial_grad_norm(struct experiment *x, struct batch_ctx *b)
     epoch_order(x, b->order, 1);
     int n = (int)x->batch_size;
     data_batch(b->ds, b->order, n, b->xb, b->lb, b->yb);
-    if (b->micro > 0 && n > b->micro)
+    if (b->micro > 0)
         micro_batches(b, &x->model.p, b->xb, b->lb, b->yb, n, PASS_EVAL, true, NULL, NULL);
     else
         forward_loss(b, &x->model.p, b->xb, b->lb, b->yb, n, PASS_EVAL, true, NULL);
