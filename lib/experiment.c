@@ -36,6 +36,69 @@ static void make_run_id(struct experiment *x, const struct run_opts *o)
 static const char *const loss_names[] = {"cross_entropy", "mse", NULL};
 static const char *const bn_update_names[] = {"first_pass", "all_passes", "reference", NULL};
 
+/* A metric for train.keep_best / train.early_stop.metric (node n): a split's loss or accuracy
+ * that the records of this run have; test-set metrics only with train.allow_test. Sets *max. */
+static int selection_metric(const struct experiment *x, struct cfg_node *n, const char *key,
+                            const char *v, bool allow_test, bool *max, struct err *e)
+{
+    static const char *const names[] = {"train_loss", "train_acc", "val_loss", "val_acc",
+                                        "test_loss", "test_acc", NULL};
+    int i = 0;
+    while (names[i] && strcmp(names[i], v))
+        i++;
+    if (!names[i])
+        return cfg_err(e, n, "'%s' must be one of train_loss, train_acc, val_loss, val_acc, "
+                             "test_loss, test_acc; got '%s'", key, v);
+    bool acc = i % 2 == 1;
+    if (acc && x->data.train.n_classes == 0)
+        return cfg_err(e, n, "'%s': '%s' needs a classification data set", key, v);
+    if (i / 2 == 1 && x->data.val.n == 0)
+        return cfg_err(e, n, "'%s': '%s' needs a validation split (set data.val_split)", key, v);
+    if (i / 2 == 2 && x->data.test.n == 0)
+        return cfg_err(e, n, "'%s': '%s' needs a test split", key, v);
+    if (i / 2 == 2 && !allow_test)
+        return cfg_err(e, n, "'%s': selecting on the test set ('%s') biases the test result; "
+                             "use a val_* metric, or set train.allow_test: true", key, v);
+    *max = acc;
+    return 0;
+}
+
+/* train.keep_best, train.early_stop and train.allow_test, read only when one of the first two
+ * is given (configs without them keep their run ids). */
+static int build_selection(struct experiment *x, struct cfg_node *t, struct err *e)
+{
+    if (!cfg_child(t, "keep_best") && !cfg_child(t, "early_stop"))
+        return 0;
+    bool allow_test;
+    if (cfg_bool(t, "allow_test", false, &allow_test, e) < 0)
+        return -1;
+    if (cfg_child(t, "keep_best") &&
+        (cfg_str(t, "keep_best", NULL, &x->keep_best, e) < 0 ||
+         (x->keep_best && selection_metric(x, cfg_child(t, "keep_best"), "train.keep_best",
+                                           x->keep_best, allow_test, &x->keep_best_max, e) < 0)))
+        return -1;
+    if (cfg_child(t, "early_stop")) {
+        struct cfg_node *c = cfg_map(t, "early_stop", e);
+        if (!c || cfg_str(c, "metric", NULL, &x->early_stop.metric, e) < 0 ||
+            cfg_int(c, "patience", 5, &x->early_stop.patience, e) < 0 ||
+            cfg_num(c, "min_delta", 0, &x->early_stop.min_delta, e) < 0)
+            return -1;
+        if (!x->early_stop.metric)
+            return cfg_err(e, c, "'train.early_stop' needs 'metric' (e.g. val_loss)");
+        if (selection_metric(x, cfg_child(c, "metric"), "train.early_stop.metric",
+                             x->early_stop.metric, allow_test, &x->early_stop.max, e) < 0)
+            return -1;
+        if (x->early_stop.patience < 1 || x->early_stop.patience > 1000000)
+            return cfg_err(e, cfg_child(c, "patience"),
+                           "'train.early_stop.patience' must be in [1, 1000000], got %ld",
+                           x->early_stop.patience);
+        if (!(x->early_stop.min_delta >= 0))
+            return cfg_err(e, cfg_child(c, "min_delta"),
+                           "'train.early_stop.min_delta' must be >= 0");
+    }
+    return 0;
+}
+
 static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
 {
     bool classify = x->data.train.n_classes > 0;
@@ -83,8 +146,20 @@ static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
     x->batch_size_asked = x->batch_size;
     if (x->batch_size > n)
         x->batch_size = n; /* a batch larger than the data set is the whole data set */
+    /* train.accumulate, read only when given, so configs without it keep their run ids. */
+    x->accumulate = 1;
+    if (cfg_child(t, "accumulate")) {
+        if (cfg_int(t, "accumulate", 1, &x->accumulate, e) < 0)
+            return -1;
+        if (x->accumulate < 1 || x->accumulate > x->batch_size ||
+            x->batch_size % x->accumulate != 0)
+            return cfg_err(e, cfg_child(t, "accumulate"),
+                           "'train.accumulate' (%ld) must divide train.batch_size (%ld%s)",
+                           x->accumulate, x->batch_size,
+                           x->batch_size == n ? ", the training set's size" : "");
+    }
     x->steps_per_epoch = x->drop_last ? n / x->batch_size : (n + x->batch_size - 1) / x->batch_size;
-    return 0;
+    return build_selection(x, t, e);
 }
 
 int experiment_build(struct experiment *x, const struct run_opts *o, struct err *e)
@@ -117,7 +192,9 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
     if (!(tn = cfg_map(root, "train", e)) || build_train(x, tn, e) < 0)
         return -1;
     int n_out = x->data.train.n_classes > 0 ? x->data.train.n_classes : 1;
-    int max_batch = (int)(x->batch_size > x->eval_batch_size ? x->batch_size : x->eval_batch_size);
+    /* The model's workspace holds one model call: a micro-batch with train.accumulate. */
+    long step_rows = x->batch_size / x->accumulate;
+    int max_batch = (int)(step_rows > x->eval_batch_size ? step_rows : x->eval_batch_size);
     int chw[3] = {x->data.train.channels, x->data.train.height, x->data.train.width};
     if (!(mn = cfg_map(root, "model", e)))
         return -1;

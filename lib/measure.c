@@ -2,8 +2,13 @@
  *
  * Keys (eval.<measurement>.*), every measurement: every [1] (epochs; 0 = off), examples [1024]
  * (probe set size, clamped to the split), split [train | val | test].
- *   hessian_trace: probes [20], tol [0.001], hvp [exact | finite_difference; exact when the model
- *                  has the op], normalize [grad_norm | grad_norm_sq | none]
+ *   hessian_trace: rel_err [0.05] (target relative standard error; 0: a fixed count), probes
+ *                  [1000] (the cap; with rel_err 0 the count), pilot [20], tol [0] (with
+ *                  rel_err 0 only: PyHessian's relative-change stop, biased), hvp [exact |
+ *                  finite_difference; exact when the model has the op], normalize [grad_norm |
+ *                  grad_norm_sq | none]
+ *   hessian_density: steps [100] (Lanczos), runs [1], bins [10000], sigma2 [1e-5], overhead
+ *                  [0.01] (PyHessian's density_generate defaults), hvp; memory: steps P floats
  *   lambda_max:    iters [20], tol [0.001], k [1], hvp
  *   sharpness:     rho [0.05], steps [5], step [1.0] (ascent step in units of rho), m [0],
  *                  adaptive [false], eta [0.01], scale [weights | all] (the ASAM ball)
@@ -265,6 +270,128 @@ void measure_trace(struct probe *pr, enum hvp_kind kind, int max_probes, double 
     res->trace = mean;
     res->stderr_ = res->probes > 1 ? sqrt(m2 / (res->probes - 1) / res->probes) : NAN;
     res->rel_change = res->probes > 1 ? rel : NAN;
+    res->rel_err = res->stderr_ / fabs(mean);
+    res->pilot = 0;
+}
+
+/* One Rademacher probe: v^T H v. */
+static double trace_probe(struct probe *pr, enum hvp_kind kind, struct rng *r, float *v,
+                          float *hv)
+{
+    draw_direction(&pr->m->p, r, 0, v);
+    probe_hvp(pr, kind, v, hv);
+    return vec_dot(pr->m->p.n, v, hv);
+}
+
+void measure_trace_rel(struct probe *pr, enum hvp_kind kind, double rel_err, int pilot,
+                       int max_probes, struct rng *r, float *v, float *hv,
+                       struct trace_result *res)
+{
+    SAMX_ASSERT(rel_err > 0 && pilot >= 2 && max_probes >= 2 * pilot);
+    /* Welford in both stages: mean and sum of squared deviations without cancellation. */
+    double mean = 0, m2 = 0;
+    for (int i = 1; i <= pilot; i++) {
+        double s = trace_probe(pr, kind, r, v, hv), d = s - mean;
+        mean += d / i;
+        m2 += d * (s - mean);
+    }
+    double var = m2 / (pilot - 1), want = var / (rel_err * rel_err * mean * mean);
+    int n = max_probes - pilot;
+    if (isfinite(want) && want < n)
+        n = want > pilot ? (int)ceil(want) : pilot;
+    /* The estimate: n fresh probes; the pilot's values are not reused. */
+    mean = m2 = 0;
+    for (int i = 1; i <= n; i++) {
+        double s = trace_probe(pr, kind, r, v, hv), d = s - mean;
+        mean += d / i;
+        m2 += d * (s - mean);
+    }
+    res->trace = mean;
+    res->probes = n;
+    res->pilot = pilot;
+    res->stderr_ = sqrt(m2 / (n - 1) / n);
+    res->rel_err = res->stderr_ / fabs(mean);
+    res->rel_change = NAN;
+}
+
+/* ---- stochastic Lanczos quadrature -------------------------------------------------------- */
+
+/* LAPACK (in OpenBLAS): eigenvalues and eigenvectors of a symmetric tridiagonal matrix. The
+ * trailing argument is the Fortran length of the character argument. */
+extern void dstev_(const char *jobz, const int *n, double *d, double *e, double *z,
+                   const int *ldz, double *work, int *info, size_t jobz_len);
+
+int measure_slq(struct probe *pr, enum hvp_kind kind, int steps, struct rng *r, float *const *q,
+                float *hv, double *work, double *node, double *weight)
+{
+    size_t n = pr->m->p.n;
+    SAMX_ASSERT(steps >= 1);
+    double *alpha = work, *beta = alpha + steps, *z = beta + steps, *lw = z + (size_t)steps * steps;
+    draw_direction(&pr->m->p, r, 0, q[0]);
+    vec_scal(n, (float)(1.0 / vec_nrm2(n, q[0])), q[0]);
+    int m = 0;
+    double big = 0;
+    for (int j = 0; j < steps; j++) {
+        probe_hvp(pr, kind, q[j], hv);
+        alpha[j] = vec_dot(n, q[j], hv);
+        m = j + 1;
+        big = fmax(big, fabs(alpha[j]));
+        if (j + 1 == steps)
+            break;
+        /* hv -= alpha q_j + beta q_(j-1), then twice against every basis vector (in exact
+         * arithmetic those projections are 0; in float32 they are what keeps T's nodes from
+         * repeating, "ghost" eigenvalues). */
+        vec_axpy(n, (float)-alpha[j], q[j], hv);
+        if (j > 0)
+            vec_axpy(n, (float)-beta[j - 1], q[j - 1], hv);
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i <= j; i++)
+                vec_axpy(n, (float)-vec_dot(n, hv, q[i]), q[i], hv);
+        beta[j] = vec_nrm2(n, hv);
+        if (!(beta[j] > 1e-7 * big))
+            break; /* invariant Krylov space: the quadrature is already exact */
+        big = fmax(big, beta[j]);
+        vec_copy(n, hv, q[j + 1]);
+        vec_scal(n, (float)(1.0 / beta[j]), q[j + 1]);
+    }
+    int info = 0;
+    dstev_("V", &m, alpha, beta, z, &m, lw, &info, 1);
+    SAMX_ASSERT(info == 0);
+    for (int k = 0; k < m; k++) {
+        node[k] = alpha[k];
+        weight[k] = z[(size_t)k * m] * z[(size_t)k * m]; /* column k, row 0 (column-major) */
+    }
+    return m;
+}
+
+void measure_density(int runs, const int *m, const double *node, const double *weight,
+                     int stride, int bins, double sigma2, double overhead, double *grid,
+                     double *dens)
+{
+    SAMX_ASSERT(runs >= 1 && bins >= 2);
+    double lo = node[0], hi = node[0];
+    for (int j = 0; j < runs; j++)
+        for (int k = 0; k < m[j]; k++)
+            lo = fmin(lo, node[(size_t)j * stride + k]), hi = fmax(hi, node[(size_t)j * stride + k]);
+    lo -= overhead;
+    hi += overhead;
+    double var = sigma2 * fmax(1.0, hi - lo), step = (hi - lo) / (bins - 1), sum = 0;
+    double c = 1.0 / sqrt(2 * 3.14159265358979323846 * var);
+    for (int i = 0; i < bins; i++) {
+        double x = lo + step * i, d = 0;
+        for (int j = 0; j < runs; j++)
+            for (int k = 0; k < m[j]; k++) {
+                double u = x - node[(size_t)j * stride + k];
+                d += weight[(size_t)j * stride + k] * c * exp(-u * u / (2 * var));
+            }
+        grid[i] = x;
+        dens[i] = d / runs;
+        sum += dens[i];
+    }
+    /* A grid of zero width (one node, no overhead) has no Riemann sum; leave the values. */
+    if (sum > 0 && step > 0)
+        for (int i = 0; i < bins; i++)
+            dens[i] /= sum * step;
 }
 
 /* ---- power iteration ---------------------------------------------------------------------- */
@@ -544,15 +671,24 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
         struct measure_trace_cfg *t = &ms->trace;
         if (!(c = cfg_map(ev, "hessian_trace", e)) ||
             read_common(c, x, &t->every, &t->examples, &t->split, &ds, e) < 0 ||
-            cfg_int(c, "probes", 20, &t->probes, e) < 0 ||
-            cfg_num(c, "tol", 1e-3, &t->tol, e) < 0 ||
+            cfg_num(c, "rel_err", 0.05, &t->rel_err, e) < 0 ||
+            cfg_int(c, "probes", 1000, &t->probes, e) < 0 ||
+            cfg_int(c, "pilot", 20, &t->pilot, e) < 0 ||
+            cfg_num(c, "tol", 0, &t->tol, e) < 0 ||
             read_hvp(c, m, &t->hvp, e) < 0 ||
             cfg_enum(c, "normalize", normalize_names, NORM_GRAD, &t->normalize, e) < 0)
             return -1;
+        if (!(t->rel_err >= 0 && t->rel_err < 1))
+            return range_err(e, c, "rel_err", "in [0, 1) (0: a fixed number of probes)");
         if (t->probes < 1 || t->probes > 100000)
             return range_err(e, c, "probes", "in [1, 100000]");
         if (t->tol < 0)
             return range_err(e, c, "tol", ">= 0");
+        if (t->rel_err > 0 && (t->pilot < 2 || 2 * t->pilot > t->probes))
+            return range_err(e, c, "pilot", "at least 2 and at most half of 'probes' (the cap)");
+        if (t->rel_err > 0 && t->tol > 0)
+            return range_err(e, c, "tol", "0 with rel_err > 0 (PyHessian's stopping rule, tol, "
+                                          "applies with rel_err: 0 only)");
         if ((t->on = t->every > 0 && !x->plan))
             probe_init(&t->pr, m, ds, (int)t->examples, ms->seed, (uint64_t)t->split, mse, ls);
     }
@@ -607,6 +743,46 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
         if ((s->on = s->every > 0 && !x->plan))
             probe_init(&s->pr, m, ds, (int)s->examples, ms->seed, (uint64_t)s->split, mse, ls);
     }
+    if (cfg_child(ev, "hessian_density")) {
+        struct measure_density_cfg *d = &ms->density;
+        if (!(c = cfg_map(ev, "hessian_density", e)) ||
+            read_common(c, x, &d->every, &d->examples, &d->split, &ds, e) < 0 ||
+            cfg_int(c, "steps", 100, &d->steps, e) < 0 ||
+            cfg_int(c, "runs", 1, &d->runs, e) < 0 ||
+            cfg_int(c, "bins", 10000, &d->bins, e) < 0 ||
+            cfg_num(c, "sigma2", 1e-5, &d->sigma2, e) < 0 ||
+            cfg_num(c, "overhead", 0.01, &d->overhead, e) < 0 || read_hvp(c, m, &d->hvp, e) < 0)
+            return -1;
+        size_t n_real = 0;
+        for (k = 0; k < m->p.nt; k++)
+            n_real += m->p.t[k].n;
+        if (d->steps < 1 || d->steps > 1000 || (size_t)d->steps > n_real)
+            return range_err(e, c, "steps", "in [1, 1000] and at most the number of parameters");
+        if (d->runs < 1 || d->runs > 1000)
+            return range_err(e, c, "runs", "in [1, 1000]");
+        if (d->bins < 2 || d->bins > 1000000)
+            return range_err(e, c, "bins", "in [2, 1000000]");
+        if (!(d->sigma2 > 0))
+            return range_err(e, c, "sigma2", "> 0");
+        if (!(d->overhead >= 0))
+            return range_err(e, c, "overhead", ">= 0");
+        if ((d->on = d->every > 0)) {
+            probe_init(&d->pr, m, ds, (int)d->examples, ms->seed, (uint64_t)d->split, mse, ls);
+            d->q = xmalloc((size_t)d->steps * sizeof *d->q);
+            for (k = 0; k < d->steps; k++)
+                d->q[k] = xfloats(m->p.n);
+            d->node = xmalloc((size_t)(d->runs * d->steps) * sizeof *d->node);
+            d->weight = xmalloc((size_t)(d->runs * d->steps) * sizeof *d->weight);
+            d->work = xmalloc(MEASURE_SLQ_WORK(d->steps) * sizeof *d->work);
+            d->m = xmalloc((size_t)d->runs * sizeof *d->m);
+            d->grid = xmalloc((size_t)d->bins * sizeof *d->grid);
+            d->dens = xmalloc((size_t)d->bins * sizeof *d->dens);
+            size_t lines = (size_t)d->bins > (size_t)(d->runs * d->steps) ? (size_t)d->bins
+                                                                          : (size_t)(d->runs * d->steps);
+            d->csv_cap = 64 + lines * 80;
+            d->csv = xmalloc(d->csv_cap);
+        }
+    }
     if (cfg_child(ev, "landscape") || force_landscape) {
         struct measure_landscape_cfg *l = &ms->land;
         int bias;
@@ -630,7 +806,7 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             ms->csv = xmalloc(ms->csv_cap);
         }
     }
-    ms->any = ms->trace.on || ms->lambda.on || ms->sharp.on || ms->land.on;
+    ms->any = ms->trace.on || ms->lambda.on || ms->sharp.on || ms->land.on || ms->density.on;
     if (ms->any) {
         ms->w_save = xfloats(m->p.n);
         ms->g_save = xfloats(m->p.n);
@@ -646,6 +822,19 @@ void measure_free(struct measure *ms)
     probe_free(&ms->lambda.pr);
     probe_free(&ms->sharp.pr);
     probe_free(&ms->land.pr);
+    struct measure_density_cfg *d = &ms->density;
+    probe_free(&d->pr);
+    if (d->q)
+        for (long k = 0; k < d->steps; k++)
+            free(d->q[k]);
+    free(d->q);
+    free(d->node);
+    free(d->weight);
+    free(d->work);
+    free(d->m);
+    free(d->grid);
+    free(d->dens);
+    free(d->csv);
     if (ms->lambda.vec)
         for (long k = 0; k < ms->lambda.k; k++)
             free(ms->lambda.vec[k]);
@@ -660,6 +849,73 @@ void measure_free(struct measure *ms)
 
 /* ---- per epoch ---------------------------------------------------------------------------- */
 
+/* The SLQ runs of an epoch from (seed, "eval.density", epoch): records the extreme nodes (over
+ * all runs), the SLQ trace estimate P * mean_j sum_k w_jk theta_jk and the Lanczos steps taken,
+ * and writes <dir>/density/epoch_<epoch>.csv (eigenvalue,density) and
+ * epoch_<epoch>_nodes.csv (run,node,weight). */
+static int density_epoch(struct measure *ms, long epoch, const char *dir, struct record *r,
+                         struct err *e)
+{
+    struct measure_density_cfg *d = &ms->density;
+    const struct params *p = &d->pr.m->p;
+    size_t n_real = 0;
+    for (int k = 0; k < p->nt; k++)
+        n_real += p->t[k].n;
+    struct rng rg;
+    rng_init(&rg, ms->seed, "eval.density", (uint64_t)epoch);
+    int runs = (int)d->runs, steps = (int)d->steps, min_m = steps;
+    double lo = 0, hi = 0, tr = 0;
+    for (int j = 0; j < runs; j++) {
+        double *t = d->node + (size_t)j * steps, *w = d->weight + (size_t)j * steps;
+        d->m[j] = measure_slq(&d->pr, (enum hvp_kind)d->hvp, steps, &rg, d->q, ms->ws[1],
+                              d->work, t, w);
+        min_m = d->m[j] < min_m ? d->m[j] : min_m;
+        double s = 0;
+        if (j == 0)
+            lo = hi = t[0];
+        for (int k = 0; k < d->m[j]; k++) {
+            lo = fmin(lo, t[k]), hi = fmax(hi, t[k]);
+            s += w[k] * t[k];
+        }
+        tr += s * (double)n_real / runs;
+    }
+    measure_density(runs, d->m, d->node, d->weight, steps, (int)d->bins, d->sigma2, d->overhead,
+                    d->grid, d->dens);
+    record_num(r, "hessian_density_lambda_min", lo);
+    record_num(r, "hessian_density_lambda_max", hi);
+    record_num(r, "hessian_density_trace", tr);
+    record_num(r, "hessian_density_steps", min_m);
+    char *sub = xasprintf("%s/density", dir);
+    char *path = xasprintf("%s/epoch_%04ld.csv", sub, epoch);
+    char *npath = xasprintf("%s/epoch_%04ld_nodes.csv", sub, epoch);
+    int rc = io_mkdir_p(sub, e);
+    size_t len = 0, cap = d->csv_cap;
+    char *buf = d->csv;
+    char b1[32], b2[32];
+    if (rc == 0) {
+        len = (size_t)snprintf(buf, cap, "eigenvalue,density\n");
+        for (long i = 0; i < d->bins; i++)
+            len += (size_t)snprintf(buf + len, cap - len, "%s,%s\n", cfg_fmt_num(b1, d->grid[i]),
+                                    cfg_fmt_num(b2, d->dens[i]));
+        SAMX_ASSERT(len < cap);
+        rc = io_write_atomic(path, buf, len, e);
+    }
+    if (rc == 0) {
+        len = (size_t)snprintf(buf, cap, "run,node,weight\n");
+        for (int j = 0; j < runs; j++)
+            for (int k = 0; k < d->m[j]; k++)
+                len += (size_t)snprintf(buf + len, cap - len, "%d,%s,%s\n", j,
+                                        cfg_fmt_num(b1, d->node[(size_t)j * steps + k]),
+                                        cfg_fmt_num(b2, d->weight[(size_t)j * steps + k]));
+        SAMX_ASSERT(len < cap);
+        rc = io_write_atomic(npath, buf, len, e);
+    }
+    free(sub);
+    free(path);
+    free(npath);
+    return rc;
+}
+
 static bool due(bool on, long every, long epoch) { return on && every > 0 && epoch % every == 0; }
 
 int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const char *dir,
@@ -669,12 +925,14 @@ int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const ch
     bool d_lambda = due(ms->lambda.on, ms->lambda.every, epoch);
     bool d_sharp = due(ms->sharp.on, ms->sharp.every, epoch);
     bool d_land = due(ms->land.on, ms->land.every, epoch);
-    if (!(d_trace || d_lambda || d_sharp || d_land))
+    bool d_density = due(ms->density.on, ms->density.every, epoch);
+    if (!(d_trace || d_lambda || d_sharp || d_land || d_density))
         return 0;
     double t0 = rundir_now();
     struct params *p = &x->model.p;
-    struct probe *prs[] = {&ms->trace.pr, &ms->lambda.pr, &ms->sharp.pr, &ms->land.pr};
-    for (int i = 0; i < 4; i++)
+    struct probe *prs[] = {&ms->trace.pr, &ms->lambda.pr, &ms->sharp.pr, &ms->land.pr,
+                           &ms->density.pr};
+    for (int i = 0; i < 5; i++)
         prs[i]->grad_examples = prs[i]->loss_examples = 0;
     /* The training state: whatever a measurement does to w and g, both come back bit for bit. */
     vec_copy(p->n, p->w, ms->w_save);
@@ -687,12 +945,20 @@ int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const ch
         probe_grad(&t->pr, ms->ws[0]);
         double gn = vec_nrm2(p->n, ms->ws[0]);
         rng_init(&rg, ms->seed, "eval.hutchinson", (uint64_t)epoch);
-        measure_trace(&t->pr, (enum hvp_kind)t->hvp, (int)t->probes, t->tol, &rg, ms->ws[0],
-                      ms->ws[1], &res);
+        if (t->rel_err > 0)
+            measure_trace_rel(&t->pr, (enum hvp_kind)t->hvp, t->rel_err, (int)t->pilot,
+                              (int)t->probes, &rg, ms->ws[0], ms->ws[1], &res);
+        else
+            measure_trace(&t->pr, (enum hvp_kind)t->hvp, (int)t->probes, t->tol, &rg,
+                          ms->ws[0], ms->ws[1], &res);
         record_num(r, "hessian_trace", res.trace);
         record_num(r, "hessian_trace_stderr", res.stderr_);
+        record_num(r, "hessian_trace_rel_err", res.rel_err);
         record_num(r, "hessian_trace_probes", res.probes);
-        record_num(r, "hessian_trace_rel_change", res.rel_change);
+        if (t->rel_err > 0)
+            record_num(r, "hessian_trace_pilot_probes", res.pilot);
+        else
+            record_num(r, "hessian_trace_rel_change", res.rel_change);
         record_num(r, "hessian_grad_norm", gn);
         if (t->normalize != NORM_NONE)
             record_num(r, "hessian_trace_normalized",
@@ -723,7 +989,9 @@ int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const ch
         record_num(r, "sharpness_step1", res.step1);
         record_num(r, "sharpness_loss", res.loss);
     }
-    if (d_land) {
+    if (d_density && rc == 0)
+        rc = density_epoch(ms, epoch, dir, r, e);
+    if (d_land && rc == 0) {
         char *sub = xasprintf("%s/landscape", dir);
         char *path = xasprintf("%s/epoch_%04ld.csv", sub, epoch);
         rc = io_mkdir_p(sub, e) < 0 ? -1 : landscape_write(ms, path, ms->ws[0], ms->ws[1], e);
@@ -733,7 +1001,7 @@ int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const ch
     vec_copy(p->n, ms->w_save, p->w);
     vec_copy(p->n, ms->g_save, p->g);
     double ge = 0, le = 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         ge += prs[i]->grad_examples;
         le += prs[i]->loss_examples;
     }

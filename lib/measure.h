@@ -4,9 +4,13 @@
  * order of the stream (seed, "eval.probe_set", split), chosen once at build time, no
  * augmentation), with the model in evaluation mode, on the training loss as configured (cross
  * entropy with the run's label smoothing, or MSE) WITHOUT weight decay, as PyHessian does:
- *   hessian_trace  Hutchinson, Rademacher probes, PyHessian's relative-change stopping rule;
- *                  records estimate, standard error, probes used, last relative change, the
- *                  probe-set gradient norm and a normalised trace (definition: `normalize`);
+ *   hessian_trace  Hutchinson, Rademacher probes, to a target relative standard error
+ *                  (rel_err, two stages, unbiased; rel_err 0: a fixed number of probes, or
+ *                  PyHessian's relative-change stopping rule with tol > 0); records estimate,
+ *                  standard error, achieved relative error, probes used, the probe-set
+ *                  gradient norm and a normalised trace (definition: `normalize`);
+ *   hessian_density  eigenvalue density by stochastic Lanczos quadrature (PyHessian's), the
+ *                  grid and density written as CSV under <run dir>/density/, with the nodes;
  *   lambda_max     power iteration (PyHessian), top-k by orthogonalising against the
  *                  eigenvectors already found (deflation by projection);
  *   sharpness      k-step projected normalized-gradient ascent in the rho ball (or the ASAM
@@ -17,7 +21,8 @@
  * differences of the gradient with the step of measure_fd_step().
  *
  * Isolation contract: measurements draw random numbers only from their own streams
- * ("eval.probe_set", "eval.hutchinson", "eval.power", "eval.landscape"), save the weights and
+ * ("eval.probe_set", "eval.hutchinson", "eval.power", "eval.landscape",
+ * "eval.density"), save the weights and
  * the gradient buffer before they start and restore both by copy, and never touch the training
  * closure, its counters, the optimizer or the data order. Switching any measurement on or off
  * therefore leaves every training record byte-identical (tests/test_measure.c checks it).
@@ -111,9 +116,45 @@ double measure_fd_step(size_t n, const float *w, const float *v);
 struct trace_result {
     double trace, stderr_, rel_change;
     int probes;
+    double rel_err; /* stderr_ / |trace| (NAN for one probe) */
+    int pilot;      /* measure_trace_rel: the pilot probes (not in the estimate); else 0 */
 };
 void measure_trace(struct probe *pr, enum hvp_kind kind, int max_probes, double tol,
                    struct rng *r, float *v, float *hv, struct trace_result *res);
+/* Hutchinson to a target relative standard error (eval.hessian_trace.rel_err, the default), in
+ * two stages (Stein's procedure): `pilot` probes from r estimate the per-probe mean m and
+ * standard deviation s; then N = ceil(s^2 / (rel_err^2 m^2)), clamped to
+ * [pilot, max_probes - pilot], FRESH probes from r give trace, stderr_ (of those N) and rel_err.
+ * N depends only on the pilot, which is independent of the N probes averaged, so the estimate is
+ * unbiased for every N. PyHessian's relative-change rule (measure_trace with tol > 0) is not:
+ * it stops on the path of the very mean it reports. res->probes = N, res->pilot = pilot;
+ * the cost is pilot + N HVPs. Needs pilot >= 2 and max_probes >= 2 pilot. */
+void measure_trace_rel(struct probe *pr, enum hvp_kind kind, double rel_err, int pilot,
+                       int max_probes, struct rng *r, float *v, float *hv,
+                       struct trace_result *res);
+
+/* Stochastic Lanczos quadrature, one run (PyHessian's density): from a Rademacher start v
+ * drawn from r (parameters only), normalised, `steps` Lanczos steps with full
+ * reorthogonalisation (each new vector is orthogonalised twice against all earlier ones) build
+ * the tridiagonal T (alpha, beta); its eigenvalues are the nodes theta_k and the squared first
+ * components of its eigenvectors the weights w_k (summing to 1), so that
+ * sum_k w_k f(theta_k) = q^T f(H) q (q = v / ||v||) for every polynomial f of degree < 2 steps,
+ * and E over v of that is tr f(H) / P. The run ends early, with fewer nodes, when the Krylov
+ * space is invariant (beta <= 1e-7 times the largest |alpha|, beta seen). q[0..steps): P-float
+ * workspaces (the Lanczos basis); hv: a P-float workspace; work: MEASURE_SLQ_WORK(steps)
+ * doubles; node, weight: `steps` doubles. Returns the number of nodes. */
+#define MEASURE_SLQ_WORK(steps) ((size_t)(steps) * ((size_t)(steps) + 4))
+int measure_slq(struct probe *pr, enum hvp_kind kind, int steps, struct rng *r, float *const *q,
+                float *hv, double *work, double *node, double *weight);
+/* The density of `runs` SLQ runs (run j: m[j] nodes at node[j * stride], weights likewise), as
+ * PyHessian's density_generate: `bins` grid points evenly on [lo - overhead, hi + overhead],
+ * lo and hi the smallest and largest node of all runs (PyHessian takes the means over runs of
+ * each run's extremes, which cuts off the nodes outside when runs > 1); at each point the
+ * mean over runs of sum_k w_k N(x; theta_k, var), var = sigma2 * max(1, width of the grid),
+ * divided by its Riemann sum times the grid step (so it sums to 1 on the grid). */
+void measure_density(int runs, const int *m, const double *node, const double *weight,
+                     int stride, int bins, double sigma2, double overhead, double *grid,
+                     double *dens);
 
 /* Power iteration for the k eigenvalues of largest magnitude (PyHessian's eig): v ~ N(0, I)
  * from r, each iteration orthonormalises v against the eigenvectors already found, takes
@@ -160,9 +201,24 @@ struct measure_trace_cfg {
     bool on;
     long every, examples;
     int split, hvp, normalize;
-    long probes;
-    double tol;
+    long probes, pilot;
+    double tol, rel_err;
     struct probe pr;
+};
+struct measure_density_cfg {
+    bool on;
+    long every, examples;
+    int split, hvp;
+    long steps, runs, bins;
+    double sigma2, overhead;
+    struct probe pr;
+    float **q;                  /* (steps) P-float Lanczos vectors */
+    double *node, *weight;      /* (runs, steps) */
+    double *work;               /* MEASURE_SLQ_WORK(steps) */
+    int *m;                     /* (runs) nodes of each run */
+    double *grid, *dens;        /* (bins) */
+    char *csv;                  /* CSV text, csv_cap bytes */
+    size_t csv_cap;
 };
 struct measure_lambda_cfg {
     bool on;
@@ -197,6 +253,7 @@ struct measure {
     struct measure_lambda_cfg lambda;
     struct measure_sharp_cfg sharp;
     struct measure_landscape_cfg land;
+    struct measure_density_cfg density;
     float *w_save, *g_save;     /* the training state, restored by copy after measuring */
     float *ws[4];               /* P-float workspaces */
     char *csv;                  /* landscape CSV text, csv_cap bytes */

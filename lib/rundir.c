@@ -19,7 +19,7 @@
 #include "version.h"
 
 const char *const run_status_names[] = {"running", "completed", "diverged", "interrupted",
-                                        "failed", NULL};
+                                        "failed", "stopped", NULL};
 
 void record_begin(struct record *r, long epoch, long step, double seconds, double sps,
                   double grad_evals)
@@ -595,7 +595,8 @@ static void remove_file(struct rundir *rd, const char *file)
 static void remove_run_files(struct rundir *rd)
 {
     static const char *const files[] = {"summary.json", "metrics.jsonl", "checkpoint.safetensors",
-                                        "model.safetensors", "meta.json", NULL};
+                                        "model.safetensors", "meta.json", "best.safetensors",
+                                        NULL};
     for (int i = 0; files[i]; i++)
         remove_file(rd, files[i]);
 }
@@ -665,6 +666,10 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
     rd->best_by = has_val ? (classify ? "val_acc" : "val_loss")
                           : (classify ? "test_acc" : "test_loss");
     rd->best_max = classify;
+    if (x->keep_best) { /* train.keep_best selects the best record */
+        rd->best_by = x->keep_best;
+        rd->best_max = x->keep_best_max;
+    }
     if (io_mkdir_p(dir, e) < 0)
         return -1;
     char *cfg_path = path_in(rd, "config.yaml"), *ck = path_in(rd, "checkpoint.safetensors");
@@ -701,7 +706,8 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
         cJSON *j = cJSON_Parse(s);
         const cJSON *status = j ? cJSON_GetObjectItemCaseSensitive(j, "status") : NULL;
         *done = cJSON_IsString(status) && (!strcmp(status->valuestring, "completed") ||
-                                           !strcmp(status->valuestring, "diverged"));
+                                           !strcmp(status->valuestring, "diverged") ||
+                                           !strcmp(status->valuestring, "stopped"));
         cJSON_Delete(j);
         free(s);
         if (*done)
@@ -760,6 +766,11 @@ int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_st
     cJSON_AddStringToObject(s, "best_by", rd->best_by);
     /* the split "best" was selected on: test when there is no validation split */
     cJSON_AddStringToObject(s, "best_on", x->data.val.n > 0 ? "validation" : "test");
+    if (x->keep_best) /* train.keep_best: best.safetensors holds this epoch's weights */
+        cJSON_AddItemToObject(s, "best_epoch",
+                              rd->best ? cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(
+                                                             rd->best, "epoch"), 1)
+                                       : cJSON_CreateNull());
     cJSON_AddNumberToObject(s, "wall_seconds", st->wall_seconds + rundir_now() - rd->started);
     cJSON_AddNumberToObject(s, "grad_evals", st->grad_evals);
     if (rc == 0)

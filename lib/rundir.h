@@ -36,7 +36,9 @@
 struct experiment;
 struct cJSON;
 
-enum run_status { RUN_RUNNING, RUN_COMPLETED, RUN_DIVERGED, RUN_INTERRUPTED, RUN_FAILED };
+/* RUN_STOPPED: ended by train.early_stop, a finished run like RUN_COMPLETED. */
+enum run_status { RUN_RUNNING, RUN_COMPLETED, RUN_DIVERGED, RUN_INTERRUPTED, RUN_FAILED,
+                  RUN_STOPPED };
 extern const char *const run_status_names[];
 
 /* Where training stands; all of it goes into the checkpoint. */

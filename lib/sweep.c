@@ -546,7 +546,8 @@ static int expand(const struct plan *pl, int **combo, long *n_combo, struct err 
 
 const char *sweep_run_status(const char *dir)
 {
-    static const char *const known[] = {"completed", "diverged", "interrupted", "failed", NULL};
+    static const char *const known[] = {"completed", "diverged", "interrupted", "failed",
+                                        "stopped", NULL};
     char *p = xasprintf("%s/summary.json", dir), *s = NULL;
     const char *status = NULL;
     struct err ignored = {0};
@@ -820,11 +821,11 @@ static void on_signal(int sig)
 
 static bool finished(const char *status)
 {
-    return !strcmp(status, "completed") || !strcmp(status, "diverged");
+    return !strcmp(status, "completed") || !strcmp(status, "diverged") ||
+           !strcmp(status, "stopped");
 }
 
 /* Exit status of samx run for a run directory another samx process holds (rundir). */
-enum { EXIT_BUSY = 75 };
 
 /* The run's status from how its process ended and what it left on disk. */
 static const char *reap_status(const struct run *r, int ws)
@@ -835,7 +836,7 @@ static const char *reap_status(const struct run *r, int ws)
     }
     if (WIFEXITED(ws) && WEXITSTATUS(ws) == SAMX_EXIT_INTERRUPTED)
         return "interrupted";
-    if (WIFEXITED(ws) && WEXITSTATUS(ws) == EXIT_BUSY)
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == SAMX_EXIT_BUSY)
         return "busy";
     /* killed: its last checkpoint is on disk, and running the sweep again resumes from it */
     if (WIFSIGNALED(ws))
@@ -1090,7 +1091,7 @@ int sweep_main(const struct sweep_opts *o, struct err *e)
     rc = stopped                          ? SAMX_EXIT_INTERRUPTED
          : counts[0] + counts[1] == n     ? SAMX_EXIT_OK
          : counts[3] || counts[2]         ? SAMX_EXIT_RUNTIME
-         : counts[4]                      ? EXIT_BUSY
+         : counts[4]                      ? SAMX_EXIT_BUSY
                                           : SAMX_EXIT_RUNTIME;
 out:
     for (int k = 0; k < n; k++)

@@ -676,6 +676,23 @@ static int run_value(const struct table_run *r, const char *metric, const char *
         cJSON_Delete(s);
         return rc;
     }
+    /* The run's recorded best (train.keep_best: summary.json's best record, best_by NAME, the
+     * epoch of best.safetensors) when it selected on this metric. */
+    char *sp = xasprintf("%s/summary.json", r->dir);
+    bool has_sum = io_exists(sp);
+    cJSON *sum = has_sum ? read_json(sp, e) : NULL;
+    free(sp);
+    if (has_sum && !sum)
+        return -1;
+    const cJSON *by = sum ? cJSON_GetObjectItemCaseSensitive(sum, "best_by") : NULL;
+    const cJSON *brec = sum ? cJSON_GetObjectItemCaseSensitive(sum, "best") : NULL;
+    if (cJSON_GetObjectItemCaseSensitive(sum, "best_epoch") && cJSON_IsString(by) &&
+        !strcmp(by->valuestring, best) && cJSON_IsObject(brec)) {
+        rc = record_value(brec, metric, r->dir, v, e);
+        cJSON_Delete(sum);
+        return rc;
+    }
+    cJSON_Delete(sum);
     size_t n = strlen(best);
     bool max = n > 4 && !strcmp(best + n - 4, "_acc");
     char *p = xasprintf("%s/metrics.jsonl", r->dir);
@@ -753,7 +770,7 @@ static int aggregate(const struct runset *rs, const struct table_group *g, char 
     }
     for (int i = 0; i < g->n_run; i++) {
         const struct table_run *r = &rs->run[g->run[i]];
-        if (!strcmp(r->status, "completed")) {
+        if (!strcmp(r->status, "completed") || !strcmp(r->status, "stopped")) {
             bool diverged = false;
             for (int m = 0; m < n_metric && !diverged; m++) {
                 double v = NAN; /* set by run_value on success */

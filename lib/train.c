@@ -7,10 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "blas.h"
+#include "io.h"
 #include "nn.h"
 #include "rng.h"
 #include "rundir.h"
+#include "safetensors.h"
 #include "schedule.h"
 #include "tune.h"
 
@@ -32,20 +36,21 @@ struct batch_ctx {
     float *dout;       /* (max_batch, n_out) */
     double *loss_ex;   /* (max_batch) */
     uint8_t *hit;      /* (max_batch) */
+    int micro;         /* train.accumulate: rows per micro-batch; 0: no accumulation */
     /* clean-pass accumulators for the epoch record */
     double sum_loss, sum_hit, count;
 };
 
-/* Forward (and backward when grad) on rows [0, n) of (xin, lab, tgt); returns the loss SUM. */
-static double forward_loss(struct batch_ctx *b, struct params *p, const float *xin,
-                           const int32_t *lab, const float *tgt, int n, enum pass_mode mode,
-                           bool grad, double *hits)
+/* Forward (and backward when grad, adding to p->g when acc) on rows [0, n) of (xin, lab, tgt),
+ * each example's loss weighted by scale in the gradient; returns the loss SUM. */
+static double forward_loss_scaled(struct batch_ctx *b, struct params *p, const float *xin,
+                                  const int32_t *lab, const float *tgt, int n, float scale,
+                                  enum pass_mode mode, bool grad, bool acc, double *hits)
 {
     struct experiment *x = b->x;
     struct model *m = &x->model;
     SAMX_ASSERT(p == &m->p);
     m->ops->forward(m, xin, n, mode);
-    float scale = 1.0f / (float)n;
     double sum;
     if (x->loss == LOSS_CROSS_ENTROPY) {
         sum = xent_forward_backward(grad ? b->dout : NULL, b->loss_ex, b->hit, m->out, lab, n,
@@ -62,7 +67,51 @@ static double forward_loss(struct batch_ctx *b, struct params *p, const float *x
             *hits = 0;
     }
     if (grad)
-        m->ops->backward(m, xin, b->dout, n, false);
+        m->ops->backward(m, xin, b->dout, n, acc);
+    return sum;
+}
+
+/* forward_loss_scaled for the mean over rows [0, n), overwriting p->g. */
+static double forward_loss(struct batch_ctx *b, struct params *p, const float *xin,
+                           const int32_t *lab, const float *tgt, int n, enum pass_mode mode,
+                           bool grad, double *hits)
+{
+    return forward_loss_scaled(b, p, xin, lab, tgt, n, 1.0f / (float)n, mode, grad, false, hits);
+}
+
+/* train.accumulate (gradient accumulation): the rows [0, n) of a closure call in micro-batches
+ * of at most b->micro rows, one after the other, so the model's activations are those of one
+ * micro-batch. Each micro-batch's examples are weighted 1/n and the backward passes add into
+ * p->g, so p->g ends as the gradient of the mean loss over all n rows: the gradient of the
+ * unaccumulated call, up to the order of summation. BatchNorm sees each micro-batch's own
+ * statistics (and a pass that updates running statistics updates them once per micro-batch);
+ * dropout masks come from (seed, "dropout", step * k + j) for micro-batch j of a call (every
+ * call goes through here when k > 1, so the addresses never collide across steps), the same in
+ * every pass of a step. Returns the loss sum, hits summed into *hits. */
+static double micro_batches(struct batch_ctx *b, struct params *p, const float *xin,
+                            const int32_t *lab, const float *tgt, int n, enum pass_mode mode,
+                            bool grad, double *hits, float *losses)
+{
+    struct experiment *x = b->x;
+    int dim = b->ds->dim, micro = b->micro > 0 ? b->micro : n;
+    long step = x->model.step;
+    double sum = 0, h = 0;
+    for (int lo = 0, j = 0; lo < n; lo += micro, j++) {
+        int nb = lo + micro <= n ? micro : n - lo;
+        double hj;
+        if (b->micro > 0)
+            x->model.step = step * x->accumulate + j;
+        sum += forward_loss_scaled(b, p, xin + (size_t)lo * dim, lab ? lab + lo : NULL,
+                                   tgt ? tgt + lo : NULL, nb, 1.0f / (float)n, mode, grad,
+                                   lo > 0, &hj);
+        h += hj;
+        if (losses)
+            for (int i = 0; i < nb; i++)
+                losses[lo + i] = (float)b->loss_ex[i];
+    }
+    x->model.step = step;
+    if (hits)
+        *hits = h;
     return sum;
 }
 
@@ -116,7 +165,11 @@ static double closure_grad_fn(struct closure *f, struct params *p, int pass, con
     const int32_t *lab;
     n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
     double hits;
-    double sum = forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true, &hits);
+    double sum = b->micro > 0
+                     ? micro_batches(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true,
+                                     &hits, NULL)
+                     : forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true,
+                                    &hits);
     /* train.l2: lambda/2 ||w||^2 is part of the loss every pass differentiates, so a SAM-family
      * ascent includes lambda w and the descent gradient lambda (w + e). The returned and recorded
      * losses are the data loss alone, comparable across lambda. */
@@ -137,6 +190,11 @@ static void closure_losses_fn(struct closure *f, const struct params *p, int pas
     const float *xin, *tgt;
     const int32_t *lab;
     n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
+    if (b->micro > 0) {
+        micro_batches(b, (struct params *)p, xin, lab, tgt, n, pass_mode_of(b->x, pass), false,
+                      NULL, out);
+        return;
+    }
     forward_loss(b, (struct params *)p, xin, lab, tgt, n, pass_mode_of(b->x, pass), false, NULL);
     for (int i = 0; i < n; i++)
         out[i] = (float)b->loss_ex[i];
@@ -147,17 +205,21 @@ static void batch_ctx_init(struct batch_ctx *b, struct experiment *x)
     memset(b, 0, sizeof *b);
     b->x = x;
     b->ds = &x->data.train;
+    /* Batch rows (inputs, labels) for a whole batch; model-side rows (dout, losses) for what
+     * one model call takes, a micro-batch with train.accumulate. */
     int mb = x->model.max_batch, dim = b->ds->dim;
+    int rows = x->batch_size > mb ? (int)x->batch_size : mb;
+    b->micro = x->accumulate > 1 ? (int)(x->batch_size / x->accumulate) : 0;
     b->order = xmalloc((size_t)b->ds->n * sizeof *b->order);
-    b->idx = xmalloc((size_t)mb * sizeof *b->idx);
-    b->xb = xfloats((size_t)mb * dim);
-    b->xs = xfloats((size_t)mb * dim);
+    b->idx = xmalloc((size_t)rows * sizeof *b->idx);
+    b->xb = xfloats((size_t)rows * dim);
+    b->xs = xfloats((size_t)rows * dim);
     if (b->ds->label) {
-        b->lb = xmalloc((size_t)mb * sizeof *b->lb);
-        b->ls = xmalloc((size_t)mb * sizeof *b->ls);
+        b->lb = xmalloc((size_t)rows * sizeof *b->lb);
+        b->ls = xmalloc((size_t)rows * sizeof *b->ls);
     } else {
-        b->yb = xfloats((size_t)mb);
-        b->ys = xfloats((size_t)mb);
+        b->yb = xfloats((size_t)rows);
+        b->ys = xfloats((size_t)rows);
     }
     b->dout = xfloats((size_t)mb * x->model.n_out);
     b->loss_ex = xmalloc((size_t)mb * sizeof *b->loss_ex);
@@ -221,7 +283,10 @@ static double initial_grad_norm(struct experiment *x, struct batch_ctx *b)
     epoch_order(x, b->order, 1);
     int n = (int)x->batch_size;
     data_batch(b->ds, b->order, n, b->xb, b->lb, b->yb);
-    forward_loss(b, &x->model.p, b->xb, b->lb, b->yb, n, PASS_EVAL, true, NULL);
+    if (b->micro > 0)
+        micro_batches(b, &x->model.p, b->xb, b->lb, b->yb, n, PASS_EVAL, true, NULL, NULL);
+    else
+        forward_loss(b, &x->model.p, b->xb, b->lb, b->yb, n, PASS_EVAL, true, NULL);
     if (x->l2 > 0) /* the training gradient's norm, as the trained epochs record it */
         vec_axpy(x->model.p.n, (float)x->l2, x->model.p.w, x->model.p.g);
     double norm = vec_nrm2(x->model.p.n, x->model.p.g);
@@ -353,6 +418,10 @@ static void say_end(const struct experiment *x, const struct rundir *rd,
                  "status 'diverged' (a result, exit 0); run directory '%s'",
                  st->step, st->epoch, x->epochs, dir);
         break;
+    case RUN_STOPPED:
+        samx_say("stopped early after epoch %ld of %ld (train.early_stop on %s):%s; run "
+                 "directory '%s'", st->epoch, x->epochs, x->early_stop.metric, buf, dir);
+        break;
     case RUN_INTERRUPTED:
         if (st->step_in_epoch > 0)
             samx_say("interrupted in epoch %ld at step %ld of %ld: checkpoint saved; run the "
@@ -413,6 +482,107 @@ void experiment_warn(const struct experiment *x)
                   "is selected on the test set (\"best_on\": \"test\")");
 }
 
+/* ---- train.keep_best and train.early_stop ---- */
+
+/* Whether v improves on best (NaN never does; any finite value improves on none). */
+static bool improves(double v, double best, bool max, double delta)
+{
+    if (!isfinite(v))
+        return false;
+    return isnan(best) || (max ? v > best + delta : v < best - delta);
+}
+
+/* Early stopping's state: the best value so far and the epochs since it. A pure function of the
+ * records, so a resumed run rebuilds it from metrics.jsonl (early_stop_replay). */
+struct early_stop {
+    double best;
+    long best_epoch, wait;
+};
+
+static void early_stop_note(const struct experiment *x, struct early_stop *es, long epoch,
+                            double v)
+{
+    if (improves(v, es->best, x->early_stop.max, x->early_stop.min_delta)) {
+        es->best = v;
+        es->best_epoch = epoch;
+        es->wait = 0;
+    } else if (epoch > 0) {
+        es->wait++;
+    }
+}
+
+/* The run stops after `epoch` when the metric has not improved (by more than min_delta on the
+ * best so far, epoch 0 included) in the last `patience` epochs, unless that epoch is the last
+ * one anyway. */
+static bool early_stop_due(const struct experiment *x, const struct early_stop *es, long epoch)
+{
+    return x->early_stop.metric && epoch > 0 && epoch < x->epochs &&
+           es->wait >= x->early_stop.patience;
+}
+
+static double record_value(const cJSON *rec, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* Rebuild the early-stopping state from the records already in <dir>/metrics.jsonl (those the
+ * checkpoint has seen: rundir_open trimmed the file to them). */
+static int early_stop_replay(const struct experiment *x, const char *dir, struct early_stop *es,
+                             struct err *e)
+{
+    char *path = xasprintf("%s/metrics.jsonl", dir), *buf = NULL;
+    int rc = io_exists(path) ? io_read_all(path, &buf, NULL, e) : 0;
+    free(path);
+    char *save = NULL;
+    for (char *line = buf ? strtok_r(buf, "\n", &save) : NULL; line && rc == 0;
+         line = strtok_r(NULL, "\n", &save)) {
+        cJSON *rec = cJSON_Parse(line);
+        if (rec)
+            early_stop_note(x, es, (long)record_value(rec, "epoch"),
+                            record_value(rec, x->early_stop.metric));
+        cJSON_Delete(rec);
+    }
+    free(buf);
+    return rc;
+}
+
+/* best.safetensors: the weights (and model buffers) in model.safetensors' format. */
+static int save_best(const struct experiment *x, const char *dir, struct err *e)
+{
+    const struct model *m = &x->model;
+    struct st_entry ent[2 * SAMX_MAX_TENSORS];
+    st_entries_params(&m->p, m->p.w, ent);
+    int n = m->p.nt;
+    if (m->buf.nt > 0) {
+        st_entries_params(&m->buf, m->buf.w, ent + n);
+        n += m->buf.nt;
+    }
+    char *path = xasprintf("%s/best.safetensors", dir);
+    int rc = st_save(path, ent, n, NULL, true, e);
+    free(path);
+    return rc;
+}
+
+/* Before appending epoch's record r: with keep_best, whether it is a new best (the rule of
+ * rundir's best record: strictly better, so the first of equal values stays) and the
+ * best_epoch key; with early stopping, the state update. */
+static bool selection_epoch(const struct experiment *x, const struct rundir *rd,
+                            struct early_stop *es, long epoch, struct record *r)
+{
+    bool new_best = false;
+    if (x->keep_best) {
+        double v = record_value(r->obj, x->keep_best);
+        double b = rd->best ? record_value(rd->best, x->keep_best) : NAN;
+        new_best = improves(v, b, x->keep_best_max, 0);
+        double be = new_best ? (double)epoch : rd->best ? record_value(rd->best, "epoch") : NAN;
+        record_num(r, "best_epoch", be);
+    }
+    if (x->early_stop.metric)
+        early_stop_note(x, es, epoch, record_value(r->obj, x->early_stop.metric));
+    return new_best;
+}
+
 static int train_loop(struct experiment *x, struct rundir *rd, struct train_state *st,
                const struct run_opts *o, struct err *e)
 {
@@ -422,6 +592,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
                         .evals = st->grad_evals};
     struct params *p = &x->model.p;
     int rc = 0;
+    struct early_stop es = {.best = NAN};
 
     if (rundir_interrupted()) { /* a signal while loading data or opening the directory */
         st->status = RUN_INTERRUPTED;
@@ -438,11 +609,17 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         epoch_record(x, &r, &a);
         if (measure_epoch(&x->measure, x, 0, rd->dir, &r, e) < 0) /* issue 4: eval.* */
             goto out;
+        bool best = selection_epoch(x, rd, &es, 0, &r);
         say_epoch(x, o, r.obj, 0);
-        if (rundir_append_record(rd, &r, e) < 0)
+        if (rundir_append_record(rd, &r, e) < 0 || (best && save_best(x, rd->dir, e) < 0))
             goto out;
         st->have_epoch0 = true;
+    } else if (x->early_stop.metric && early_stop_replay(x, rd->dir, &es, e) < 0) {
+        goto out;
     }
+    /* A resumed run that had already stopped early (its summary not yet written) stays so. */
+    if (early_stop_due(x, &es, st->epoch) && st->step_in_epoch == 0)
+        st->status = RUN_STOPPED;
 
     for (long ep = st->epoch + 1; ep <= x->epochs && st->status == RUN_RUNNING; ep++) {
         double t0 = rundir_now() - st->epoch_seconds;
@@ -512,9 +689,13 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         st->acc_steps = 0;
         st->epoch_seconds = 0;
         st->grad_evals = f.evals;
-        if (rundir_append_record(rd, &r, e) < 0 || rundir_checkpoint(rd, x, st, e) < 0)
+        bool best = selection_epoch(x, rd, &es, ep, &r);
+        if (early_stop_due(x, &es, ep))
+            st->status = RUN_STOPPED; /* in the checkpoint too: a resume knows */
+        if (rundir_append_record(rd, &r, e) < 0 || (best && save_best(x, rd->dir, e) < 0) ||
+            rundir_checkpoint(rd, x, st, e) < 0)
             goto out;
-        if (rundir_interrupted() && ep < x->epochs) {
+        if (rundir_interrupted() && ep < x->epochs && st->status == RUN_RUNNING) {
             st->status = RUN_INTERRUPTED;
             goto out;
         }
@@ -571,7 +752,8 @@ int train_run(const struct run_opts *o, struct err *e)
         rc = -1;
     } else if (done) {
         samx_say("skipped: '%s' is already complete (use --force to run it again)", dir);
-    } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED) {
+    } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED ||
+               st.status == RUN_STOPPED) {
         /* Killed after its final checkpoint: the run is over, only its final files are due. */
         if (rundir_finish(&rd, &x, &st, o->command_line, e) < 0)
             rc = -1;

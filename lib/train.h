@@ -57,6 +57,18 @@ struct experiment {
     struct optim optim;
     long epochs, batch_size, eval_batch_size;
     long batch_size_asked;      /* train.batch_size as given (batch_size: at most the set) */
+    long accumulate;            /* train.accumulate: micro-batches per step (1: none) */
+    /* train.keep_best: the record key whose best epoch (max for *_acc, min for *_loss) is saved
+     * as best.safetensors and recorded (NULL: off); train.early_stop: stop when `metric` has not
+     * improved by more than min_delta for `patience` epochs (metric NULL: off). */
+    const char *keep_best;
+    bool keep_best_max;
+    struct {
+        const char *metric;
+        bool max;
+        long patience;
+        double min_delta;
+    } early_stop;
     bool drop_last;
     enum loss_kind loss;
     double label_smoothing;
