@@ -3,8 +3,9 @@
  * Keys (eval.<measurement>.*), every measurement: every [1] (epochs; 0 = off), examples [1024]
  * (probe set size, clamped to the split), split [train | val | test].
  *   hessian_trace: rel_err [0.05] (target relative standard error; 0: a fixed count), probes
- *                  [1000] (the cap; with rel_err 0 the count), pilot [20], tol [0] (with
- *                  rel_err 0 only: PyHessian's relative-change stop, biased), hvp [exact |
+ *                  [1000] (the cap; with rel_err 0 the count; at least 4 with rel_err), pilot
+ *                  [min(20, probes/2)], tol [0] (with rel_err 0 only: PyHessian's
+ *                  relative-change stop, biased), hvp [exact |
  *                  finite_difference; exact when the model has the op], normalize [grad_norm |
  *                  grad_norm_sq | none]
  *   hessian_density: steps [100] (Lanczos), runs [1], bins [10000], sigma2 [1e-5], overhead
@@ -673,7 +674,8 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             read_common(c, x, &t->every, &t->examples, &t->split, &ds, e) < 0 ||
             cfg_num(c, "rel_err", 0.05, &t->rel_err, e) < 0 ||
             cfg_int(c, "probes", 1000, &t->probes, e) < 0 ||
-            cfg_int(c, "pilot", 20, &t->pilot, e) < 0 ||
+            /* the pilot fits under a cap given as the old fixed count (probes: 20 -> 10) */
+            cfg_int(c, "pilot", t->probes / 2 < 20 ? t->probes / 2 : 20, &t->pilot, e) < 0 ||
             cfg_num(c, "tol", 0, &t->tol, e) < 0 ||
             read_hvp(c, m, &t->hvp, e) < 0 ||
             cfg_enum(c, "normalize", normalize_names, NORM_GRAD, &t->normalize, e) < 0)
@@ -684,6 +686,10 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             return range_err(e, c, "probes", "in [1, 100000]");
         if (t->tol < 0)
             return range_err(e, c, "tol", ">= 0");
+        if (t->rel_err > 0 && t->probes < 4)
+            return range_err(e, c, "probes", "at least 4 with rel_err > 0 (the cap: a pilot of "
+                                             "2 or more and as many fresh probes; rel_err: 0 "
+                                             "for a fixed count)");
         if (t->rel_err > 0 && (t->pilot < 2 || 2 * t->pilot > t->probes))
             return range_err(e, c, "pilot", "at least 2 and at most half of 'probes' (the cap)");
         if (t->rel_err > 0 && t->tol > 0)
@@ -766,7 +772,7 @@ int measure_init(struct measure *ms, struct cfg_node *root, struct experiment *x
             return range_err(e, c, "sigma2", "> 0");
         if (!(d->overhead >= 0))
             return range_err(e, c, "overhead", ">= 0");
-        if ((d->on = d->every > 0)) {
+        if ((d->on = d->every > 0 && !x->plan)) {
             probe_init(&d->pr, m, ds, (int)d->examples, ms->seed, (uint64_t)d->split, mse, ls);
             d->q = xmalloc((size_t)d->steps * sizeof *d->q);
             for (k = 0; k < d->steps; k++)

@@ -17,7 +17,7 @@ seed: 1
 data: {name: fashion-mnist, limit_train: 2000, limit_test: 500, val_split: 0.1}
 model: {name: mlp, hidden: [32]}
 train: {epochs: 2, batch_size: 100}
-eval: {hessian_trace: {probes: 2, examples: 200}}
+eval: {hessian_trace: {probes: 2, rel_err: 0, examples: 200}}
 optimizer:
   name: sam
   rho: 0.05

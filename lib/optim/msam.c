@@ -58,7 +58,7 @@ static int msam_init(struct optim *o, struct cfg_node *c, struct err *e)
     for (int i = 0; i < b->n_state; i++)
         if (!strcmp(b->state_name[i], "momentum_started"))
             s->started = b->state[i];
-    SAMX_ASSERT(s->wd && s->v && s->started);
+    SAMX_ASSERT(s->wd && ((s->v && s->started) || o->env.plan)); /* planning: no buffers */
     s->saved = optim_scratch(o);
     s->e = optim_scratch(o);
     return 0;
