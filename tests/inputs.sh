@@ -127,6 +127,9 @@ expect 2 "ml.yaml:2:17: 'train.epochs' must be an integer, got the string 'ten\\
     "an error quoting a string that spans lines is one line" -- "$SAMX" check "$T/ml.yaml"
 expect 2 "override 'train.loss=\"a\\\\nb\"'" "an override with a newline: one line" -- \
     "$SAMX" check t.yaml 'train.loss="a\nb"'
+printf 'name: k\n"%s": 1\n' "$(head -c 300 /dev/zero | tr '\0' k)" >"$T/longkey.yaml"
+expect 2 "longkey.yaml:2:1: key longer than 200 bytes" \
+    "a key of 300 bytes is an error (its dump would not load back)" -- "$SAMX" check "$T/longkey.yaml"
 
 # --- data files ---------------------------------------------------------------------------------
 # IDX: a header saying n images of r x c, then the payload
