@@ -44,7 +44,8 @@ static const char *const usage_run =
     "  75 busy (another samx is training this run directory), 130 interrupted (resumable).\n";
 static const char *const usage_check =
     "usage: samx check CONFIG [KEY=VALUE ...] [-q]\n"
-    "  validate CONFIG (loading its data) and print the resolved config, every default included;\n"
+    "  validate CONFIG (reading data file headers, not the examples) and print the resolved\n"
+    "  config, every default included;\n"
     "  warnings for degenerate settings on stderr (-q: errors only)\n";
 static const char *const usage_sweep =
     "usage: samx sweep SWEEP|CONFIG [KEY=V1,V2 ...] [-j JOBS] [--emit sh|parallel|slurm]\n"
@@ -56,13 +57,13 @@ static const char *const usage_sweep =
     "                 named alternatives (optimizer=sam,sgd)\n"
     "  -j JOBS        runs at once here, each with max(1, THREADS/JOBS) threads [1]\n"
     "  -t THREADS     threads for all runs together [OMP_NUM_THREADS, else the machine's cores]\n"
-    "  -q             errors only (the runs themselves always run with -q)\n"
     "  --emit ENGINE  write the sweep's files and print a script that runs it instead: sh,\n"
     "                 parallel (GNU parallel, --joblog/--resume-failed) or slurm (an sbatch\n"
     "                 array job)\n"
     "  --dry-run      print the run commands; write and run nothing\n"
     "  -o ROOT        results root [results]: runs in ROOT/<name>/<run-id>\n"
-    "  -q             errors only (a failed or killed run, with its reason)\n"
+    "  -q             errors only (a failed or killed run, with its reason); the runs themselves\n"
+    "                 always run with -q\n"
     "  Named alternatives: in a sweep file, a mapping instead of a list names each value, and\n"
     "  run ids carry the name (optimizer=sam,seed=0-<hash>); _shared is merged under every\n"
     "  alternative, and an alternative's 'key: null' drops a shared key:\n"
@@ -80,7 +81,8 @@ static const char *const usage_sweep =
     "  each method its own config. Completed runs are skipped and interrupted ones resume, so\n"
     "  rerunning a sweep finishes it. stderr: a line per run started and done (test_acc, or\n"
     "  why not) and a count. Exit 0 when every run completed or diverged, 1 when one failed or\n"
-    "  was killed, 130 when interrupted (SIGINT/SIGTERM reach every run, which checkpoints).\n";
+    "  was killed, 75 when the only runs left were busy (another samx trains them), 130 when\n"
+    "  interrupted (SIGINT/SIGTERM reach every run, which checkpoints).\n";
 static const char *const usage_table =
     "usage: samx table DIR ... [--group KEYS] [--metric NAMES] [--at final|best:NAME]\n"
     "                  [--format md|latex|csv|json] [--precision P] [--counts] [-q]\n"
@@ -506,10 +508,18 @@ static void list_keys(void)
     print_defaults(cfg_child(root, "train"), "train", "loss [");
     printf("    train.loss [cross_entropy with class labels, else mse]\n"
            "    train.bn_update [first_pass] (models with BatchNorm: first_pass, all_passes, "
-           "reference)\n");
+           "reference)\n"
+           "    train.accumulate [1] (micro-batches per step; written when given)\n"
+           "    train.l2 [0] (lambda/2 ||w||^2 inside the loss; written when given)\n"
+           "    train.keep_best [none] (a record key: best.safetensors), train.early_stop "
+           "[none] ({metric, patience, min_delta}),\n"
+           "    train.allow_test [false] (keep_best/early_stop on test-set keys)\n");
     printf("  eval.* (each measurement is off until its key is given: eval.hessian_trace={};\n"
            "  hvp [exact] is finite_difference for models without an exact one):\n");
     print_defaults(cfg_child(root, "eval"), "eval", NULL);
+    printf("    eval.hessian_density.* (stochastic Lanczos quadrature): steps [100], runs [1], "
+           "bins [10000],\n      sigma2 [1e-5], overhead [0.01], hvp, and every/examples/split "
+           "as above\n");
     experiment_free(&x);
 }
 

@@ -1093,6 +1093,11 @@ int sweep_main(const struct sweep_opts *o, struct err *e)
          : counts[3] || counts[2]         ? SAMX_EXIT_RUNTIME
          : counts[4]                      ? SAMX_EXIT_BUSY
                                           : SAMX_EXIT_RUNTIME;
+    /* Every non-zero exit says why, with or without a terminal (and with -q). */
+    if (rc == SAMX_EXIT_INTERRUPTED)
+        fprintf(stderr, "samx: interrupted by a signal: %d runs not finished (they resume when "
+                        "the sweep runs again); manifest %s\n",
+                n - counts[0] - counts[1], manifest);
 out:
     for (int k = 0; k < n; k++)
         run_free(&runs[k]);

@@ -202,7 +202,7 @@ ok $? "plot takes -q"
 # --- the keys and commands, as the code has them ----------------------------------------------
 "$SAMX" list keys >"$T/keys"
 grep -qx '    train.epochs \[10\]' "$T/keys" && grep -qx '    data.val_split \[0\]' "$T/keys" &&
-    grep -qx '    eval.hessian_trace.probes \[20\]' "$T/keys"
+    grep -qx '    eval.hessian_trace.probes \[1000\]' "$T/keys"
 ok $? "samx list keys lists train.*, data.* and eval.* keys with defaults"
 cat >"$T/keys.yaml" <<EOF
 data: {name: synthetic-linear, n_train: 200, n_test: 100}
