@@ -975,7 +975,7 @@ int cfg_num_list(struct cfg_node *map, const char *key, const double *def, int n
 
 /* ---- unused keys ---- */
 
-static size_t cfg_distance(const char *a, const char *b)
+size_t cfg_distance(const char *a, const char *b)
 {
     size_t na = strlen(a), nb = strlen(b), d;
     size_t *row = xmalloc((nb + 1) * sizeof *row);

@@ -132,4 +132,7 @@ char *cfg_dump(const struct cfg *c);
  * (0.05 -> "0.05", 1e-8 -> "1e-08", 3 -> "3"). buf must hold 32 bytes. */
 const char *cfg_fmt_num(char buf[32], double v);
 
+/* Levenshtein distance between a and b (the did-you-mean suggestions). */
+size_t cfg_distance(const char *a, const char *b);
+
 #endif

@@ -24,30 +24,6 @@ static const char *const absent = "-";
 
 /* ---- did you mean ---- */
 
-static size_t distance(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    size_t *row = xcalloc(nb + 1, sizeof *row);
-    for (size_t j = 0; j <= nb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= na; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= nb; j++) {
-            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    size_t d = row[nb];
-    free(row);
-    return d;
-}
-
 const char *table_suggest(const char *word, const char *const *cand, int n)
 {
     size_t len = strlen(word), best = (len / 3 > 2 ? len / 3 : 2) + 1;
@@ -57,7 +33,7 @@ const char *table_suggest(const char *word, const char *const *cand, int n)
         size_t lc = strlen(cand[i]);
         if (lc > len && cand[i][lc - len - 1] == '.' && !strcmp(cand[i] + lc - len, word))
             return cand[i];
-        size_t d = distance(word, cand[i]);
+        size_t d = cfg_distance(word, cand[i]);
         if (d < best && d < len) {
             best = d;
             r = cand[i];
