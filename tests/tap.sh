@@ -2,9 +2,11 @@
 # ok/skip print one line each, tap_done the plan and a summary, and its status is the verdict.
 n=0
 fail=0
-ok() { # ok COND-EXIT-STATUS NAME
+ok() { # ok COND-EXIT-STATUS NAME; NAME may quote a program's output: kept to one TAP line
     n=$((n + 1))
-    if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=$((fail + 1)); fi
+    local name
+    name=${2//[$'\r\n\t']/ }
+    if [ "$1" -eq 0 ]; then echo "ok $n - $name"; else echo "not ok $n - $name"; fail=$((fail + 1)); fi
 }
 skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
 tap_done() {

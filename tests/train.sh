@@ -182,29 +182,35 @@ cp -r es es-crash && rm es-crash/summary.json
 "$SAMX" run es.yaml -o es-crash -q -t 2 && jq -e '.status == "stopped"' es-crash/summary.json >/dev/null &&
     cmp -s es-records es-crash/metrics.jsonl
 ok $? "resuming from the checkpoint of a stopped run (no summary yet) stops without training"
-# Interrupted mid-run and resumed: the same records as the uninterrupted run.
+# Interrupted mid-run and resumed: the same records as the uninterrupted run. The run is long
+# enough (about 8 epochs after the second record) that SIGINT lands mid-run; a machine fast
+# enough to finish first gets up to five tries.
 cat >es-long.yaml <<'EOF'
 name: esl
 seed: 4
-data: {name: fashion-mnist, limit_train: 6000, limit_test: 500, val_split: 0.1}
+data: {name: fashion-mnist, limit_train: 20000, limit_test: 500, val_split: 0.1}
 model: {name: mlp, hidden: [64]}
 train:
   epochs: 30
   batch_size: 50
   keep_best: val_acc
-  early_stop: {metric: val_loss, patience: 3}
+  early_stop: {metric: val_loss, patience: 8}
 optimizer: {name: sgd, lr: 0.2, momentum: 0.9}
 EOF
 "$SAMX" run es-long.yaml -o full -q -t 2
-"$SAMX" run es-long.yaml -o int -q -t 2 &
-pid=$!
-for _ in $(seq 200); do
-    [ "$(cat int/metrics.jsonl 2>/dev/null | wc -l)" -ge 3 ] && break
-    sleep 0.05
+for _ in 1 2 3 4 5; do
+    rm -rf int
+    "$SAMX" run es-long.yaml -o int -q -t 2 &
+    pid=$!
+    for _ in $(seq 400); do
+        [ "$(cat int/metrics.jsonl 2>/dev/null | wc -l)" -ge 2 ] && break
+        sleep 0.02
+    done
+    kill -INT $pid
+    wait $pid
+    rc=$?
+    [ $rc -eq 130 ] && break
 done
-kill -INT $pid
-wait $pid
-rc=$?
 "$SAMX" run es-long.yaml -o int -q -t 2
 rc2=$?
 test $rc -eq 130 && test $rc2 -eq 0 && cmp -s <(strip_timing full/metrics.jsonl) <(strip_timing int/metrics.jsonl) &&
