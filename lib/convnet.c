@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "measure.h"
 #include "nn.h"
 #include "nn_conv.h"
 #include "rng.h"
@@ -23,6 +24,9 @@ enum cn_kind { CN_CONV, CN_BN, CN_RELU, CN_MAXPOOL, CN_AVGPOOL, CN_GAP, CN_LINEA
 struct cn_value {
     int c, h, w;
     float *x, *dx;  /* (max_batch, c*h*w); value 0 (the input) has neither */
+    /* Their tangents R{x}, R{dx} (cn_hvp), allocated by cn_hvp_reserve; value 0's rx is zeros
+     * (the input does not depend on the weights) and it has no rdx. */
+    float *rx, *rdx;
 };
 
 struct cn_node {
@@ -52,6 +56,7 @@ struct convnet {
     enum cn_init conv_init, linear_init;
     bool zero_linear_bias;
     bool train;                /* mode of the last forward: batch statistics, dropout on */
+    bool hvp_ready;            /* cn_hvp_reserve has allocated the tangents */
     enum act act;              /* nonlinearity of the CN_RELU layers */
     struct conv_ws ws;         /* shared by every convolution: they run one at a time */
     size_t col_floats, dw_floats;
@@ -362,7 +367,7 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
             /* the moments only serve batch statistics: not in evaluation mode */
             conv2d_forward(ov->x, n->train ? d->moments : NULL, iv->x,
                            tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt), batch, &d->cs,
-                           &n->ws);
+                           &n->ws, false);
             break;
         case CN_BN: {
             bool update = mode == PASS_TRAIN_UPDATE || mode == PASS_EVAL;
@@ -408,25 +413,6 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
     }
 }
 
-/* dx = (or +=) dy * act'(z), y = act(z). ReLU: where y > 0 (ReLU'(0) = 0, as PyTorch). */
-static void act_backward_acc(enum act a, float *dx, const float *dy, const float *z,
-                             const float *y, size_t n, bool acc)
-{
-    const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float g;
-        if (a == ACT_RELU)
-            g = relu_grad(y[i], dy[i]);
-        else if (a == ACT_TANH)
-            g = dy[i] * (1.0f - y[i] * y[i]);
-        else
-            g = dy[i] * (0.5f * (1.0f + erff(z[i] * (float)M_SQRT1_2)) +
-                         z[i] * inv_sqrt_2pi * expf(-0.5f * z[i] * z[i]));
-        dx[i] = acc ? dx[i] + g : g;
-    }
-}
-
 void cn_backward(struct model *m, const float *x, const float *dout, int batch, bool acc)
 {
     struct convnet *n = m->priv;
@@ -456,7 +442,7 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch, 
             break;
         case CN_RELU:
             if (gx)
-                act_backward_acc(n->act, gx, gy, iv->x, ov->x, total, d->acc);
+                act_backward(n->act, gx, gy, iv->x, ov->x, total, d->acc);
             break;
         case CN_MAXPOOL:
             if (gx)
@@ -498,6 +484,176 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch, 
     }
 }
 
+/* ---- Hessian-vector products ---- */
+
+void cn_hvp_reserve(struct model *m)
+{
+    struct convnet *n = m->priv;
+    if (n->hvp_ready || m->plan)
+        return;
+    for (int i = 0; i < n->nv; i++) {
+        size_t sz = (size_t)m->max_batch * value_size(&n->v[i]);
+        n->v[i].rx = i == 0 ? xcalloc(sz, sizeof(float)) : xfloats(sz);
+        n->v[i].rdx = i == 0 ? NULL : xfloats(sz);
+    }
+    n->hvp_ready = true;
+}
+
+/* Forward-over-reverse (the R-operator) through the graph in evaluation mode: the forward pass,
+ * its tangent along v (rx of every value), the loss end (hvp_loss_output), then the backward
+ * pass and its tangent together, node by node from the top. Weight terms go into hv: the
+ * kernels that add weight gradients add R{dw} = (tangent of the output gradient) x (input) +
+ * (output gradient) x (tangent of the input). */
+void cn_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *l, const float *v,
+            float *hv)
+{
+    struct convnet *n = m->priv;
+    SAMX_ASSERT(n->hvp_ready && batch > 0 && batch <= m->max_batch);
+    cn_forward(m, x, batch, PASS_EVAL);
+    const float *w = m->p.w;
+    for (int i = 0; i < n->nn; i++) {
+        struct cn_node *d = &n->node[i];
+        struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
+        const float *rin = iv->rx;
+        float *r = ov->rx;
+        size_t total = (size_t)batch * value_size(ov);
+        switch (d->kind) {
+        case CN_CONV:
+            conv2d_forward(r, NULL, iv->x, tensor_of(&m->p, v, d->wt), tensor_of(&m->p, v, d->bt),
+                           batch, &d->cs, &n->ws, false);
+            if (d->in > 0)
+                conv2d_forward(r, NULL, rin, tensor_of(&m->p, w, d->wt), NULL, batch, &d->cs,
+                               &n->ws, true);
+            break;
+        case CN_BN:
+            batchnorm_rop(r, d->relu ? ov->x : NULL, rin, iv->x, tensor_of(&m->p, w, d->wt),
+                          tensor_of(&m->p, v, d->wt), tensor_of(&m->p, v, d->bt), d->save_mean,
+                          d->save_invstd, batch, iv->c, iv->h * iv->w);
+            break;
+        case CN_RELU:
+            act_backward(n->act, r, rin, iv->x, ov->x, total, false);
+            break;
+        case CN_MAXPOOL:
+            maxpool_rop(r, d->arg, rin, batch, iv->c, iv->h, iv->w, d->k, d->stride);
+            break;
+        case CN_AVGPOOL:
+            avgpool_forward(r, rin, batch, iv->c, iv->h, iv->w, d->k, d->stride);
+            break;
+        case CN_GAP:
+            gap_forward(r, rin, batch, iv->c, iv->h * iv->w);
+            break;
+        case CN_LINEAR: {
+            int n_in = (int)value_size(iv);
+            linear_forward(r, iv->x, tensor_of(&m->p, v, d->wt), tensor_of(&m->p, v, d->bt),
+                           batch, n_in, ov->c);
+            if (d->in > 0)
+                gemm_par(false, true, batch, ov->c, n_in, 1.0f, rin, tensor_of(&m->p, w, d->wt),
+                         1.0f, r);
+            break;
+        }
+        case CN_ADD:
+            add_rop(r, rin, n->v[d->in2].rx, d->relu ? ov->x : NULL, total);
+            break;
+        case CN_SHORTCUT_A:
+            shortcut_a_forward(r, rin, batch, iv->c, iv->h, iv->w, ov->c, d->stride);
+            break;
+        case CN_DROPOUT: /* identity in evaluation mode */
+            vec_copy(total, rin, r);
+            break;
+        }
+    }
+    struct cn_value *last = &n->v[n->nv - 1];
+    hvp_loss_output(l, m->out, last->rx, batch, m->n_out, last->dx, last->rdx);
+    for (int i = n->nn - 1; i >= 0; i--) {
+        struct cn_node *d = &n->node[i];
+        struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
+        const float *gy = ov->dx, *rgy = ov->rdx;
+        /* no gradient for the model's input, and its tangent is zero */
+        float *gx = d->in > 0 ? iv->dx : NULL, *rgx = d->in > 0 ? iv->rdx : NULL;
+        size_t total = (size_t)batch * value_size(ov);
+        float *hw = d->wt >= 0 ? hv + m->p.t[d->wt].off : NULL;
+        float *hb = d->bt >= 0 ? hv + m->p.t[d->bt].off : NULL;
+        const float *wt = tensor_of(&m->p, w, d->wt), *vt = tensor_of(&m->p, v, d->wt);
+        switch (d->kind) {
+        case CN_CONV:
+            /* rgx = conv^T(rgy, W) + conv^T(gy, V); hw += rgy * x + gy * rx; gx = conv^T(gy, W) */
+            conv2d_backward(rgx, hw, hb, rgy, iv->x, wt, batch, &d->cs, &n->ws, d->acc);
+            if (d->in > 0) {
+                conv2d_backward(rgx, hw, NULL, gy, iv->rx, vt, batch, &d->cs, &n->ws, true);
+                conv2d_backward(gx, NULL, NULL, gy, iv->x, wt, batch, &d->cs, &n->ws, d->acc);
+            }
+            break;
+        case CN_BN:
+            batchnorm_rop_backward(gx, rgx, hw, hb, gy, rgy, d->relu ? ov->x : NULL, iv->x,
+                                   iv->rx, d->save_mean, d->save_invstd, wt, vt, batch, iv->c,
+                                   iv->h * iv->w, d->acc);
+            break;
+        case CN_RELU:
+            if (gx)
+                act_rop(n->act, gx, rgx, gy, rgy, iv->x, ov->x, iv->rx, total, d->acc);
+            break;
+        case CN_MAXPOOL:
+            if (gx) {
+                maxpool_backward(gx, gy, d->arg, batch, iv->c, iv->h, iv->w, d->k, d->stride,
+                                 d->acc);
+                maxpool_backward(rgx, rgy, d->arg, batch, iv->c, iv->h, iv->w, d->k, d->stride,
+                                 d->acc);
+            }
+            break;
+        case CN_AVGPOOL:
+            if (gx) {
+                avgpool_backward(gx, gy, batch, iv->c, iv->h, iv->w, d->k, d->stride, d->acc);
+                avgpool_backward(rgx, rgy, batch, iv->c, iv->h, iv->w, d->k, d->stride, d->acc);
+            }
+            break;
+        case CN_GAP:
+            if (gx) {
+                gap_backward(gx, gy, batch, iv->c, iv->h * iv->w, d->acc);
+                gap_backward(rgx, rgy, batch, iv->c, iv->h * iv->w, d->acc);
+            }
+            break;
+        case CN_LINEAR: {
+            /* hw += rgy^T x + gy^T rx, hb += sums of rgy; rgx = rgy W + gy V, gx = gy W */
+            int n_in = (int)value_size(iv);
+            linear_backward(NULL, hw, hb, rgy, iv->x, wt, batch, n_in, ov->c, true);
+            if (d->in > 0) {
+                gemm_par(true, false, ov->c, n_in, batch, 1.0f, gy, iv->rx, 1.0f, hw);
+                gemm_par(false, false, batch, n_in, ov->c, 1.0f, rgy, wt, 0.0f, rgx);
+                gemm_par(false, false, batch, n_in, ov->c, 1.0f, gy, vt, 1.0f, rgx);
+                gemm_par(false, false, batch, n_in, ov->c, 1.0f, gy, wt, 0.0f, gx);
+            }
+            break;
+        }
+        case CN_ADD: {
+            const float *y = d->relu ? ov->x : NULL;
+            if (gx) {
+                grad_pass(gx, gy, y, total, d->acc);
+                grad_pass(rgx, rgy, y, total, d->acc);
+            }
+            if (d->in2 > 0) {
+                grad_pass(n->v[d->in2].dx, gy, y, total, d->acc2);
+                grad_pass(n->v[d->in2].rdx, rgy, y, total, d->acc2);
+            }
+            break;
+        }
+        case CN_SHORTCUT_A:
+            if (gx) {
+                shortcut_a_backward(gx, gy, batch, iv->c, iv->h, iv->w, ov->c, d->stride,
+                                    d->acc);
+                shortcut_a_backward(rgx, rgy, batch, iv->c, iv->h, iv->w, ov->c, d->stride,
+                                    d->acc);
+            }
+            break;
+        case CN_DROPOUT:
+            if (gx) {
+                grad_pass(gx, gy, NULL, total, d->acc);
+                grad_pass(rgx, rgy, NULL, total, d->acc);
+            }
+            break;
+        }
+    }
+}
+
 uint64_t cn_fingerprint(const struct model *m, int batch)
 {
     const struct convnet *n = m->priv;
@@ -522,9 +678,13 @@ void cn_release(struct model *m)
     struct convnet *n = m->priv;
     if (!n)
         return;
-    for (int i = 1; i < n->nv; i++) {
-        free(n->v[i].x);
-        free(n->v[i].dx);
+    for (int i = 0; i < n->nv; i++) {
+        if (i > 0) {
+            free(n->v[i].x);
+            free(n->v[i].dx);
+        }
+        free(n->v[i].rx);
+        free(n->v[i].rdx);
     }
     for (int i = 0; i < n->nn; i++) {
         free(n->node[i].save_mean);

@@ -18,8 +18,11 @@
  * in both training modes with the mask of (m->seed, "dropout", m->step), identity in PASS_EVAL.
  * backward() differentiates the most recent forward in its own mode.
  *
- * Hessian-vector products: no exact rule here; models leave hvp NULL and measurements use the
- * finite-difference fallback (measure.h).
+ * Hessian-vector products: cn_hvp is exact (forward-over-reverse, the R-operator of every
+ * layer, nn_conv.h) for the network in evaluation mode, as model.h's hvp states: BatchNorm with
+ * its running statistics, dropout off. Its workspace, the tangent of every activation and of
+ * its gradient (twice the memory of the activations), is allocated by cn_hvp_reserve only, so
+ * a model that is trained without exact curvature measurements does not carry it.
  */
 #ifndef SAMX_CONVNET_H
 #define SAMX_CONVNET_H
@@ -72,6 +75,9 @@ uint64_t cn_fingerprint(const struct model *m, int batch);
 void cn_reset(struct model *m, uint64_t seed);
 void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode);
 void cn_backward(struct model *m, const float *x, const float *dout, int batch, bool acc);
+void cn_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *l, const float *v,
+            float *hv);
+void cn_hvp_reserve(struct model *m);
 void cn_release(struct model *m);
 
 #endif

@@ -631,8 +631,9 @@ static int read_common(struct cfg_node *c, struct experiment *x, long *every, lo
     return rc;
 }
 
-/* hvp key: exact is the default where the model has the op, and an error where it has not. */
-static int read_hvp(struct cfg_node *c, const struct model *m, int *hvp, struct err *e)
+/* hvp key: exact is the default where the model has the op, and an error where it has not.
+ * An exact one gets its workspace here, at build time. */
+static int read_hvp(struct cfg_node *c, struct model *m, int *hvp, struct err *e)
 {
     if (cfg_enum(c, "hvp", hvp_kind_names, m->ops->hvp ? HVP_EXACT : HVP_FINITE_DIFFERENCE, hvp,
                  e) < 0)
@@ -640,6 +641,8 @@ static int read_hvp(struct cfg_node *c, const struct model *m, int *hvp, struct 
     if (*hvp == HVP_EXACT && !m->ops->hvp)
         return cfg_err(e, cfg_child(c, "hvp"), "model '%s' has no exact Hessian-vector product "
                                                "(use finite_difference)", m->ops->name);
+    if (*hvp == HVP_EXACT)
+        model_hvp_reserve(m);
     return 0;
 }
 

@@ -97,6 +97,12 @@ int model_plan(struct model *m, struct cfg_node *c, int n_in, const int *chw, in
                        e);
 }
 
+void model_hvp_reserve(struct model *m)
+{
+    if (m->ops->hvp && m->ops->hvp_reserve && !m->plan)
+        m->ops->hvp_reserve(m);
+}
+
 void model_release(struct model *m)
 {
     if (m->ops && m->ops->release)

@@ -14,7 +14,8 @@
  *   1. write lib/model/<name>.c: a comment block (architecture, keys with defaults), then
  *      `const struct model_ops model_<name> = {...};`
  *   2. add `&model_<name>` to model_registry in model.c and the file to lib/meson.build;
- *   3. tests/test_model.c runs the gradient checks on every registered model automatically.
+ *   3. add a small configuration to `cases` in tests/test_model.c, which runs the gradient
+ *      and Hessian-vector checks on every registered model (one without a case fails it).
  */
 #ifndef SAMX_MODEL_H
 #define SAMX_MODEL_H
@@ -59,6 +60,9 @@ struct model_ops {
      * workspace; leaves m->p.w and m->p.g untouched. Costs about two gradient evaluations. */
     void (*hvp)(struct model *m, const float *x, int batch, const struct hvp_loss *l,
                 const float *v, float *hv);
+    /* Optional: allocate the workspace of hvp (model_hvp_reserve, at build time, before the
+     * first hvp call). NULL when init allocates it. */
+    void (*hvp_reserve)(struct model *m);
     void (*release)(struct model *m);
 };
 
@@ -101,6 +105,9 @@ int model_init_image(struct model *m, struct cfg_node *c, int channels, int heig
  * safetensors header (names, dtypes, shapes, file size), not read. */
 int model_plan(struct model *m, struct cfg_node *c, int n_in, const int *chw, int n_out,
                uint64_t seed, struct err *e);
+/* Prepare m for ops->hvp calls (allocates its workspace when the model keeps it separate);
+ * idempotent, a no-op for a planned model. Whoever calls hvp calls this once at build time. */
+void model_hvp_reserve(struct model *m);
 void model_release(struct model *m);
 
 #endif

@@ -64,10 +64,11 @@ void linear_backward(float *dx, float *dw, float *db, const float *dout, const f
 
 static float gelu(float z) { return 0.5f * z * (1.0f + erff(z * (float)M_SQRT1_2)); }
 
-static float gelu_grad(float z)
+#define INV_SQRT_2PI 0.3989422804014327f
+
+static inline float gelu_grad(float z)
 {
-    const float inv_sqrt_2pi = 0.3989422804014327f;
-    return 0.5f * (1.0f + erff(z * (float)M_SQRT1_2)) + z * inv_sqrt_2pi * expf(-0.5f * z * z);
+    return 0.5f * (1.0f + erff(z * (float)M_SQRT1_2)) + z * INV_SQRT_2PI * expf(-0.5f * z * z);
 }
 
 /* Serial loops over one row segment, with the same expressions as the parallel kernels. */
@@ -144,31 +145,75 @@ void act_forward(enum act a, float *y, const float *z, size_t n)
 }
 
 void act_backward(enum act a, float *dz, const float *dy, const float *z, const float *y,
-                  size_t n)
+                  size_t n, bool acc)
 {
+    SAMX_ASSERT(!acc || dz != dy);
     switch (a) {
     case ACT_RELU:
-        /* In place (the common call) and out of place get separate loops: with dz == dy the
-         * compiler's overlap check would send the shared loop down its scalar path. */
-        if (dz == dy) {
+        /* One loop per case: with dz == dy the compiler's overlap check would send a shared
+         * loop down its scalar path. */
+        if (acc) {
 #pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
-                dz[i] = relu_grad(z[i], dz[i]);
+                dz[i] = dz[i] + relu_grad(y[i], dy[i]);
+        } else if (dz == dy) {
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
+            for (size_t i = 0; i < n; i++)
+                dz[i] = relu_grad(y[i], dz[i]);
         } else {
 #pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
             for (size_t i = 0; i < n; i++)
-                dz[i] = relu_grad(z[i], dy[i]);
+                dz[i] = relu_grad(y[i], dy[i]);
         }
         break;
     case ACT_TANH:
 #pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++)
-            dz[i] = dy[i] * (1.0f - y[i] * y[i]);
+        for (size_t i = 0; i < n; i++) {
+            float g = dy[i] * (1.0f - y[i] * y[i]);
+            dz[i] = acc ? dz[i] + g : g;
+        }
         break;
     case ACT_GELU:
 #pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++)
-            dz[i] = dy[i] * gelu_grad(z[i]);
+        for (size_t i = 0; i < n; i++) {
+            float g = dy[i] * gelu_grad(z[i]);
+            dz[i] = acc ? dz[i] + g : g;
+        }
+        break;
+    }
+}
+
+void act_rop(enum act a, float *dz, float *rdz, const float *dy, const float *rdy,
+             const float *z, const float *y, const float *rz, size_t n, bool acc)
+{
+    SAMX_ASSERT(!acc || (dz != dy && rdz != rdy));
+    switch (a) {
+    case ACT_RELU:
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) {
+            float g = relu_grad(y[i], dy[i]), rg = relu_grad(y[i], rdy[i]);
+            dz[i] = acc ? dz[i] + g : g;
+            rdz[i] = acc ? rdz[i] + rg : rg;
+        }
+        break;
+    case ACT_TANH:
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) {
+            float d1 = 1.0f - y[i] * y[i], d2 = -2.0f * y[i] * d1;
+            float g = dy[i] * d1, rg = rdy[i] * d1 + d2 * rz[i] * dy[i];
+            dz[i] = acc ? dz[i] + g : g;
+            rdz[i] = acc ? rdz[i] + rg : rg;
+        }
+        break;
+    case ACT_GELU:
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) {
+            float d1 = gelu_grad(z[i]);
+            float d2 = INV_SQRT_2PI * expf(-0.5f * z[i] * z[i]) * (2.0f - z[i] * z[i]);
+            float g = dy[i] * d1, rg = rdy[i] * d1 + d2 * rz[i] * dy[i];
+            dz[i] = acc ? dz[i] + g : g;
+            rdz[i] = acc ? rdz[i] + rg : rg;
+        }
         break;
     }
 }

@@ -35,9 +35,18 @@ void act_forward(enum act a, float *y, const float *z, size_t n);
 void act_forward_block(enum act a, float *y, const float *z, int rows, int cols, int ld);
 void act_backward_block(enum act a, float *dz, const float *z, const float *y, int rows,
                         int cols, int ld);
-/* dz = dy * act'(z) (overwrites dz; dz may alias dy). ReLU'(0) = 0, as PyTorch. */
+/* dz = dy * act'(z), y = act(z) (overwrites dz, which may alias dy; or adds with acc).
+ * ReLU'(0) = 0, as PyTorch. */
 void act_backward(enum act a, float *dz, const float *dy, const float *z, const float *y,
-                  size_t n);
+                  size_t n, bool acc);
+/* The backward step through an activation and its R-operator (Hessian-vector products): from
+ * the forward z, y = act(z), the tangent rz = R{z}, the output gradient dy and its tangent rdy,
+ *     dz = dy act'(z),   rdz = rdy act'(z) + dy act''(z) rz,
+ * overwritten, or added to dz and rdz with acc. act'' is 0 for ReLU (as PyTorch's double
+ * backward), -2 y (1 - y^2) for tanh and phi(z) (2 - z^2) for GELU (phi the standard normal
+ * density). dz may alias dy and rdz rdy when acc is false. */
+void act_rop(enum act a, float *dz, float *rdz, const float *dy, const float *rdy,
+             const float *z, const float *y, const float *rz, size_t n, bool acc);
 
 /* Softmax cross-entropy on logits (batch, k) with labels, PyTorch semantics for label
  * smoothing s: target = (1-s) onehot + s/k. Writes per-example losses to loss_ex (batch,

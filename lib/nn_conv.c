@@ -266,9 +266,9 @@ static int gemm_cols(const struct conv_shape *s)
  * the OpenMP build of OpenBLAS does not spawn threads from inside a parallel region (the same
  * arrangement as gemm_par in blas.c), so cores are never oversubscribed. */
 void conv2d_forward(float *out, double *moments, const float *x, const float *w, const float *b,
-                    int batch, const struct conv_shape *s, const struct conv_ws *ws)
+                    int batch, const struct conv_shape *s, const struct conv_ws *ws, bool acc)
 {
-    SAMX_ASSERT(batch > 0 && ws->n_blk > 0);
+    SAMX_ASSERT(batch > 0 && ws->n_blk > 0 && !(acc && moments));
     int kk = s->c_in * s->k * s->k, hw_out = s->h_out * s->w_out, nc = gemm_cols(s);
     size_t in_sz = (size_t)s->c_in * s->h * s->w, out_sz = (size_t)s->c_out * hw_out;
     bool pw = conv_is_pointwise(s);
@@ -286,11 +286,12 @@ void conv2d_forward(float *out, double *moments, const float *x, const float *w,
             if (b)
                 for (int co = 0; co < s->c_out; co++)
                     for (int j = 0; j < hw_out; j++)
-                        o[(size_t)co * hw_out + j] = b[co];
+                        o[(size_t)co * hw_out + j] = acc ? o[(size_t)co * hw_out + j] + b[co]
+                                                         : b[co];
             for (int j = 0; j < hw_out; j += nc)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out,
                             hw_out - j < nc ? hw_out - j : nc, kk, 1.0f, w, kk, col + j, hw_out,
-                            b ? 1.0f : 0.0f, o + j, hw_out);
+                            b || acc ? 1.0f : 0.0f, o + j, hw_out);
             if (moments)
                 for (int co = 0; co < s->c_out; co++)
                     plane_moments(o + (size_t)co * hw_out, hw_out,
@@ -313,20 +314,21 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
     for (int bi = 0; bi < ws->n_blk; bi++) {
         int lo, hi;
         block_range(bi, ws->n_blk, batch, &lo, &hi);
-        if (lo == hi)
+        if (lo == hi && dw)
             memset(ws->dw[bi], 0, nw * sizeof(float));
         for (int n = lo; n < hi; n++) {
             const float *xn = x + n * in_sz, *dn = dout + n * out_sz;
             const float *col = xn;
-            if (!pw) {
+            if (!pw && dw) {
                 im2col(ws->col[bi], xn, s);
                 col = ws->col[bi];
             }
             /* The block's partial is kept transposed, dW_b^T (kk, c_out) (+)= col dout_n^T:
              * that orientation is faster (bench_gemm, 16 x 144 x 1024: 70 -> 127 GFLOP/s;
              * 64 x 576 x 64: 158 -> 186). The first example of a block overwrites it. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kk, s->c_out, hw_out, 1.0f, col,
-                        hw_out, dn, hw_out, n == lo ? 0.0f : 1.0f, ws->dw[bi], s->c_out);
+            if (dw)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, kk, s->c_out, hw_out, 1.0f,
+                            col, hw_out, dn, hw_out, n == lo ? 0.0f : 1.0f, ws->dw[bi], s->c_out);
             if (!dx)
                 continue;
             float *dxn = dx + n * in_sz;
@@ -350,8 +352,9 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
     /* Block partials (transposed) added in block order: the same bits for any number of
      * running threads. */
     int c_out = s->c_out;
-#pragma omp parallel for schedule(static) num_threads(team_size()) if (nw * ws->n_blk > PAR_MIN)
-    for (int co = 0; co < c_out; co++)
+#pragma omp parallel for schedule(static) num_threads(team_size()) \
+    if (dw && nw * ws->n_blk > PAR_MIN)
+    for (int co = 0; co < (dw ? c_out : 0); co++)
         for (int r = 0; r < kk; r++) {
             float sum = 0;
             for (int bi = 0; bi < ws->n_blk; bi++)
@@ -543,6 +546,60 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
     }
 }
 
+/* Evaluation mode, where y = gamma is (x - mean) + beta with constant statistics, so the
+ * tangent and the second-order terms are those of an affine map per channel. */
+void batchnorm_rop(float *ry, const float *y_relu, const float *rx, const float *x,
+                   const float *gamma, const float *vgamma, const float *vbeta,
+                   const float *save_mean, const float *save_invstd, int batch, int c, int hw)
+{
+    SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
+#pragma omp parallel for schedule(static) num_threads(team_size())
+    for (int ch = 0; ch < c; ch++) {
+        float m = save_mean[ch], is = save_invstd[ch], a = gamma[ch] * is;
+        float va = vgamma[ch] * is, vb = vbeta[ch];
+        for (int n = 0; n < batch; n++) {
+            size_t o = ((size_t)n * c + ch) * hw;
+            for (int j = 0; j < hw; j++) {
+                float r = a * rx[o + j] + va * (x[o + j] - m) + vb;
+                ry[o + j] = y_relu ? relu_grad(y_relu[o + j], r) : r;
+            }
+        }
+    }
+}
+
+void batchnorm_rop_backward(float *dx, float *rdx, float *hgamma, float *hbeta, const float *dy,
+                            const float *rdy, const float *y_relu, const float *x,
+                            const float *rx, const float *save_mean, const float *save_invstd,
+                            const float *gamma, const float *vgamma, int batch, int c, int hw,
+                            bool acc)
+{
+    SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
+#pragma omp parallel for schedule(static) num_threads(team_size())
+    for (int ch = 0; ch < c; ch++) {
+        float m = save_mean[ch], is = save_invstd[ch], a = gamma[ch] * is;
+        float va = vgamma[ch] * is;
+        double sg = 0, sb = 0;
+        for (int n = 0; n < batch; n++) {
+            size_t o = ((size_t)n * c + ch) * hw;
+            float lg = 0, lb = 0; /* one plane in float, planes added in double */
+            for (int j = 0; j < hw; j++) {
+                float g = masked(dy, y_relu, o + j), rg = masked(rdy, y_relu, o + j);
+                lg += rg * ((x[o + j] - m) * is) + g * (rx[o + j] * is);
+                lb += rg;
+                if (dx) {
+                    float d = a * g, rd = a * rg + va * g;
+                    dx[o + j] = acc ? dx[o + j] + d : d;
+                    rdx[o + j] = acc ? rdx[o + j] + rd : rd;
+                }
+            }
+            sg += lg;
+            sb += lb;
+        }
+        hgamma[ch] += (float)sg;
+        hbeta[ch] += (float)sb;
+    }
+}
+
 /* ---- pooling ---- */
 
 void maxpool_forward(float *out, int32_t *arg, const float *x, int batch, int c, int h, int w,
@@ -581,6 +638,17 @@ void maxpool_backward(float *dx, const float *dout, const int32_t *arg, int batc
         for (int j = 0; j < ho * wo; j++)
             d[arg[pl * ho * wo + j]] += dout[pl * ho * wo + j];
     }
+}
+
+void maxpool_rop(float *rout, const int32_t *arg, const float *rx, int batch, int c, int h,
+                 int w, int k, int stride)
+{
+    size_t per = (size_t)((h - k) / stride + 1) * ((w - k) / stride + 1);
+    long planes = (long)batch * c;
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (planes * per > PAR_MIN)
+    for (long pl = 0; pl < planes; pl++)
+        for (size_t j = 0; j < per; j++)
+            rout[pl * per + j] = rx[pl * h * w + arg[pl * per + j]];
 }
 
 void avgpool_forward(float *out, const float *x, int batch, int c, int h, int w, int k,
@@ -745,4 +813,11 @@ void grad_pass(float *dx, const float *dout, const float *y_relu, size_t n, bool
         for (size_t i = 0; i < n; i++)
             o[i] = relu_grad(y[i], d[i]);
     }
+}
+
+void add_rop(float *rout, const float *ra, const float *rb, const float *y_relu, size_t n)
+{
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        rout[i] = y_relu ? relu_grad(y_relu[i], ra[i] + rb[i]) : ra[i] + rb[i];
 }

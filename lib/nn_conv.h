@@ -14,9 +14,12 @@
  * n_blk only, never on scheduling, and there are no float reductions across threads or
  * atomics. BatchNorm statistics are per-channel sums in double, in a fixed order.
  *
- * Hessian-vector products: these layers have no exact R-operator rule (yet); models built from
- * them leave model_ops.hvp NULL, so measurements use the documented finite-difference
- * fallback (measure.h), which is exact up to O(h^2) and evaluates in PASS_EVAL mode.
+ * Hessian-vector products (Pearlmutter's R-operator, R{f} = d/dt f(w + t v) at t = 0): the
+ * linear layers (convolution, pooling, shortcut, sum) need no rule of their own, since their
+ * tangent is the layer applied to the input's tangent plus, for weights, the layer with the
+ * direction v as weights (conv2d_forward with acc, conv2d_backward with the tangents); the
+ * nonlinear ones have *_rop kernels below: max pooling (the argmax gather), BatchNorm in
+ * evaluation mode, the fused ReLU of a sum, and the activations (nn.h act_rop).
  */
 #ifndef SAMX_NN_CONV_H
 #define SAMX_NN_CONV_H
@@ -45,13 +48,14 @@ struct conv_ws {
     float **col, **dw;
 };
 
-/* out (batch, c_out, h_out, w_out) = conv(x (batch, c_in, h, w), w) + b (c_out; may be NULL).
- * With `moments` (batch * c_out * 2 doubles, or NULL) it also writes each output plane's sum
- * and sum of squared deviations from the plane's own mean, computed while the plane is still
- * in cache: the statistics a BatchNorm that reads `out` needs (batchnorm_forward). */
+/* out (batch, c_out, h_out, w_out) = conv(x (batch, c_in, h, w), w) + b (c_out; may be NULL),
+ * or out += that with acc. With `moments` (batch * c_out * 2 doubles, or NULL; not with acc)
+ * it also writes each output plane's sum and sum of squared deviations from the plane's own
+ * mean, computed while the plane is still in cache: the statistics a BatchNorm that reads
+ * `out` needs (batchnorm_forward). */
 void conv2d_forward(float *out, double *moments, const float *x, const float *w, const float *b,
-                    int batch, const struct conv_shape *s, const struct conv_ws *ws);
-/* dw += d/dw, db += d/db (may be NULL), dx = (or +=, acc) d/dx (dx may be NULL). */
+                    int batch, const struct conv_shape *s, const struct conv_ws *ws, bool acc);
+/* dw += d/dw, db += d/db, dx = (or +=, acc) d/dx; dw, db and dx may each be NULL. */
 void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                      const float *w, int batch, const struct conv_shape *s,
                      const struct conv_ws *ws, bool acc);
@@ -81,12 +85,32 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                         const float *save_invstd, const float *gamma, int batch, int c, int hw,
                         bool train, bool acc);
 
+/* The R-operator of BatchNorm in evaluation mode (save_mean, save_invstd: the running
+ * statistics the forward used), where y = gamma is (x - mean) + beta is affine in x:
+ * tangent  ry = mask (gamma is rx + vgamma is (x - mean) + vbeta);
+ * backward, with g = mask dy and rg = mask rdy (mask: y_relu > 0 when a ReLU was fused, else 1):
+ *   dx = (or +=, acc) gamma is g,  rdx = (or +=) gamma is rg + vgamma is g  (dx, rdx: both or
+ *   neither NULL),  hgamma += sum rg is (x - mean) + g is rx,  hbeta += sum rg.
+ * Only evaluation mode: Hessian-vector products are of the evaluation-mode network (model.h). */
+void batchnorm_rop(float *ry, const float *y_relu, const float *rx, const float *x,
+                   const float *gamma, const float *vgamma, const float *vbeta,
+                   const float *save_mean, const float *save_invstd, int batch, int c, int hw);
+void batchnorm_rop_backward(float *dx, float *rdx, float *hgamma, float *hbeta, const float *dy,
+                            const float *rdy, const float *y_relu, const float *x,
+                            const float *rx, const float *save_mean, const float *save_invstd,
+                            const float *gamma, const float *vgamma, int batch, int c, int hw,
+                            bool acc);
+
 /* Max pooling, window k, stride, no padding: out (batch, c, h_out, w_out); arg (same size)
  * keeps the index within the input plane of each maximum (first one on ties, as PyTorch). */
 void maxpool_forward(float *out, int32_t *arg, const float *x, int batch, int c, int h, int w,
                      int k, int stride);
 void maxpool_backward(float *dx, const float *dout, const int32_t *arg, int batch, int c, int h,
                       int w, int k, int stride, bool acc);
+/* Tangent of max pooling: rout = rx at the forward's argmax (its backward is
+ * maxpool_backward applied to the tangent). */
+void maxpool_rop(float *rout, const int32_t *arg, const float *rx, int batch, int c, int h,
+                 int w, int k, int stride);
 /* Average pooling, window k, stride, no padding (count_include_pad is moot). */
 void avgpool_forward(float *out, const float *x, int batch, int c, int h, int w, int k,
                      int stride);
@@ -114,6 +138,9 @@ void dropout_backward(float *dx, const float *dout, const float *mask, size_t n,
 
 /* out = a + b (n floats), or max(0, a + b) with relu; backward: grad_pass to both inputs. */
 void add_forward(float *out, const float *a, const float *b, size_t n, bool relu);
+/* Tangent of add_forward: rout = ra + rb, where y_relu > 0 when a ReLU was fused (y_relu not
+ * NULL). */
+void add_rop(float *rout, const float *ra, const float *rb, const float *y_relu, size_t n);
 /* dx = dout (or += with acc); with y_relu (a fused ReLU's output), only where y_relu > 0. */
 void grad_pass(float *dx, const float *dout, const float *y_relu, size_t n, bool acc);
 

@@ -273,8 +273,8 @@ static void check_conv(int batch, int c_in, int h, int w, int c_out, int k, int 
         fill_normal(c.b, (size_t)c_out, &r, 0.5);
     fill_normal(c.c, no, &r, 1);
     struct conv_ws ws1 = ws_new(1, &c.s), ws3 = ws_new(3, &c.s);
-    conv2d_forward(out, NULL, c.x, c.w, c.b, batch, &c.s, &ws1);
-    conv2d_forward(out3, NULL, c.x, c.w, c.b, batch, &c.s, &ws3);
+    conv2d_forward(out, NULL, c.x, c.w, c.b, batch, &c.s, &ws1, false);
+    conv2d_forward(out3, NULL, c.x, c.w, c.b, batch, &c.s, &ws3, false);
     conv_f(&c);
     double worst = 0;
     for (size_t i = 0; i < no; i++)
@@ -408,7 +408,7 @@ static void check_conv_moments(void)
     fill_normal(x, nx, &r, 1);
     fill_normal(w, (size_t)c * 27, &r, 0.3);
     struct conv_ws ws = ws_new(2, &cs);
-    conv2d_forward(out, mo, x, w, b, batch, &cs, &ws);
+    conv2d_forward(out, mo, x, w, b, batch, &cs, &ws, false);
     double worst_m = 0;
     for (int i = 0; i < batch * c; i++) {
         double s = 0, m2 = 0;

@@ -59,7 +59,7 @@ static void check_activation(enum act a)
         for (int i = 0; i < N; i++)
             z[i] += z[i] >= 0 ? 0.05f : -0.05f;
     act_forward(a, y, z, N);
-    act_backward(a, dz, c, z, y, N);
+    act_backward(a, dz, c, z, y, N, false);
     int bad = 0;
     for (int i = 0; i < N; i++) {
         float zp[N], zm[N];

@@ -17,7 +17,7 @@
  * dropout [0] (before fc; the mask of (seed, "dropout", step), the same in every pass of a step),
  * activation [relu | tanh | gelu] (the smooth ones serve gradient checks).
  * Init: PyTorch's defaults (Conv2d and Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
- * Hessian-vector products: finite-difference fallback (hvp NULL, see convnet.h).
+ * Hessian-vector products: exact, in evaluation mode (cn_hvp, convnet.h).
  */
 #include <stdio.h>
 
@@ -80,5 +80,7 @@ const struct model_ops model_cnn = {
     .reset = cn_reset,
     .forward = cn_forward,
     .backward = cn_backward,
+    .hvp = cn_hvp,
+    .hvp_reserve = cn_hvp_reserve,
     .release = cn_release,
 };

@@ -271,50 +271,6 @@ static void dense_backward(struct model *m, const float *x, const float *dout, i
     backward_share(m, x, dout, batch, acc, thread_id(), thread_count(), nb);
 }
 
-/* Second-order step of the backward pass through an activation, in place: given
- * g = d_l W_l (the gradient w.r.t. the activation output) and rg = R{g}, and the forward
- * z, y = act(z) and rz = R{z}:  rg <- act'(z) rg + act''(z) rz g,  g <- act'(z) g.
- * act'' is 0 for ReLU (as PyTorch's double backward), -2 y (1 - y^2) for tanh and
- * phi(z) (2 - z^2) for the erf GELU (phi the standard normal density). act' is computed with
- * the same formulas as nn.c's act_backward, so g is the back-propagated gradient. */
-static float hvp_gelu_grad(float z)
-{
-    const float inv_sqrt_2pi = 0.3989422804014327f;
-    return 0.5f * (1.0f + erff(z * (float)M_SQRT1_2)) + z * inv_sqrt_2pi * expf(-0.5f * z * z);
-}
-
-static void act_rop(enum act a, float *g, float *rg, const float *z, const float *y,
-                    const float *rz, size_t n)
-{
-    const float inv_sqrt_2pi = 0.3989422804014327f;
-    switch (a) {
-    case ACT_RELU:
-#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) {
-            g[i] = relu_grad(z[i], g[i]);
-            rg[i] = relu_grad(z[i], rg[i]);
-        }
-        break;
-    case ACT_TANH:
-#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) {
-            float d1 = 1.0f - y[i] * y[i];
-            rg[i] = rg[i] * d1 - 2.0f * y[i] * d1 * rz[i] * g[i];
-            g[i] = g[i] * d1;
-        }
-        break;
-    case ACT_GELU:
-#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) {
-            float d1 = hvp_gelu_grad(z[i]);
-            float d2 = inv_sqrt_2pi * expf(-0.5f * z[i] * z[i]) * (2.0f - z[i] * z[i]);
-            rg[i] = rg[i] * d1 + d2 * rz[i] * g[i];
-            g[i] = g[i] * d1;
-        }
-        break;
-    }
-}
-
 /* H v of sum_i loss->scale * loss_i, added into hv; see the R-operator equations at the top. */
 static void dense_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *loss,
                       const float *v, float *hv)
@@ -332,7 +288,8 @@ static void dense_hvp(struct model *m, const float *x, int batch, const struct h
         if (rin)
             gemm_par(false, true, batch, n_out, n_in, 1.0f, rin, w + wo, 1.0f, d->rz[l]);
         if (l + 1 < d->n_layer)
-            act_backward(d->act, d->ra[l], d->rz[l], d->z[l], d->a[l], (size_t)batch * n_out);
+            act_backward(d->act, d->ra[l], d->rz[l], d->z[l], d->a[l], (size_t)batch * n_out,
+                             false);
         in = d->a[l];
         rin = d->ra[l];
     }
@@ -354,8 +311,8 @@ static void dense_hvp(struct model *m, const float *x, int batch, const struct h
         gemm_par(false, false, batch, n_in, n_out, 1.0f, dcur, w + wo, 0.0f, dnext);
         gemm_par(false, false, batch, n_in, n_out, 1.0f, rcur, w + wo, 0.0f, rnext);
         gemm_par(false, false, batch, n_in, n_out, 1.0f, dcur, v + wo, 1.0f, rnext);
-        act_rop(d->act, dnext, rnext, d->z[l - 1], d->a[l - 1], d->rz[l - 1],
-                (size_t)batch * n_in);
+        act_rop(d->act, dnext, rnext, dnext, rnext, d->z[l - 1], d->a[l - 1], d->rz[l - 1],
+                (size_t)batch * n_in, false);
         dcur = dnext;
         rcur = rnext;
     }

@@ -25,8 +25,8 @@
  * Keys: resnet: depth [20], width [16 for 6n+2 depths, 64 for 18], shortcut [A | B] (6n+2
  *   depths only; 18 is always B); wrn: depth [28], widen [10], dropout [0]; both: activation
  *   [relu | tanh | gelu] (the papers use ReLU; smooth ones serve gradient checks).
- * BatchNorm follows the pass mode (convnet.h). Hessian-vector products use the
- * finite-difference fallback (hvp NULL).
+ * BatchNorm follows the pass mode (convnet.h). Hessian-vector products: exact, in evaluation
+ * mode (cn_hvp, convnet.h).
  */
 #include <stdio.h>
 
@@ -185,6 +185,8 @@ const struct model_ops model_resnet = {
     .reset = cn_reset,
     .forward = cn_forward,
     .backward = cn_backward,
+    .hvp = cn_hvp,
+    .hvp_reserve = cn_hvp_reserve,
     .release = cn_release,
 };
 
@@ -199,5 +201,7 @@ const struct model_ops model_wrn = {
     .reset = cn_reset,
     .forward = cn_forward,
     .backward = cn_backward,
+    .hvp = cn_hvp,
+    .hvp_reserve = cn_hvp_reserve,
     .release = cn_release,
 };
