@@ -65,15 +65,15 @@ static int rsam_init(struct optim *o, struct cfg_node *c, struct err *e)
     return 0;
 }
 
-/* delta (n floats, 0 in the padding) for one group: the next normals of r, scaled. */
+/* delta (n floats, 0 in the padding) for one group: the next normals of r, scaled by the norms
+ * of w (the step's unperturbed weights, laid out as p). */
 static void rsam_noise(const struct optim *o, const struct rsam *s, const struct params *p,
-                       struct rng *r, float *delta)
+                       const float *w, struct rng *r, float *delta)
 {
     double sigma = s->sigma->v;
     vec_zero(p->n, delta);
     if (sigma == 0)
         return;
-    const float *w = p->w;
     for (int k = 0; k < p->nt; k++) {
         const struct tensor *t = &p->t[k];
         float *dk = delta + t->off;
@@ -122,8 +122,9 @@ static void rsam_step(struct optim *o, struct params *p, struct closure *f,
         int lo = c * m, cnt = lo + m <= batch ? m : batch - lo;
         const int *sel = n_group == 1 ? NULL : o->ramp + lo;
         float wgt = (float)cnt / (float)batch;
-        /* The filter scales are norms of the saved w: p->w is w itself here. */
-        rsam_noise(o, s, p, &r, s->d);
+        /* The filter scales are norms of the saved w (p->w is a perturbed point after the
+         * first group). */
+        rsam_noise(o, s, p, s->saved, &r, s->d);
         rsam_move(n, s->saved, s->d, p->w);
         loss += closure_grad(f, p, PASS_FIRST, sel, cnt) * cnt / batch;
         const float *gt = p->g;
