@@ -10,7 +10,7 @@
 const struct optim_ops *const optim_registry[] = {
     &optim_sgd,   &optim_adamw, &optim_sam,   &optim_asam,    &optim_wsam, &optim_crsam,
     &optim_samar, &optim_gsam,  &optim_vasso, &optim_looksam, &optim_esam, &optim_fsam,
-    &optim_msam,  &optim_gam,   &optim_lookbehind, &optim_fishersam, NULL,
+    &optim_msam,  &optim_gam,   &optim_lookbehind, &optim_fishersam, &optim_rsam, NULL,
 };
 
 const struct optim_ops *optim_find(const char *name)

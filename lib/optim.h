@@ -144,7 +144,7 @@ struct optim {
 
 extern const struct optim_ops optim_sgd, optim_adamw, optim_sam, optim_asam, optim_wsam,
     optim_crsam, optim_samar, optim_gsam, optim_vasso, optim_looksam, optim_esam, optim_fsam,
-    optim_msam, optim_gam, optim_lookbehind, optim_fishersam;
+    optim_msam, optim_gam, optim_lookbehind, optim_fishersam, optim_rsam;
 extern const struct optim_ops *const optim_registry[]; /* NULL-terminated */
 const struct optim_ops *optim_find(const char *name);
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # optim.sh SAMX: the optimizers' user-visible settings through `samx run` / `samx check`, as TAP:
 # train.l2, optimizer.perturb (SAM-ON) on a BatchNorm model, clipped un-normalized SAM, and the
-# methods fsam, msam, gam, lookbehind, fishersam (their cost in grad_evals); bad values are config
-# errors at file:line:column. Tiny Fashion-MNIST configs.
+# methods fsam, msam, gam, lookbehind, fishersam, rsam (their cost in grad_evals); bad values are
+# config errors at file:line:column. Tiny Fashion-MNIST configs.
 set -u
 SAMX=$(realpath "$1")
 T=$(mktemp -d /tmp/samx-optim.XXXXXX)
@@ -115,4 +115,36 @@ tiny bad.yaml "$MLP" "{name: fsam, lambda: 1.5, $SGD}"
 "$SAMX" check bad.yaml >/dev/null 2>"$T/err"
 [ $? -eq 2 ] && one_error "$T/err" "bad.yaml:5:[0-9]*: .*lambda"
 ok $? "fsam lambda > 1: exit 2 at file:line:column ($(cat "$T/err"))"
+
+# --- rsam: runs (MLP; CNN with filter-wise noise on conv and BatchNorm tensors, perturb, m) ------
+tiny rsam.yaml "$MLP" "{name: rsam, sigma: 0.01, $SGD}"
+"$SAMX" run rsam.yaml -o "$T/rsam" -q -t 1 2>"$T/err"
+ok $? "rsam runs ($(head -c 200 "$T/err"))"
+[ "$(jq -r .status "$T/rsam/summary.json")" = completed ] &&
+    [ "$(jq -s '.[2].grad_evals' "$T/rsam/metrics.jsonl")" = 16 ]
+ok $? "rsam: completed, grad_evals after 8 steps = 16 ($(jq -s '.[2].grad_evals' "$T/rsam/metrics.jsonl"))"
+"$SAMX" list optimizers | grep -A1 "^  rsam (SAM family)" | grep -q "paper: Liu et al., NeurIPS 2022"
+ok $? "samx list optimizers shows rsam with its paper"
+jq -e -s '.[2] | has("train_loss_perturbed") or has("sharpness_1step")' \
+    "$T/rsam/metrics.jsonl" >/dev/null
+[ $? -eq 1 ]
+ok $? "rsam (no pass at w): no train_loss_perturbed or sharpness_1step in its records"
+tiny rsam0.yaml "$MLP" "{name: rsam, sigma: 0, $SGD}"
+"$SAMX" run rsam0.yaml -o "$T/rsam0" -q -t 1 2>"$T/err"
+[ $? -eq 0 ] && [ "$(w_of "$T/rsam")" != "$(w_of "$T/rsam0")" ]
+ok $? "rsam: sigma 0.01 and sigma 0 train different weights"
+tiny rsam-cnn.yaml "$CNN" "{name: rsam, sigma: 0.01, m: 25, perturb: no_norm, $SGD}"
+"$SAMX" run rsam-cnn.yaml -o "$T/rsam-cnn" -q -t 2 2>"$T/err" &&
+    "$SAMX" run rsam-cnn.yaml -o "$T/rsam-cnn2" -q -t 2 2>>"$T/err"
+[ $? -eq 0 ] && [ "$(w_of "$T/rsam-cnn")" = "$(w_of "$T/rsam-cnn2")" ] &&
+    [ "$(jq -s '.[2].grad_evals' "$T/rsam-cnn/metrics.jsonl")" = 16 ]
+ok $? "rsam on a CNN with m: 25, perturb: no_norm: runs, twice the same weights (the noise is seeded) ($(head -c 200 "$T/err"))"
+tiny bad.yaml "$MLP" "{name: rsam, sigma: -1, $SGD}"
+"$SAMX" check bad.yaml >/dev/null 2>"$T/err"
+[ $? -eq 2 ] && one_error "$T/err" "bad.yaml:5:[0-9]*: .*sigma"
+ok $? "rsam sigma < 0: exit 2 at file:line:column ($(cat "$T/err"))"
+tiny bad.yaml "$MLP" "{name: rsam, noise: gaussian, $SGD}"
+"$SAMX" check bad.yaml >/dev/null 2>"$T/err"
+[ $? -eq 2 ] && one_error "$T/err" "bad.yaml:5:[0-9]*: .*filter, plain"
+ok $? "rsam unknown noise: exit 2 at file:line:column ($(cat "$T/err"))"
 tap_done

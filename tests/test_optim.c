@@ -22,6 +22,7 @@
 #include "cfg.h"
 #include "optim.h"
 #include "params.h"
+#include "rng.h"
 #include "tap.h"
 
 #define NP 9       /* parameters: 6 weights then 3 biases */
@@ -446,6 +447,8 @@ static void test_evals(void)
         {"optimizer: {name: lookbehind}", 4},
         {"optimizer: {name: lookbehind, k: 3}", 6},
         {"optimizer: {name: fishersam}", 2},
+        {"optimizer: {name: rsam}", 2},
+        {"optimizer: {name: rsam, m: 2}", 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         double ev = run(cases[i].yaml, 10, 4, w);
@@ -556,6 +559,15 @@ static void test_identities(void)
     identical("optimizer: {name: fishersam, rho: 0.1, eta: 0, norm: euclidean, m: 2, " MOM "}",
               "optimizer: {name: sam, rho: 0.1, m: 2, " MOM "}", 6, 8, false,
               "fishersam eta=0 (euclidean, m=2) = sam m=2");
+    identical("optimizer: {name: rsam, rho: 0.1, sigma: 0, lambda: 1, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, " MOM "}", 6, 4, false,
+              "rsam sigma=0 lambda=1 = sam");
+    identical("optimizer: {name: rsam, rho: 0.1, sigma: 0, lambda: 1, " MOMA "}",
+              "optimizer: {name: sam, rho: 0.1, " MOMA "}", 6, 4, false,
+              "rsam sigma=0 lambda=1 = sam (adamw)");
+    identical("optimizer: {name: rsam, rho: 0.1, sigma: 0, lambda: 1, m: 3, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, m: 3, " MOM "}", 6, 8, false,
+              "rsam sigma=0 lambda=1 m=3 = sam m=3");
     identical("optimizer: {name: gsam, rho: 0.1, adaptive: true, " MOM "}",
               "optimizer: {name: gsam, rho: 0.1, " MOM "}", 6, 4, true,
               "gsam adaptive at |w|=1 = gsam");
@@ -563,9 +575,9 @@ static void test_identities(void)
               "optimizer: {name: wsam, rho: 0.1, " MOM "}", 6, 4, true,
               "wsam adaptive at |w|=1 = wsam");
     /* m-sharpness: m = batch is the same computation as m = 0. */
-    static const char *const msharp[] = {"sam",  "asam", "wsam",     "crsam",
-                                         "samar", "gsam", "fishersam"};
-    for (int i = 0; i < 7; i++) {
+    static const char *const msharp[] = {"sam",  "asam", "wsam",      "crsam",
+                                         "samar", "gsam", "fishersam", "rsam"};
+    for (int i = 0; i < 8; i++) {
         char a[256], b[256];
         snprintf(a, sizeof a, "optimizer: {name: %s, m: 4, " MOM "}", msharp[i]);
         snprintf(b, sizeof b, "optimizer: {name: %s, m: 0, " MOM "}", msharp[i]);
@@ -810,7 +822,7 @@ static void test_perturb_filter(void)
         float wa[NP], wb[NP];
         static const char *const names[] = {"wsam", "crsam",      "samar", "vasso", "looksam",
                                             "esam", "fsam",       "msam",  "gam",
-                                            "lookbehind", "fishersam"};
+                                            "lookbehind", "fishersam", "rsam"};
         for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
             char ya[256], yb[256];
             snprintf(ya, sizeof ya, "optimizer: {name: %s, rho: 0.5, perturb: norm, " MOM "}",
@@ -845,6 +857,146 @@ static void test_perturb_filter(void)
         ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "m-sharpness"),
            "%s rejects m > 0: %s", rejects[i], fx.e.msg);
     }
+    fx_close(&fx);
+}
+
+/* rsam's noise for one group, in double, from samx's stream as rsam.c documents it: tensor by
+ * tensor ("0.weight" (3, 2) then "0.bias" (3)), one normal per element; filter: scaled by the norm
+ * of the element's row of the weight, or by the bias's norm + 1e-16. */
+static void drsam_noise(struct rng *r, const double *x, double sigma, bool filter, double *delta)
+{
+    for (int i = 0; i < NP; i++) {
+        double scale = 1;
+        if (filter && i < 6) {
+            int row = i / 2;
+            scale = sqrt(x[2 * row] * x[2 * row] + x[2 * row + 1] * x[2 * row + 1]);
+        } else if (filter) {
+            scale = sqrt(x[6] * x[6] + x[7] * x[7] + x[8] * x[8]) + 1e-16;
+        }
+        delta[i] = sigma * scale * rng_normal(r);
+    }
+}
+
+/* rsam: one R-SAM ascent in double: gt at x + delta, d = lambda gt + delta, the gradient at
+ * x + rho d/(||d|| + 1e-12) into gs. only_bias zeroes delta and d off the bias (perturb: norm). */
+static void drsam(double sbar, const double *x, const double *delta_in, double rho, double lam,
+                  bool only_bias, double *gs)
+{
+    double delta[NP], pt[NP], gt[NP], d[NP];
+    for (int i = 0; i < NP; i++) {
+        delta[i] = only_bias && i < 6 ? 0 : delta_in[i];
+        pt[i] = x[i] + delta[i];
+    }
+    dgrad(sbar, pt, gt);
+    for (int i = 0; i < NP; i++)
+        d[i] = only_bias && i < 6 ? 0 : lam * gt[i] + delta[i];
+    dascent(x, d, rho, 1e-12, pt), dgrad(sbar, pt, gs);
+}
+
+#define PLAIN_SGD "base: {name: sgd, lr: 0.1, weight_decay: 0.01}"
+
+static void test_rsam(void)
+{
+    float w[NP], w2[NP];
+    double x[NP], delta[NP], gs[NP];
+    struct rng r;
+
+    /* two steps of plain SGD (the rule has no state; the second step draws from t = 1) */
+    for (int filter = 0; filter < 2; filter++) {
+        double ev = run(filter ? "optimizer: {name: rsam, rho: 0.2, sigma: 0.3, lambda: 2, "
+                                 PLAIN_SGD "}"
+                               : "optimizer: {name: rsam, rho: 0.2, sigma: 0.3, lambda: 2, "
+                                 "noise: plain, " PLAIN_SGD "}",
+                        2, 4, w);
+        dstart(x);
+        for (int t = 0; t < 2; t++) {
+            rng_init(&r, 7, "optim.rsam", (uint64_t)t);
+            drsam_noise(&r, x, 0.3, filter, delta);
+            drsam(1, x, delta, 0.2, 2, false, gs), dsgd(x, gs, 0.1, 0.01);
+        }
+        same(w, x, filter ? "rsam (noise: filter) two steps" : "rsam (noise: plain) two steps");
+        approx(ev, 2, 0, 0, "rsam: 2 gradient evaluations per step");
+    }
+    /* the noise matters: the same settings without it are another trajectory */
+    run("optimizer: {name: rsam, rho: 0.2, sigma: 0, lambda: 2, " PLAIN_SGD "}", 2, 4, w2);
+    ok(memcmp(w, w2, sizeof w) != 0, "rsam: sigma 0.3 and sigma 0 differ");
+
+    /* m = 2 on a batch of 4: each group draws the next normals of the step's stream */
+    {
+        static const float s[4] = {0.5f, 1.5f, 1.0f, 3.0f};
+        struct fixture fx;
+        bool built = fx_open(&fx, "optimizer: {name: rsam, rho: 0.2, sigma: 0.3, lambda: 1.5, "
+                                  "m: 2, " SGD "}", 4) == 0;
+        memcpy(fx.q.s, s, sizeof s);
+        if (ok(built, "rsam m=2 builds: %s", fx.e.msg)) {
+            steps(&fx.o, &fx.p, &fx.q, 0, 1);
+            double d[NP] = {0};
+            dstart(x);
+            rng_init(&r, 7, "optim.rsam", 0);
+            for (int c = 0; c < 2; c++) {
+                drsam_noise(&r, x, 0.3, true, delta);
+                drsam((s[2 * c] + s[2 * c + 1]) / 2.0, x, delta, 0.2, 1.5, false, gs);
+                for (int i = 0; i < NP; i++)
+                    d[i] += 0.5 * gs[i];
+            }
+            dsgd(x, d, 0.1, 0.01);
+            float got[NP];
+            fx_weights(&fx, got);
+            same(got, x, "rsam m=2 on a batch of 4 one step");
+            approx(fx.q.f.evals, 2, 1e-12, 0, "rsam m=2: 2 gradient evaluations per step");
+            ok(fx.q.n_first == 4, "rsam m=2: the first passes cover the batch once (%d of 4)",
+               fx.q.n_first);
+        }
+        fx_close(&fx);
+    }
+
+    /* perturb: norm: delta and d on the bias only (the weight's normals are still drawn) */
+    bias_is_norm = true;
+    run("optimizer: {name: rsam, rho: 0.2, sigma: 0.3, perturb: norm, " SGD "}", 1, 4, w);
+    dstart(x);
+    rng_init(&r, 7, "optim.rsam", 0);
+    drsam_noise(&r, x, 0.3, true, delta);
+    drsam(1, x, delta, 0.2, 2, true, gs), dsgd(x, gs, 0.1, 0.01);
+    same(w, x, "rsam perturb: norm one step");
+    identical("optimizer: {name: rsam, rho: 0.1, sigma: 0, lambda: 1, perturb: norm, " MOM "}",
+              "optimizer: {name: sam, rho: 0.1, perturb: norm, " MOM "}", 6, 4, false,
+              "rsam sigma=0 lambda=1 perturb: norm = sam perturb: norm");
+    bias_is_norm = false;
+
+    /* nothing random is state: steps 2 and 3 from a rebuilt optimizer are the same steps */
+    {
+        struct fixture a, b;
+        const char *y = "optimizer: {name: rsam, rho: 0.2, sigma: 0.3, " PLAIN_SGD "}";
+        bool built = fx_open(&a, y, 4) == 0 && fx_open(&b, y, 4) == 0;
+        if (ok(built, "rsam builds twice: %s", a.e.msg)) {
+            steps(&a.o, &a.p, &a.q, 0, 4);
+            steps(&b.o, &b.p, &b.q, 0, 2);
+            struct fixture c;
+            if (fx_open(&c, y, 4) == 0) {
+                memcpy(c.p.w, b.p.w, sizeof(float) * NW);
+                steps(&c.o, &c.p, &c.q, 2, 2);
+                ok(memcmp(a.p.w, c.p.w, sizeof(float) * NW) == 0,
+                   "rsam: a rebuilt optimizer continues bit for bit (noise from (seed, t))");
+            } else {
+                ok(false, "rsam rebuild: %s", c.e.msg);
+            }
+            fx_close(&c);
+        }
+        fx_close(&a);
+        fx_close(&b);
+    }
+
+    struct fixture fx;
+    int rc = fx_open(&fx, "optimizer: {name: rsam, lambda: -1}", 4);
+    ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "t.yaml:1:") &&
+           strstr(fx.e.msg, "lambda"),
+       "rsam lambda < 0 is a config error: %s", fx.e.msg);
+    rc = fx_build(&fx, "optimizer: {name: rsam, sigma: -0.1}");
+    ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "sigma"),
+       "rsam sigma < 0 is a config error: %s", fx.e.msg);
+    rc = fx_build(&fx, "optimizer: {name: rsam, noise: layer}");
+    ok(rc < 0 && fx.e.status == SAMX_EXIT_CONFIG && strstr(fx.e.msg, "plain"),
+       "rsam: an unknown noise lists the choices: %s", fx.e.msg);
     fx_close(&fx);
 }
 
@@ -1111,6 +1263,7 @@ int main(void)
     test_closed_forms_2();
     test_perturb_filter();
     test_esam();
+    test_rsam();
     test_evals();
     test_identities();
     test_msharp();

@@ -98,6 +98,77 @@ def load_safetensors(path):
     return out
 
 
+# ---------------------------------------------------------------- samx's random stream
+
+M64 = (1 << 64) - 1
+
+
+def _splitmix64(x):
+    x = (x + 0x9e3779b97f4a7c15) & M64
+    z = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return x, z ^ (z >> 31)
+
+
+class SamxStream:
+    """samx's stream (seed, name, counter) as lib/rng.h defines it (FNV-1a of the name and
+    splitmix64 into a xoshiro256** state; normals by Box-Muller, no cached second value), so
+    the PyTorch side draws the very numbers samx draws. Python's math.log/cos are the C ones."""
+
+    def __init__(self, seed, name, counter):
+        h = 0xcbf29ce484222325
+        for ch in name.encode():
+            h = ((h ^ ch) * 0x100000001b3) & M64
+        x, a = _splitmix64(seed & M64)
+        x, b = _splitmix64(a ^ h)
+        x = b ^ ((counter * 0xd1342543de82ef95 + 0x2545f4914f6cdd1d) & M64)
+        self.s = []
+        for _ in range(4):
+            x, v = _splitmix64(x)
+            self.s.append(v)
+
+    def u64(self):
+        s = self.s
+        rotl = lambda v, k: ((v << k) | (v >> (64 - k))) & M64
+        out = (rotl((s[1] * 5) & M64, 7) * 9) & M64
+        t = (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return out
+
+    def uniform(self):
+        return (self.u64() >> 11) * 2.0 ** -53
+
+    def normal(self):
+        u1 = 1.0 - self.uniform()
+        u2 = self.uniform()
+        return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def rsam_noise(ps, stream, sigma, filter_wise):
+    """R-SAM's random vector (RSAM-Optimizer/R-SAM vit_jax/train.py random_vector): sigma times
+    a standard normal, times the norm of the element's output row (tensors of 2+ dims) or of
+    the whole tensor + 1e-16 (1-dim); elements drawn in order from samx's stream."""
+    out = []
+    for p in ps:
+        w = p.detach().double()
+        z = torch.tensor([stream.normal() for _ in range(w.numel())],
+                         dtype=torch.float64).reshape(w.shape)
+        if not filter_wise:
+            scale = torch.ones_like(w)
+        elif w.dim() >= 2:
+            scale = w.reshape(w.shape[0], -1).norm(dim=1).reshape(
+                [w.shape[0]] + [1] * (w.dim() - 1)).expand_as(w)
+        else:
+            scale = torch.full_like(w, w.norm().item() + 1e-16)
+        out.append((sigma * scale * z).float())
+    return out
+
+
 # ---------------------------------------------------------------- the PyTorch side
 
 class Run:
@@ -352,6 +423,29 @@ def run_torch(method, x, y, w0):
                  for di, mi in zip(d, pro_m)]
             r.add(e12, -1.0)
             r.base_step(t, d)
+        elif name == "rsam":
+            # RSAM-Optimizer/R-SAM vit_jax/train.py sam_gradient: gradient at w + delta,
+            # ascent along 2 g + delta (lambda g + delta) from w; sigma a cosine rising 5x
+            # (the code's CosineInc); with m, one delta and one ascent per group
+            sig = kw["sigma"]
+            if kw.get("sigma_end") is not None:
+                inc = kw["sigma_end"] / sig - 1
+                sig = sig * ((-math.cos(t * math.pi / STEPS) * 0.5 + 0.5) * inc + 1)
+            stream = SamxStream(0, "optim.rsam", t)
+            groups = [None] if not kw.get("m") else \
+                [torch.arange(c * kw["m"], (c + 1) * kw["m"]) for c in range(N // kw["m"])]
+            acc = None
+            for idx in groups:
+                saved = r.save()
+                delta = rsam_noise(r.ps, stream, sig, kw["noise"] == "filter")
+                r.add(delta)
+                _, gt = r.grad(idx)
+                r.restore(saved)
+                r.add(ascent([kw["lambda"] * a + b for a, b in zip(gt, delta)], kw["rho"], 1e-12))
+                _, gs = r.grad(idx)
+                r.restore(saved)
+                acc = gs if acc is None else [a + b for a, b in zip(acc, gs)]
+            r.base_step(t, [a / len(groups) for a in acc])
         elif name == "asam":
             # Kwon et al.: e = rho T^2 g / ||T g||, T = |w| + eta (weights only, or all tensors).
             saved = r.save()
@@ -544,6 +638,17 @@ def methods():
         {"label": "gam", "name": "gam",
          "torch": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03},
          "samx": {"rho": 0.03, "rho_norm": 0.2, "alpha": 0.6, "beta": 0.5, "gamma": 0.03}},
+        {"label": "rsam filter", "name": "rsam",
+         "torch": {"rho": 0.1, "sigma": 0.05, "sigma_end": 0.25, "lambda": 2.0,
+                   "noise": "filter"},
+         "samx": {"rho": 0.1, "sigma": {"schedule": "cosine", "start": 0.05, "end": 0.25},
+                  "lambda": 2.0}},
+        {"label": "rsam plain", "name": "rsam",
+         "torch": {"rho": 0.1, "sigma": 0.01, "lambda": 1.5, "noise": "plain"},
+         "samx": {"rho": 0.1, "sigma": 0.01, "lambda": 1.5, "noise": "plain"}},
+        {"label": "rsam m=128", "name": "rsam",
+         "torch": {"rho": 0.1, "sigma": 0.05, "lambda": 2.0, "noise": "filter", "m": 128},
+         "samx": {"rho": 0.1, "sigma": 0.05, "lambda": 2.0, "m": 128}},
     ]
 
 
