@@ -1019,35 +1019,45 @@ static void check_bn_passes(void)
     cfg_free(&cfg);
 }
 
-int main(void)
+/* test_conv [layers | models]: the layer checks and file formats (the quick part, default), or
+ * the whole-model checks (the slow suite). */
+int main(int argc, char **argv)
 {
+    bool models = argc > 1 && !strcmp(argv[1], "models");
     threads_set(2);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/samx-test-conv-XXXXXX");
     if (!mkdtemp(tmpdir)) {
         ok(false, "cannot create a temporary directory");
         return done();
     }
-    check_conv(2, 3, 7, 6, 4, 3, 1, 1, true);
-    check_conv(3, 2, 8, 9, 5, 3, 2, 1, false);
-    check_conv(2, 4, 5, 5, 3, 1, 1, 0, true);  /* pointwise: no im2col */
-    check_conv(2, 4, 6, 7, 3, 1, 2, 0, false); /* 1x1 stride 2 (option-B shortcut) */
-    check_conv(2, 2, 9, 8, 3, 5, 2, 2, true);
-    /* same-size stride-1 convolutions take the shifted-copy im2col: wider kernels, and planes
-     * no wider than the shift */
-    check_conv(2, 3, 6, 7, 2, 5, 1, 2, false);
-    check_conv(3, 2, 2, 3, 3, 3, 1, 1, true);
-    check_conv(2, 2, 1, 1, 2, 3, 1, 1, false);
-    check_conv(2, 2, 3, 2, 2, 5, 1, 2, true);
-    check_bn(true);
-    check_bn(false);
-    check_conv_moments();
-    check_pool(POOL_MAX, 2, 2);
-    check_pool(POOL_MAX, 3, 2);
-    check_pool(POOL_AVG, 2, 2);
-    check_pool(POOL_GAP, 0, 1);
-    check_shortcut(1);
-    check_shortcut(2);
-    check_dropout();
+    if (!models) {
+        check_conv(2, 3, 7, 6, 4, 3, 1, 1, true);
+        check_conv(3, 2, 8, 9, 5, 3, 2, 1, false);
+        check_conv(2, 4, 5, 5, 3, 1, 1, 0, true);  /* pointwise: no im2col */
+        check_conv(2, 4, 6, 7, 3, 1, 2, 0, false); /* 1x1 stride 2 (option-B shortcut) */
+        check_conv(2, 2, 9, 8, 3, 5, 2, 2, true);
+        /* same-size stride-1 convolutions take the shifted-copy im2col: wider kernels, and planes
+         * no wider than the shift */
+        check_conv(2, 3, 6, 7, 2, 5, 1, 2, false);
+        check_conv(3, 2, 2, 3, 3, 3, 1, 1, true);
+        check_conv(2, 2, 1, 1, 2, 3, 1, 1, false);
+        check_conv(2, 2, 3, 2, 2, 5, 1, 2, true);
+        check_bn(true);
+        check_bn(false);
+        check_conv_moments();
+        check_pool(POOL_MAX, 2, 2);
+        check_pool(POOL_MAX, 3, 2);
+        check_pool(POOL_AVG, 2, 2);
+        check_pool(POOL_GAP, 0, 1);
+        check_shortcut(1);
+        check_shortcut(2);
+        check_dropout();
+        check_resnet_layout();
+        check_cifar();
+        check_augment();
+        check_bn_passes();
+        return done();
+    }
     /* Whole models with a smooth activation (GELU; ReLU networks have kinks everywhere at the
      * scale of a float32 difference), then the ReLU versions in evaluation mode, where the
      * checks skip differences that cross a kink (cn_fingerprint). */
@@ -1071,9 +1081,5 @@ int main(void)
                 PASS_TRAIN_FROZEN, "wrn-10-1 (dropout) training mode");
     check_model("name: wrn\ndepth: 10\nwiden: 1\nactivation: gelu\n", 3, 8, PASS_EVAL,
                 "wrn-10-1 eval mode");
-    check_resnet_layout();
-    check_cifar();
-    check_augment();
-    check_bn_passes();
     return done();
 }
