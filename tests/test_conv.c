@@ -4,6 +4,16 @@
  * against central differences, directionally (a random unit direction over all inputs and
  * weights) and on sampled coordinates; BatchNorm in training and evaluation modes and its
  * running-statistics update; pooling with inputs spaced apart so no window has near-ties.
+ * The convolution's forward with acc adds what it writes without (to rounding), and its
+ * backward without dw gives the same dx bits and writes no weight partial.
+ * R-operators (Hessian-vector products, evaluation mode): every value of batchnorm_rop,
+ * batchnorm_rop_backward (rdx, hgamma, hbeta), maxpool_rop and add_rop, with and without a
+ * fused ReLU, against central differences of the plain kernels (batchnorm_forward and
+ * batchnorm_backward at the moved forward, maxpool_forward, add_forward) along the tangents of
+ * all their inputs, in double, Richardson-extrapolated, on inputs and tangents gridded so
+ * every moved value is exact in float (rop_check); ReLU inputs at least 0.25 from the kink
+ * and pool inputs spaced apart, with a check that no difference crosses a kink; acc adds
+ * exactly, and the backward's dx equals batchnorm_backward's.
  * Models (cnn, resnet A/B, resnet-18, wrn) get the same two checks in PASS_TRAIN_FROZEN and
  * PASS_EVAL, with losses summed in double and the steps extrapolated (Richardson): with a
  * smooth activation (GELU/tanh, model key `activation`), and with ReLU in evaluation mode,
@@ -12,6 +22,7 @@
  * test writes, augmentation determinism, and whole runs: one SAM step with
  * bn_update: first_pass leaves the running statistics of one plain training-mode forward pass.
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,6 +216,120 @@ static void layer_check(struct lcheck *l, const char *label, double eps, double 
     layer_check_x(l, label, eps, rtol, floor, false);
 }
 
+/* ---- an R-operator check: a kernel's tangent against differences of the plain kernel ---- */
+
+/* For a kernel f of arrays a (inputs, weights, output gradients) with tangents r, the
+ * R-operator is R{f} = d/dt f(a + t r) at t = 0. It is compared, output by output, with the
+ * central difference of f itself, [f(a + s r) - f(a - s r)] / 2s, taken in double and
+ * extrapolated from s and s/2 (Richardson, as layer_check_x). The arrays are multiples of
+ * RC_Q and the tangents of RC_QT (rc_quantise), so with steps 2^-7 and 2^-8 every a +- s r is
+ * exact in float: the differences see the displacement asked for, and only the outputs'
+ * rounding is noise. `region`, when set, fingerprints the side of every kink (ReLU masks,
+ * argmaxes) at the last f(); the inputs are built away from kinks, so a difference that
+ * crosses one is a fault of the test's setup and fails the check. */
+#define RC_MAX 4
+#define RC_Q 0x1p-16  /* grid of the arrays (|a| < 128: a +- s r stays within 24 bits) */
+#define RC_QT 0x1p-8  /* grid of the tangents */
+#define RC_STEP 0x1p-7
+struct rcheck {
+    int n_arr, n_out;
+    float *arr[RC_MAX];       /* moved along their tangents */
+    const float *dir[RC_MAX]; /* the tangents */
+    size_t len[RC_MAX];
+    const float *out[RC_MAX]; /* what f writes */
+    const float *rop[RC_MAX]; /* the R-op's tangent of each output, at the unmoved arrays */
+    size_t out_len[RC_MAX];
+    const char *what[RC_MAX];
+    void (*f)(void *ctx);
+    void *ctx;
+    uint64_t (*region)(void *ctx);
+};
+
+/* Round to the nearest multiple of q. */
+static void rc_quantise(float *x, size_t n, double q)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(nearbyint(x[i] / q) * q);
+}
+
+/* FNV-1a over the signs of y (y > 0): which side of a ReLU's kink each value lies on. */
+static uint64_t mask_print(const float *y, size_t n)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint64_t)(y[i] > 0)) * 1099511628211ULL;
+    return h;
+}
+
+/* d[o] = central difference of output o at step s. Returns RC_CROSSED when a side left the
+ * base region, RC_INEXACT when a displacement was not exactly s r in float (off the grid). */
+enum { RC_CROSSED = 1, RC_INEXACT = 2 };
+static int rc_central(struct rcheck *l, float *const *save, double s, double *const *d,
+                      uint64_t base)
+{
+    int fault = 0;
+    for (int sign = 1; sign >= -1; sign -= 2) {
+        for (int a = 0; a < l->n_arr; a++)
+            for (size_t i = 0; i < l->len[a]; i++) {
+                double want = sign * s * l->dir[a][i];
+                l->arr[a][i] = (float)(save[a][i] + want);
+                if ((double)l->arr[a][i] - save[a][i] != want)
+                    fault |= RC_INEXACT;
+            }
+        l->f(l->ctx);
+        if (l->region && l->region(l->ctx) != base)
+            fault |= RC_CROSSED;
+        for (int o = 0; o < l->n_out; o++)
+            for (size_t i = 0; i < l->out_len[o]; i++)
+                d[o][i] = sign > 0 ? l->out[o][i] : (d[o][i] - l->out[o][i]) / (2 * s);
+    }
+    for (int a = 0; a < l->n_arr; a++)
+        memcpy(l->arr[a], save[a], l->len[a] * sizeof(float));
+    return fault;
+}
+
+/* One check per output: every value agrees (agree(rtol, floor)) with the extrapolated
+ * difference. f runs once more at the end, so its outputs are those at the unmoved arrays. */
+static void rop_check(struct rcheck *l, const char *label, double rtol, double floor)
+{
+    float *save[RC_MAX];
+    double *d1[RC_MAX], *d2[RC_MAX];
+    for (int a = 0; a < l->n_arr; a++) {
+        save[a] = xfloats(l->len[a]);
+        memcpy(save[a], l->arr[a], l->len[a] * sizeof(float));
+    }
+    for (int o = 0; o < l->n_out; o++) {
+        d1[o] = xmalloc(l->out_len[o] * sizeof(double));
+        d2[o] = xmalloc(l->out_len[o] * sizeof(double));
+    }
+    l->f(l->ctx);
+    uint64_t base = l->region ? l->region(l->ctx) : 0;
+    int fault = rc_central(l, save, RC_STEP, d1, base) | rc_central(l, save, RC_STEP / 2, d2, base);
+    for (int o = 0; o < l->n_out; o++) {
+        int bad = 0;
+        double worst = 0, size = 0;
+        for (size_t i = 0; i < l->out_len[o]; i++) {
+            double num = (4 * d2[o][i] - d1[o][i]) / 3;
+            worst = worse(worst, fabs(l->rop[o][i] - num));
+            size = worse(size, fabs(num));
+            if (!agree(l->rop[o][i], num, rtol, floor) && bad++ < 3)
+                diag("%s: %s[%zu] R-op %.7g, difference %.7g", label, l->what[o], i,
+                     l->rop[o][i], num);
+        }
+        /* size > 0.1: a tangent zero everywhere (all masked, say) would pass trivially */
+        ok(bad == 0 && !fault && size > 0.1,
+           "%s: %s matches central differences of the plain kernel (%zu values up to %.3g, "
+           "max error %.2g)%s%s", label, l->what[o], l->out_len[o], size, worst,
+           fault & RC_CROSSED ? "; a difference crossed a kink" : "",
+           fault & RC_INEXACT ? "; a displacement was inexact" : "");
+    }
+    l->f(l->ctx);
+    for (int a = 0; a < l->n_arr; a++)
+        free(save[a]);
+    for (int o = 0; o < l->n_out; o++)
+        free(d1[o]), free(d2[o]);
+}
+
 /* ---- convolution ---- */
 
 struct conv_ctx {
@@ -295,6 +420,39 @@ static void check_conv(int batch, int c_in, int h, int w, int c_out, int k, int 
     for (size_t i = 0; i < nx; i++)
         worst = worse(worst, fabs(dx2[i] - 2 * dx[i]));
     ok(worst < 1e-4, "%s: acc adds into dx", label);
+    /* The forward with acc (a tangent's weight term added onto its input term, cn_hvp) adds
+     * onto what out held the values acc = false writes, to float rounding of the sum. */
+    float *outa = xfloats(no), *pre = xfloats(no);
+    fill_normal(pre, no, &r, 1);
+    memcpy(outa, pre, no * sizeof *outa);
+    conv2d_forward(outa, NULL, c.x, c.w, c.b, batch, &c.s, &ws3, true);
+    /* relative to the terms summed: pre, the bias and the rest of out */
+    worst = 0;
+    for (size_t i = 0; i < no; i++) {
+        double bi = bias ? fabs(c.b[i / ((size_t)c.s.h_out * c.s.w_out) % (size_t)c_out]) : 0;
+        worst = worse(worst, fabs(outa[i] - ((double)pre[i] + out[i])) /
+                                 (fabs(pre[i]) + fabs(out[i]) + bi));
+    }
+    ok(worst < 4 * FLT_EPSILON, "%s: forward with acc adds what it writes without (max "
+       "relative difference %.2g)", label, worst);
+    /* dw == NULL (the input gradient alone, as a tangent's backward needs): the same dx bits,
+     * plain and with acc, and no weight partial of the workspace written (they stay NaN). */
+    struct conv_ws wsn = ws_new(3, &c.s);
+    float *dxn = xfloats(nx), *dbn = xfloats((size_t)c_out);
+    conv2d_backward(dxn, NULL, bias ? dbn : NULL, c.c, c.x, c.w, batch, &c.s, &wsn, false);
+    bool same = !memcmp(dxn, dx, nx * sizeof *dx) &&
+                (!bias || !memcmp(dbn, db, (size_t)c_out * sizeof *db));
+    memcpy(dxn, dx, nx * sizeof *dx);
+    conv2d_backward(dxn, NULL, NULL, c.c, c.x, c.w, batch, &c.s, &wsn, true);
+    same = same && !memcmp(dxn, dx2, nx * sizeof *dx);
+    int written = 0;
+    for (int bi = 0; bi < wsn.n_blk; bi++)
+        for (size_t i = 0; i < nw; i++)
+            written += !isnan(wsn.dw[bi][i]);
+    ok(same && written == 0, "%s: backward without dw: the same dx (and db) bits, plain and with "
+       "acc; %d weight-partial values written", label, written);
+    ws_free(&wsn);
+    free(outa), free(pre), free(dxn), free(dbn);
     /* The loss is linear in each array, so a large step has no truncation error. */
     struct lcheck l = {.n_arr = bias ? 3 : 2, .arr = {c.x, c.w, c.b},
                        .len = {nx, nw, (size_t)c_out},
@@ -610,6 +768,249 @@ static void check_dropout(void)
     dropout_backward(dx, x, m1, B * N, false);
     ok(!memcmp(dx, o1, sizeof(float) * B * N), "dropout backward multiplies by the same mask");
     free(x), free(o1), free(o2), free(o3), free(m1), free(m2), free(m3), free(dx);
+}
+
+/* ---- R-operators of the nonlinear layers (evaluation mode; cn_hvp) ---- */
+
+/* A random sign times (margin + |N(0, 1)|): a value at least `margin` from a ReLU's kink. */
+static double off_kink(struct rng *r, double margin)
+{
+    return (rng_uniform(r) < 0.5 ? -1 : 1) * (margin + fabs(rng_normal(r)));
+}
+
+struct bnr_ctx {
+    int batch, c, hw;
+    bool relu, backward;
+    float *x, *gamma, *beta, *dy;   /* moved */
+    float *rm, *rv, *sm, *si;       /* running statistics (constants); what forward saves */
+    float *y, *dx, *dgamma, *dbeta; /* written */
+};
+
+/* BatchNorm in evaluation mode, then (backward) its gradient at the forward's output. */
+static void bnr_f(void *p)
+{
+    struct bnr_ctx *k = p;
+    batchnorm_forward(k->y, k->sm, k->si, k->x, NULL, k->gamma, k->beta, k->rm, k->rv, k->batch,
+                      k->c, k->hw, false, k->relu, 0.1f, 1e-5f);
+    if (!k->backward)
+        return;
+    memset(k->dgamma, 0, (size_t)k->c * sizeof(float));
+    memset(k->dbeta, 0, (size_t)k->c * sizeof(float));
+    batchnorm_backward(k->dx, k->dgamma, k->dbeta, k->dy, k->relu ? k->y : NULL, k->x, k->sm,
+                       k->si, k->gamma, k->batch, k->c, k->hw, false, false);
+}
+
+static uint64_t bnr_region(void *p)
+{
+    struct bnr_ctx *k = p;
+    return mask_print(k->y, (size_t)k->batch * k->c * k->hw);
+}
+
+/* batchnorm_rop against differences of batchnorm_forward (x, gamma, beta moved), and
+ * batchnorm_rop_backward against differences of batchnorm_backward at the moved forward
+ * (dy, x, gamma, beta moved; beta enters only through the ReLU's mask, constant here). */
+static void check_bn_rop(bool relu)
+{
+    const char *label = relu ? "batchnorm+relu R-op (evaluation)" : "batchnorm R-op (evaluation)";
+    enum { B = 3, C = 4, HW = 20 }; /* hw 20: batchnorm_backward's 16-lane loop and its tail */
+    size_t n = (size_t)B * C * HW;
+    struct rng r;
+    rng_init(&r, 12, "test.bn_rop", relu);
+    float gamma[C], beta[C], rm[C], rv[C], sm[C], si[C], dg[C], db[C], vg[C], vb[C];
+    struct bnr_ctx k = {.batch = B, .c = C, .hw = HW, .relu = relu, .gamma = gamma, .beta = beta,
+                        .rm = rm, .rv = rv, .sm = sm, .si = si, .dgamma = dg, .dbeta = db};
+    k.x = xfloats(n), k.dy = xfloats(n), k.y = xfloats(n), k.dx = xfloats(n);
+    float *rx = xfloats(n), *rdy = xfloats(n), *ry = xfloats(n), *dx = xfloats(n);
+    float *rdx = xfloats(n);
+    for (int ch = 0; ch < C; ch++) {
+        gamma[ch] = (float)((rng_uniform(&r) < 0.5 ? -1 : 1) * (0.5 + rng_uniform(&r)));
+        beta[ch] = (float)(0.5 * rng_normal(&r));
+        rm[ch] = (float)(0.5 * rng_normal(&r));
+        rv[ch] = (float)(0.5 + 1.5 * rng_uniform(&r));
+    }
+    rc_quantise(gamma, C, RC_Q);
+    rc_quantise(beta, C, RC_Q);
+    /* Pre-activations gamma is (x - mean) + beta at least 0.25 from the kink, of either sign;
+     * no step moves them by more than 0.05. */
+    for (size_t i = 0; i < n; i++) {
+        int ch = (int)(i / HW % C);
+        double is = 1 / sqrt(rv[ch] + 1e-5);
+        k.x[i] = (float)(rm[ch] + (off_kink(&r, 0.25) - beta[ch]) / (gamma[ch] * is));
+    }
+    rc_quantise(k.x, n, RC_Q);
+    fill_normal(k.dy, n, &r, 1);
+    rc_quantise(k.dy, n, RC_Q);
+    fill_normal(rx, n, &r, 0.5);
+    fill_normal(rdy, n, &r, 0.5);
+    fill_normal(vg, C, &r, 0.5);
+    fill_normal(vb, C, &r, 0.5);
+    rc_quantise(rx, n, RC_QT);
+    rc_quantise(rdy, n, RC_QT);
+    rc_quantise(vg, C, RC_QT);
+    rc_quantise(vb, C, RC_QT);
+
+    bnr_f(&k);
+    int zeros = 0;
+    for (size_t i = 0; i < n; i++)
+        zeros += k.y[i] == 0;
+    batchnorm_rop(ry, relu ? k.y : NULL, rx, k.x, gamma, vg, vb, sm, si, B, C, HW);
+    struct rcheck l = {.n_arr = 3, .arr = {k.x, gamma, beta}, .dir = {rx, vg, vb},
+                       .len = {n, C, C}, .n_out = 1, .out = {k.y}, .rop = {ry}, .out_len = {n},
+                       .what = {"ry"}, .f = bnr_f, .ctx = &k,
+                       .region = relu ? bnr_region : NULL};
+    /* The floor is the float rounding of the outputs over the step: y = x gamma is + (beta -
+     * mean gamma is) sums terms up to ~30 here (2e-6 rounding, over 2s = 2^-7: 2.5e-4), dgamma
+     * sums up to ~12. */
+    rop_check(&l, label, 1e-4, 3e-4);
+    if (relu)
+        ok(zeros > (int)n / 4 && zeros < (int)n * 3 / 4,
+           "%s: the ReLU cuts %d of %zu values (both sides of the mask checked)", label, zeros, n);
+
+    k.backward = true;
+    bnr_f(&k);
+    float hg[C] = {0}, hb[C] = {0};
+    batchnorm_rop_backward(dx, rdx, hg, hb, k.dy, rdy, relu ? k.y : NULL, k.x, rx, sm, si, gamma,
+                           vg, B, C, HW, false);
+    int differ = 0;
+    for (size_t i = 0; i < n; i++)
+        differ += dx[i] != k.dx[i];
+    ok(differ == 0, "%s backward: dx equals batchnorm_backward's (%d of %zu differ)", label,
+       differ, n);
+    struct rcheck lb = {.n_arr = 4, .arr = {k.dy, k.x, gamma, beta},
+                        .dir = {rdy, rx, vg, vb}, .len = {n, n, C, C}, .n_out = 3,
+                        .out = {k.dx, dg, db}, .rop = {rdx, hg, hb}, .out_len = {n, C, C},
+                        .what = {"rdx", "hgamma", "hbeta"}, .f = bnr_f, .ctx = &k,
+                        .region = relu ? bnr_region : NULL};
+    char lab2[64];
+    snprintf(lab2, sizeof lab2, "%s backward", label);
+    rop_check(&lb, lab2, 1e-4, 3e-4);
+
+    /* acc: dx and rdx added to; hgamma and hbeta always are. Each value is the float sum of
+     * what was there and what acc = false writes, so equality is exact. */
+    float *dxa = xfloats(n), *rdxa = xfloats(n), *pre = xfloats(2 * n);
+    float hga[C], hba[C], hpre[2 * C];
+    fill_normal(pre, 2 * n, &r, 1);
+    fill_normal(hpre, 2 * C, &r, 1);
+    memcpy(dxa, pre, n * sizeof *dxa);
+    memcpy(rdxa, pre + n, n * sizeof *rdxa);
+    memcpy(hga, hpre, sizeof hga);
+    memcpy(hba, hpre + C, sizeof hba);
+    batchnorm_rop_backward(dxa, rdxa, hga, hba, k.dy, rdy, relu ? k.y : NULL, k.x, rx, sm, si,
+                           gamma, vg, B, C, HW, true);
+    differ = 0;
+    for (size_t i = 0; i < n; i++)
+        differ += dxa[i] != pre[i] + dx[i] || rdxa[i] != pre[n + i] + rdx[i];
+    for (int ch = 0; ch < C; ch++)
+        differ += hga[ch] != hpre[ch] + hg[ch] || hba[ch] != hpre[C + ch] + hb[ch];
+    ok(differ == 0, "%s backward with acc: adds into dx, rdx, hgamma, hbeta (%d differ)", label,
+       differ);
+    /* without dx and rdx: the same hgamma and hbeta */
+    float hg0[C] = {0}, hb0[C] = {0};
+    batchnorm_rop_backward(NULL, NULL, hg0, hb0, k.dy, rdy, relu ? k.y : NULL, k.x, rx, sm, si,
+                           gamma, vg, B, C, HW, false);
+    ok(!memcmp(hg0, hg, sizeof hg) && !memcmp(hb0, hb, sizeof hb),
+       "%s backward without dx, rdx: the same hgamma, hbeta", label);
+    free(k.x), free(k.dy), free(k.y), free(k.dx);
+    free(rx), free(rdy), free(ry), free(dx), free(rdx), free(dxa), free(rdxa), free(pre);
+}
+
+struct mpr_ctx {
+    int batch, c, h, w, k, stride;
+    size_t no;
+    float *x, *out;
+    int32_t *arg;
+};
+
+static void mpr_f(void *p)
+{
+    struct mpr_ctx *m = p;
+    maxpool_forward(m->out, m->arg, m->x, m->batch, m->c, m->h, m->w, m->k, m->stride);
+}
+
+static uint64_t mpr_region(void *p)
+{
+    struct mpr_ctx *m = p;
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < m->no; i++)
+        h = (h ^ (uint32_t)m->arg[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void check_maxpool_rop(int k, int stride)
+{
+    char label[48];
+    snprintf(label, sizeof label, "max pool k%d s%d R-op", k, stride);
+    struct mpr_ctx m = {.batch = 2, .c = 3, .h = 7, .w = 6, .k = k, .stride = stride};
+    size_t nx = (size_t)m.batch * m.c * m.h * m.w;
+    m.no = (size_t)m.batch * m.c * ((m.h - k) / stride + 1) * ((m.w - k) / stride + 1);
+    struct rng r;
+    rng_init(&r, 13, "test.pool_rop", (uint64_t)k);
+    m.x = xfloats(nx), m.out = xfloats(m.no), m.arg = xmalloc(m.no * sizeof *m.arg);
+    float *rx = xfloats(nx), *rout = xfloats(m.no);
+    /* values 0.1 apart in random order, tangents below 2.5 in size: no step (< 0.02) brings
+     * two within reach of each other, so no argmax flips */
+    int *perm = xmalloc(nx * sizeof *perm);
+    for (size_t i = 0; i < nx; i++)
+        perm[i] = (int)i;
+    rng_shuffle(&r, perm, (int)nx);
+    for (size_t i = 0; i < nx; i++) {
+        m.x[i] = 0.1f * (float)perm[i] - 12.0f;
+        rx[i] = (float)fmin(2.4, fmax(-2.4, rng_normal(&r)));
+    }
+    rc_quantise(m.x, nx, RC_Q);
+    rc_quantise(rx, nx, RC_QT);
+    mpr_f(&m);
+    maxpool_rop(rout, m.arg, rx, m.batch, m.c, m.h, m.w, k, stride);
+    struct rcheck l = {.n_arr = 1, .arr = {m.x}, .dir = {rx}, .len = {nx}, .n_out = 1,
+                       .out = {m.out}, .rop = {rout}, .out_len = {m.no}, .what = {"rout"},
+                       .f = mpr_f, .ctx = &m, .region = mpr_region};
+    rop_check(&l, label, 1e-6, 1e-6);
+    free(m.x), free(m.out), free(m.arg), free(rx), free(rout), free(perm);
+}
+
+struct addr_ctx {
+    size_t n;
+    bool relu;
+    float *a, *b, *out;
+};
+
+static void addr_f(void *p)
+{
+    struct addr_ctx *k = p;
+    add_forward(k->out, k->a, k->b, k->n, k->relu);
+}
+
+static uint64_t addr_region(void *p)
+{
+    struct addr_ctx *k = p;
+    return mask_print(k->out, k->n);
+}
+
+static void check_add_rop(bool relu)
+{
+    const char *label = relu ? "sum+relu R-op" : "sum R-op";
+    enum { N = 60 };
+    struct rng r;
+    rng_init(&r, 14, "test.add_rop", relu);
+    float a[N], b[N], out[N], ra[N], rb[N], rout[N];
+    struct addr_ctx k = {.n = N, .relu = relu, .a = a, .b = b, .out = out};
+    /* a + b at least 0.25 from the kink; steps move it by less than 0.05 */
+    for (int i = 0; i < N; i++) {
+        a[i] = (float)rng_normal(&r);
+        b[i] = (float)(off_kink(&r, 0.25) - a[i]);
+    }
+    fill_normal(ra, N, &r, 0.5);
+    fill_normal(rb, N, &r, 0.5);
+    rc_quantise(a, N, RC_Q);
+    rc_quantise(b, N, RC_Q);
+    rc_quantise(ra, N, RC_QT);
+    rc_quantise(rb, N, RC_QT);
+    addr_f(&k);
+    add_rop(rout, ra, rb, relu ? out : NULL, N);
+    struct rcheck l = {.n_arr = 2, .arr = {a, b}, .dir = {ra, rb}, .len = {N, N}, .n_out = 1,
+                       .out = {out}, .rop = {rout}, .out_len = {N}, .what = {"rout"},
+                       .f = addr_f, .ctx = &k, .region = relu ? addr_region : NULL};
+    rop_check(&l, label, 1e-6, 1e-6);
 }
 
 /* ---- whole models ---- */
@@ -1052,6 +1453,12 @@ int main(int argc, char **argv)
         check_shortcut(1);
         check_shortcut(2);
         check_dropout();
+        check_bn_rop(false);
+        check_bn_rop(true);
+        check_maxpool_rop(2, 2);
+        check_maxpool_rop(3, 2);
+        check_add_rop(false);
+        check_add_rop(true);
         check_resnet_layout();
         check_cifar();
         check_augment();

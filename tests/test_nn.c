@@ -5,6 +5,10 @@
  * coordinates per tensor with the asymmetry metric |a - n| / (|a| + |n|) and an absolute floor.
  * Losses are summed in double to keep finite-difference noise low; ReLU is checked on inputs
  * kept away from its kink.
+ * The activations' R-operator (act_rop, relu/tanh/gelu): its dz equals act_backward's, its rdz
+ * matches central differences of act_backward (y recomputed) along (rdy, rz), in double and
+ * Richardson-extrapolated, on gridded values so every moved value is exact in float; acc adds
+ * exactly, and in place (dz == dy, rdz == rdy) gives the same as out of place.
  */
 #include <math.h>
 #include <stdio.h>
@@ -73,6 +77,98 @@ static void check_activation(enum act a)
     ok(bad == 0, "%s backward matches central differences (%d of %d off)", act_names[a], bad, N);
 }
 
+
+/* ---- the activations' R-operator (Hessian-vector products) ---- */
+
+/* act_backward's dz at (dy, z), with y = act(z) recomputed: the function act_rop
+ * differentiates. */
+static void act_dz(enum act a, float *dz, const float *dy, const float *z, size_t n)
+{
+    float y[64];
+    act_forward(a, y, z, n);
+    act_backward(a, dz, dy, z, y, n, false);
+}
+
+/* Round to the nearest multiple of q. */
+static void quantise(float *x, size_t n, double q)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(nearbyint(x[i] / q) * q);
+}
+
+/* rdz = d/dt dz(dy + t rdy, z + t rz) at t = 0 against central differences of act_backward,
+ * in double, extrapolated from steps 2^-7 and 2^-8 (Richardson). z and dy are multiples of
+ * 2^-16 and the tangents of 2^-8, so every moved value is exact in float. */
+static void check_act_rop(enum act a)
+{
+    struct rng r;
+    rng_init(&r, 2, "test.act_rop", (uint64_t)a);
+    enum { N = 40 };
+    float z[N], y[N], dy[N], rdy[N], rz[N], dz[N], rdz[N], dzb[N];
+    fill_normal(z, N, &r, 1.5);
+    if (a == ACT_RELU) /* 0.25 away from the kink; no step moves z by more than 0.04 */
+        for (int i = 0; i < N; i++)
+            z[i] += z[i] >= 0 ? 0.25f : -0.25f;
+    fill_normal(dy, N, &r, 1);
+    fill_normal(rdy, N, &r, 1);
+    for (int i = 0; i < N; i++)
+        rz[i] = (float)fmin(4, fmax(-4, rng_normal(&r)));
+    quantise(z, N, 0x1p-16);
+    quantise(dy, N, 0x1p-16);
+    quantise(rdy, N, 0x1p-8);
+    quantise(rz, N, 0x1p-8);
+    act_forward(a, y, z, N);
+    act_rop(a, dz, rdz, dy, rdy, z, y, rz, N, false);
+    act_backward(a, dzb, dy, z, y, N, false);
+    ok(!memcmp(dz, dzb, sizeof dz), "%s act_rop: dz equals act_backward's", act_names[a]);
+    double d[2][N];
+    int crossed = 0;
+    for (int k = 0; k < 2; k++) {
+        double s = 0x1p-7 / (1 << k);
+        float zp[N], zm[N], dyp[N], dym[N], gp[N], gm[N];
+        for (int i = 0; i < N; i++) {
+            zp[i] = (float)(z[i] + s * rz[i]), zm[i] = (float)(z[i] - s * rz[i]);
+            dyp[i] = (float)(dy[i] + s * rdy[i]), dym[i] = (float)(dy[i] - s * rdy[i]);
+            crossed += (zp[i] > 0) != (z[i] > 0) || (zm[i] > 0) != (z[i] > 0);
+        }
+        act_dz(a, gp, dyp, zp, N);
+        act_dz(a, gm, dym, zm, N);
+        for (int i = 0; i < N; i++)
+            d[k][i] = ((double)gp[i] - gm[i]) / (2 * s);
+    }
+    int bad = 0;
+    double worst = 0, size = 0;
+    for (int i = 0; i < N; i++) {
+        double num = (4 * d[1][i] - d[0][i]) / 3;
+        worst = fmax(worst, fabs(rdz[i] - num));
+        size = fmax(size, fabs(num));
+        /* floor: dz's float rounding (1.2e-7 at |dz| ~ 2) over 2s = 2^-7, times 5/3 for the
+         * extrapolation: 3e-5 */
+        if (!agree(rdz[i], num, 1e-4, 1e-4) && bad++ < 3)
+            diag("%s: rdz[%d] act_rop %.7g, difference %.7g", act_names[a], i, rdz[i], num);
+    }
+    ok(bad == 0 && size > 0.1 && (a != ACT_RELU || crossed == 0),
+       "%s act_rop: rdz matches central differences of act_backward along (rdy, rz) "
+       "(%d values up to %.3g, max error %.2g)", act_names[a], N, size, worst);
+    /* acc: each value the float sum of what was there and what acc = false writes */
+    float dza[N], rdza[N], pre[2 * N];
+    fill_normal(pre, 2 * N, &r, 1);
+    memcpy(dza, pre, sizeof dza);
+    memcpy(rdza, pre + N, sizeof rdza);
+    act_rop(a, dza, rdza, dy, rdy, z, y, rz, N, true);
+    int differ = 0;
+    for (int i = 0; i < N; i++)
+        differ += dza[i] != pre[i] + dz[i] || rdza[i] != pre[N + i] + rdz[i];
+    ok(differ == 0, "%s act_rop with acc: adds into dz and rdz (%d differ)", act_names[a],
+       differ);
+    /* in place: dz over dy, rdz over rdy */
+    float g[N], rg[N];
+    memcpy(g, dy, sizeof g);
+    memcpy(rg, rdy, sizeof rg);
+    act_rop(a, g, rg, g, rg, z, y, rz, N, false);
+    ok(!memcmp(g, dz, sizeof g) && !memcmp(rg, rdz, sizeof rg),
+       "%s act_rop in place (dz == dy, rdz == rdy): the same as out of place", act_names[a]);
+}
 /* ---- losses on logits ---- */
 
 static void check_xent(float smoothing)
@@ -371,6 +467,9 @@ int main(void)
     check_activation(ACT_RELU);
     check_activation(ACT_TANH);
     check_activation(ACT_GELU);
+    check_act_rop(ACT_RELU);
+    check_act_rop(ACT_TANH);
+    check_act_rop(ACT_GELU);
     check_xent(0.0f);
     check_xent(0.1f);
     check_mse();
