@@ -60,10 +60,16 @@ if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
             --act $act >"$T/rn" 2>&1
         ok $? "ResNet-20 ($act) equals PyTorch's: $(grep 'gradient vs float64: samx' "$T/rn" | tr -s ' ')"
     done
+    # Its exact Hessian-vector product in evaluation mode against PyTorch's float64 double
+    # back-propagation (experiments/torch-check-resnet/check_hvp.py; GELU: tolerance 1e-5).
+    /usr/bin/python3 "$SRC/experiments/torch-check-resnet/check_hvp.py" \
+        "$(dirname "$(dirname "$SAMX")")" --model resnet20 --act gelu --hvp-only 1 >"$T/hv" 2>&1
+    ok $? "ResNet-20 (gelu) H v equals PyTorch's float64: $(grep -o 'samx vs float64 [^ ]*' "$T/hv")"
 else
     n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: PyTorch weight loading not checked"
     n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: ResNet-20 (relu) not checked"
     n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: ResNet-20 (gelu) not checked"
+    n=$((n + 1)); echo "ok $n # SKIP python3-torch not installed: ResNet-20 H v not checked"
 fi
 
 # --- determinism ------------------------------------------------------------------------------

@@ -7,6 +7,14 @@
  * OUT: logits_eval (N, k) in PASS_EVAL; logits_train (N, k), loss_train (mean cross-entropy)
  * and grad.<tensor> for every weight after a PASS_TRAIN_UPDATE forward and backward; and
  * after.<buffer>, the running statistics after that pass. PyTorch computes the same.
+ *
+ *     conv_dump MODEL.yaml DATA.yaml N OUT.safetensors --hvp SEED [--smoothing S]
+ *
+ * also writes, after those, v.<tensor>: a direction of standard normal entries from the stream
+ * (SEED, "conv_dump.v", 0) over the weights, and hv.<tensor>: H v from the model's exact hvp op,
+ * H the Hessian of the mean cross-entropy (label smoothing S, default 0) over the same N
+ * examples in evaluation mode, that is with the running statistics after.<buffer>
+ * (experiments/torch-check-resnet/check_hvp.py differentiates PyTorch's loss twice).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,14 +23,35 @@
 #include "blas.h"
 #include "cfg.h"
 #include "data.h"
+#include "measure.h"
 #include "model.h"
 #include "nn.h"
+#include "rng.h"
 #include "safetensors.h"
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: conv_dump MODEL.yaml DATA.yaml N OUT.safetensors\n");
+    bool hvp = false;
+    unsigned long long seed = 0;
+    double smoothing = 0;
+    for (int a = 5; a < argc; a += 2) {
+        char *end = NULL;
+        if (a + 1 < argc && !strcmp(argv[a], "--hvp")) {
+            hvp = true;
+            seed = strtoull(argv[a + 1], &end, 10);
+        } else if (a + 1 < argc && !strcmp(argv[a], "--smoothing")) {
+            smoothing = strtod(argv[a + 1], &end);
+            if (!(smoothing >= 0 && smoothing < 1))
+                end = NULL;
+        }
+        if (!end || *end) {
+            argc = 0; /* a malformed option: the usage line */
+            break;
+        }
+    }
+    if (argc < 5) {
+        fprintf(stderr, "usage: conv_dump MODEL.yaml DATA.yaml N OUT.safetensors "
+                        "[--hvp SEED [--smoothing S]]\n");
         return 2;
     }
     struct err e = {0};
@@ -57,8 +86,30 @@ int main(int argc, char **argv)
     double loss = xent_forward_backward(dout, lex, hit, m.out, lab, n, k, 0.0f, 1.0f / n) / n;
     m.ops->backward(&m, x, dout, n, false);
 
-    struct st_entry *ent = xcalloc((size_t)(3 + m.p.nt + m.buf.nt), sizeof *ent);
-    char (*names)[80] = xcalloc((size_t)(m.p.nt + m.buf.nt), sizeof *names);
+    /* H v in evaluation mode, after the training pass: its BatchNorm uses the running
+     * statistics written as after.<buffer>. The gaps between tensors stay 0 in v (xfloats);
+     * hvp adds into hv, which starts at 0, and leaves p.g (the grad.* outputs) alone. */
+    float *v = NULL, *hv = NULL;
+    if (hvp) {
+        if (!m.ops->hvp) {
+            fprintf(stderr, "conv_dump: model '%s' has no exact hvp\n", m.ops->name);
+            return 1;
+        }
+        model_hvp_reserve(&m);
+        v = xfloats(m.p.n);
+        hv = xfloats(m.p.n);
+        struct rng r;
+        rng_init(&r, (uint64_t)seed, "conv_dump.v", 0);
+        for (int t = 0; t < m.p.nt; t++)
+            for (size_t j = m.p.t[t].off; j < m.p.t[t].off + m.p.t[t].n; j++)
+                v[j] = (float)rng_normal(&r);
+        struct hvp_loss l = {.smoothing = (float)smoothing, .label = lab, .scale = 1.0 / n};
+        m.ops->hvp(&m, x, n, &l, v, hv);
+    }
+
+    int nw = hvp ? 3 * m.p.nt : m.p.nt; /* grad., and v. and hv. with --hvp */
+    struct st_entry *ent = xcalloc((size_t)(3 + nw + m.buf.nt), sizeof *ent);
+    char (*names)[80] = xcalloc((size_t)(nw + m.buf.nt), sizeof *names);
     int ne = 0;
     ent[ne++] = (struct st_entry){.name = "logits_eval", .dtype = "F32", .ndim = 2,
                                   .shape = {n, k}, .data = le, .nbytes = (size_t)n * k * 4};
@@ -73,6 +124,17 @@ int main(int argc, char **argv)
         struct st_entry *s = &ent[ne++];
         *s = (struct st_entry){.name = names[t], .dtype = "F32", .ndim = tv->ndim,
                                .data = (w ? m.p.g : m.buf.w) + tv->off,
+                               .nbytes = tv->n * sizeof(float)};
+        for (int i = 0; i < tv->ndim; i++)
+            s->shape[i] = tv->shape[i];
+    }
+    for (int t = 0; hvp && t < 2 * m.p.nt; t++) {
+        const struct tensor *tv = &m.p.t[t % m.p.nt];
+        char *name = names[m.p.nt + m.buf.nt + t];
+        snprintf(name, sizeof names[0], "%s.%s", t < m.p.nt ? "v" : "hv", tv->name);
+        struct st_entry *s = &ent[ne++];
+        *s = (struct st_entry){.name = name, .dtype = "F32", .ndim = tv->ndim,
+                               .data = (t < m.p.nt ? v : hv) + tv->off,
                                .nbytes = tv->n * sizeof(float)};
         for (int i = 0; i < tv->ndim; i++)
             s->shape[i] = tv->shape[i];
