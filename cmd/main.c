@@ -97,8 +97,8 @@ static const char *const usage_table =
     "  --counts       every count column in md and latex, not only those with a non-zero count\n"
     "  Per group: mean ± sample std (n-1) over completed runs, n, and counts of diverged,\n"
     "  failed, interrupted and missing (planned by a sweep, never run) runs. Schedules read\n"
-    "  as text (cosine 0.05→0 warmup 1). A group whose runs ran at different thread counts or\n"
-    "  BLAS cores is named in one warning line.\n";
+    "  as text (cosine 0.05→0 warmup 1). A group whose runs ran with different BLAS cores\n"
+    "  (or, from an older samx, thread counts) is named in one warning line.\n";
 static const char *const usage_plot =
     "usage: samx plot DIR ... --y NAME [--x epoch] [--group KEYS] [-o FILE] [--title T]\n"
     "                 [--xlabel T] [--ylabel T] [--labels A,B] [--logy] [--band std|sem|none]\n"

@@ -50,16 +50,20 @@ int gemm_par_rows(int m, int nt)
     return ((m + nt - 1) / nt + 15) / 16 * 16;
 }
 
+int work_blocks(void)
+{
+    return SAMX_BLOCKS;
+}
+
 void gemm_par(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c)
 {
-    int nt = threads_get();
-    if (nt <= 1 || m < 32 || (double)m * n * k < 1e6) {
+    if (m < 32 || (double)m * n * k < 1e6) {
         gemm(trans_a, trans_b, m, n, k, alpha, a, b, beta, c);
         return;
     }
     int lda = trans_a ? m : k, ldb = trans_b ? k : n;
-    int rows = gemm_par_rows(m, nt);
+    int rows = gemm_par_rows(m, work_blocks());
     int blocks = (m + rows - 1) / rows;
 #pragma omp parallel for schedule(static) num_threads(team_size())
     for (int bi = 0; bi < blocks; bi++) {

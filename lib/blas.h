@@ -63,7 +63,19 @@ bool vec_finite(size_t n, const float *x);
 int thread_id(void);
 int thread_count(void);
 
-/* Threads: -t N (n >= 1), which fixes how every pass is split; the threads that run a region
+/* The work split: every parallel pass cuts its work into work_blocks() blocks (SAMX_BLOCKS)
+ * whose bounds depend on the shapes alone, never on -t or the team: the MLP's weight rows, the
+ * convolutions' example blocks, gemm_par's row blocks, the optimizers' chunk owners. Partial
+ * sums are combined in block order. So no result depends on the thread count; more than
+ * SAMX_BLOCKS threads add nothing to these passes (elementwise and per-channel loops still use
+ * every thread). 4, because each block is a separate, smaller GEMM and the partial sums of the
+ * MLP's input gradients grow with the count: against a split by the thread count, measured on
+ * the Fashion-MNIST MLP epoch (2 cores, best of 3 interleaved rounds), 4 blocks cost 0-6% on 2
+ * threads and 6-10% on 1, 8 blocks 12% and 8% (tests/bench/README.md). */
+#define SAMX_BLOCKS 4
+int work_blocks(void);
+
+/* Threads: -t N (n >= 1), the most threads a region runs; the threads that run a region
  * are the team (tune.h). threads_get() before any threads_set() takes OpenMP's default
  * (OMP_NUM_THREADS or the cores). threads_set leaves OpenBLAS single-threaded.
  * blas_set_threads sets OpenBLAS's (and OpenMP's default) thread count: for benchmarks of

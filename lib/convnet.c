@@ -118,7 +118,7 @@ struct convnet *cn_new(struct model *m, enum cn_init conv_init, enum cn_init lin
     n->conv_init = conv_init;
     n->linear_init = linear_init;
     n->zero_linear_bias = zero_linear_bias;
-    int t = threads_get();
+    int t = work_blocks();
     n->ws.n_blk = t < 1 ? 1 : t > MAX_BLOCKS ? MAX_BLOCKS : t;
     m->priv = n;
     add_value(n, m->in_c, m->in_h, m->in_w);

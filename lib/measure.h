@@ -31,7 +31,7 @@
  * examples like grad_evals.
  *
  * Everything is allocated by measure_init (build time). Reductions are taken in double in a
- * fixed order, so results are bitwise reproducible for a fixed thread count.
+ * fixed order, so results are bitwise reproducible for any thread count.
  */
 #ifndef SAMX_MEASURE_H
 #define SAMX_MEASURE_H

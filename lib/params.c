@@ -51,7 +51,7 @@ void params_alloc(struct params *p)
     p->g = xfloats(p->n);
     size_t chunk;
     long nc = vec_chunks(p->n, &chunk);
-    int nt = threads_get();
+    int nt = work_blocks();
     p->own_nt = nt < 256 ? nt : 1;
     p->own = xcalloc((size_t)nc, 1);
     for (long c = 0; c < nc; c++) {

@@ -187,6 +187,7 @@ static int write_meta(struct rundir *rd, struct experiment *x, const struct trai
     char cwd[4096];
     cJSON_AddStringToObject(m, "working_directory", getcwd(cwd, sizeof cwd) ? cwd : "unknown");
     cJSON_AddNumberToObject(m, "omp_threads", threads_get());
+    cJSON_AddNumberToObject(m, "work_blocks", work_blocks());
     cJSON_AddNumberToObject(m, "openblas_threads", blas_threads());
     cJSON_AddStringToObject(m, "openblas_core", blas_corename());
     cJSON_AddStringToObject(m, "omp_wait_policy", tune_wait_policy());
@@ -368,6 +369,8 @@ int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct trai
     char th[32];
     snprintf(th, sizeof th, "%d", threads_get());
     cJSON_AddStringToObject(m, "omp_threads", th);
+    snprintf(th, sizeof th, "%d", work_blocks());
+    cJSON_AddStringToObject(m, "work_blocks", th);
     cJSON_AddStringToObject(m, "openblas_core", blas_corename());
     meta_num(m, "records_bytes", (double)rd->records_len);
     meta_num(m, "epoch", (double)st->epoch);
@@ -443,21 +446,23 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
                      path);
         goto out;
     }
-    /* Thread count and BLAS core change the numbers: a resume must use the same. */
-    const char *th = st_meta(&f, "omp_threads"), *core = st_meta(&f, "openblas_core");
-    char now_th[32];
-    snprintf(now_th, sizeof now_th, "%d", threads_get());
-    if (!th || !core) {
-        rc = err_set(e, "'%s': checkpoint lacks 'omp_threads' or 'openblas_core' (an older "
-                        "samx wrote it?); use --force to start over",
+    /* The work split and the BLAS core change the numbers (the thread count does not,
+     * blas.h): a resume must use the same. */
+    const char *blk = st_meta(&f, "work_blocks"), *core = st_meta(&f, "openblas_core");
+    char now_blk[32];
+    snprintf(now_blk, sizeof now_blk, "%d", work_blocks());
+    if (!blk || !core) {
+        rc = err_set(e, "'%s': checkpoint lacks 'work_blocks' or 'openblas_core' (an older "
+                        "samx, whose results depended on the thread count, wrote it); use "
+                        "--force to start over",
                      path);
         goto out;
     }
-    if (strcmp(th, now_th) || strcmp(core, blas_corename())) {
-        rc = err_cfg(e, "'%s': trained with %s threads and OpenBLAS core %s, this run has %s "
-                        "and %s; resume with -t %s (and OPENBLAS_CORETYPE=%s), or --force to "
-                        "start over",
-                     rd->dir, th, core, now_th, blas_corename(), th, core);
+    if (strcmp(blk, now_blk) || strcmp(core, blas_corename())) {
+        rc = err_cfg(e, "'%s': trained with OpenBLAS core %s and a work split of %s blocks, "
+                        "this run has %s and %s; resume with OPENBLAS_CORETYPE=%s (and a samx "
+                        "of the same split), or --force to start over",
+                     rd->dir, core, blk, blas_corename(), now_blk, core);
         goto out;
     }
     const char *status = st_meta(&f, "status");

@@ -12,7 +12,8 @@
  * directory open; a second one gets SAMX_EXIT_BUSY. The kernel drops the lock with the process.
  *
  * Checkpoint: weights, model buffers, optimizer buffers and scalars, the training position, the
- * thread count and OpenBLAS core, and the exact bytes of the metrics.jsonl records it covers
+ * work split (blas.h work_blocks; the thread count is recorded, not checked) and OpenBLAS core,
+ * and the exact bytes of the metrics.jsonl records it covers
  * (tensor "records"); metadata "checksum" is the sha256 of the rest of the metadata (printed
  * as unformatted JSON) followed by every tensor's bytes in file order. A resume range-checks
  * every field, verifies the checksum, and then trusts the checkpoint's records over

@@ -255,15 +255,17 @@ static int load_run(struct runset *rs, char *dir, struct err *e)
     }
     free(path);
     set_gvals(rs, r);
-    /* how it ran: runs at other thread counts or BLAS cores differ in their last bits */
+    /* how it ran: runs with other BLAS cores or work splits differ in their last bits */
     path = xasprintf("%s/meta.json", dir);
     char *buf = NULL;
     struct err ignored = {0};
     if (io_exists(path) && io_read_all(path, &buf, NULL, &ignored) == 0) {
         cJSON *m = cJSON_Parse(buf);
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "omp_threads");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(m, "work_blocks");
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "openblas_core");
         r->threads = cJSON_IsNumber(t) ? t->valueint : 0;
+        r->blocks = cJSON_IsNumber(b) ? b->valueint : 0;
         r->core = xstrdup(cJSON_IsString(c) ? c->valuestring : "");
         cJSON_Delete(m);
     }
@@ -996,6 +998,13 @@ static void print_json(const struct runset *rs, const struct row *rows, const st
     cJSON_Delete(arr);
 }
 
+/* Runs whose arithmetic was split alike: the same work blocks, or (older samx, which split by
+ * threads) the same thread count. */
+static bool same_split(const struct table_run *a, const struct table_run *b)
+{
+    return a->blocks == b->blocks && (a->blocks || a->threads == b->threads);
+}
+
 void table_warn_mixed(const struct runset *rs)
 {
     char *s = NULL;
@@ -1006,7 +1015,8 @@ void table_warn_mixed(const struct runset *rs)
     int n_mixed = 0;
     for (int j = 0; j < rs->n_grp; j++) {
         const struct table_group *g = &rs->grp[j];
-        /* distinct (threads, core) pairs among the group's runs that ran, with counts */
+        /* distinct (split, core) pairs among the group's runs that ran, with counts; the
+         * split is the work blocks, or the thread count for an older samx's runs */
         int n_kind = 0, *first = xcalloc((size_t)g->n_run + 1, sizeof *first),
             *count = xcalloc((size_t)g->n_run + 1, sizeof *count);
         for (int i = 0; i < g->n_run; i++) {
@@ -1014,7 +1024,7 @@ void table_warn_mixed(const struct runset *rs)
             if (!r->core)
                 continue;
             int k = 0;
-            while (k < n_kind && !(rs->run[first[k]].threads == r->threads &&
+            while (k < n_kind && !(same_split(&rs->run[first[k]], r) &&
                                    !strcmp(rs->run[first[k]].core, r->core)))
                 k++;
             if (k == n_kind)
@@ -1026,17 +1036,23 @@ void table_warn_mixed(const struct runset *rs)
             for (int k = 0; k < rs->n_keys; k++)
                 fprintf(f, "%s%s=%s", k ? "," : "", rs->keys[k], g->gshow[k]);
             fputs(rs->n_keys ? ": " : "", f);
-            for (int k = 0; k < n_kind; k++)
-                fprintf(f, "%s%d run%s at %d thread%s/%s", k ? ", " : "", count[k],
-                        count[k] == 1 ? "" : "s", rs->run[first[k]].threads,
-                        rs->run[first[k]].threads == 1 ? "" : "s", rs->run[first[k]].core);
+            for (int k = 0; k < n_kind; k++) {
+                const struct table_run *r = &rs->run[first[k]];
+                fprintf(f, "%s%d run%s with %s", k ? ", " : "", count[k],
+                        count[k] == 1 ? "" : "s", r->core);
+                if (r->blocks)
+                    fprintf(f, "/%d blocks", r->blocks);
+                else
+                    fprintf(f, " at %d thread%s (older samx)", r->threads,
+                            r->threads == 1 ? "" : "s");
+            }
         }
         free(first);
         free(count);
     }
     fclose(f);
     if (n_mixed)
-        fprintf(stderr, "samx: warning: %d group%s mix%s thread counts or BLAS cores, so %s runs "
+        fprintf(stderr, "samx: warning: %d group%s mix%s BLAS cores or work splits, so %s runs "
                         "are not bit-comparable (%s)\n",
                 n_mixed, n_mixed == 1 ? "" : "s", n_mixed == 1 ? "es" : "", n_mixed == 1 ? "its" : "their", s);
     free(s);

@@ -39,6 +39,7 @@ struct table_run {
     int n_kv;            /* 0 for missing runs */
     char **gval, **gshow; /* the group keys' values, and as shown */
     int threads;         /* meta.json omp_threads, 0 if unknown */
+    int blocks;          /* meta.json work_blocks; 0: an older samx, split by its threads */
     char *core;          /* meta.json openblas_core, NULL if unknown */
 };
 
@@ -85,8 +86,9 @@ void table_free_records(cJSON **recs, int n);
  * ending in ".word"), for "did you mean"; NULL when none is close. */
 const char *table_suggest(const char *word, const char *const *cand, int n);
 
-/* One warning line on stderr naming each group whose runs ran at different thread counts or
- * OpenBLAS cores (meta.json), with how many of each; nothing when none does. */
+/* One warning line on stderr naming each group whose runs ran with different OpenBLAS cores or
+ * work splits (meta.json; an older samx's runs split by their thread count), with how many of
+ * each; nothing when none does. */
 void table_warn_mixed(const struct runset *rs);
 
 /* samx table: print the table on stdout. 0, or -1 with e set. */

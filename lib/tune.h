@@ -44,12 +44,13 @@ const char *tune_wait_policy(void);
 
 /* ---- The team ----
  *
- * `-t N` (threads_set, blas.h) fixes how every pass is split: the MLP's weight-row blocks, the
- * convolutions' example blocks, gemm_par's row blocks and the optimizers' chunk owners all
- * follow N, so N alone decides the arithmetic. How many threads run a parallel region is the
- * team size, team_size() <= N: each region runs with num_threads(team_size()) and hands the N
- * blocks to its team round-robin (block b on thread b % team), so any team size computes the
- * same bits. That lets samx drop threads when the machine is busy without changing a result:
+ * Every pass is split into the same work_blocks() blocks (blas.h) whatever the threads: the
+ * MLP's weight-row blocks, the convolutions' example blocks, gemm_par's row blocks and the
+ * optimizers' chunk owners, so the shapes alone decide the arithmetic. `-t N` (threads_set,
+ * blas.h) caps the threads; how many run a parallel region is the team size,
+ * team_size() <= N: each region runs with num_threads(team_size()) and hands the blocks to its
+ * team round-robin (block b on thread b % team), so neither N nor the team size changes a
+ * bit. That lets samx drop threads when the machine is busy without changing a result:
  * when another process holds a core, a region that waits at every barrier for a thread queued
  * behind it runs slower on N threads than on fewer.
  *

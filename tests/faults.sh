@@ -260,12 +260,15 @@ test $? -eq 0 && grep -q "init_from: $T/id/cfg/init.safetensors" "$T/rel/config.
 ok $? "a relative model.init_from resolves against the config's directory; config.yaml records it absolute ($(head -c 160 "$T/err"))"
 
 interrupted "$T/thr"
-run -o "$T/thr" -t 2 2>"$T/err"
+"$SAMX" run "$T/f.yaml" -t 2 -q -o "$T/thr" 2>"$T/err" && same_as_ref "$T/thr"
+ok $? "resuming with another thread count (1 -> 2) finishes the run as an uninterrupted one ($(head -c 200 "$T/err"))"
+interrupted "$T/core"
+OPENBLAS_CORETYPE=Prescott run -o "$T/core" 2>"$T/err"
 rc=$?
-test $rc -eq 2 && one_error "$T/err" "'$T/thr': trained with 1 threads and OpenBLAS core [A-Za-z0-9]*, this run has 2 and "
-ok $? "resuming with another thread count is refused (exit $rc): $(head -c 200 "$T/err")"
-run -o "$T/thr" 2>/dev/null && same_as_ref "$T/thr"
-ok $? "resuming with the same thread count finishes the run as an uninterrupted one"
+test $rc -eq 2 && one_error "$T/err" "'$T/core': trained with OpenBLAS core [A-Za-z0-9]* and a work split of [0-9]* blocks, this run has Prescott and "
+ok $? "resuming with another BLAS core is refused (exit $rc): $(head -c 200 "$T/err")"
+run -o "$T/core" 2>/dev/null && same_as_ref "$T/core"
+ok $? "resuming with the same BLAS core finishes the run as an uninterrupted one"
 
 # --- C4: signals from the start, a reason for every failure -----------------------------------
 cat >"$T/fm.yaml" <<EOF

@@ -138,13 +138,18 @@ ok $? "schedules as text (cosine 0.05→0 warmup 1); the diverged column because
 "$SAMX" table "$T/s" --group optimizer.lr --format latex | grep -qF 'cosine 0.05$\to$0 warmup 1 &'
 ok $? "... and in LaTeX"
 
-# the same config at two thread counts
+# the same config at two thread counts (the same numbers), then with another BLAS core
 "$SAMX" run tiny.yaml seed=0 -t 1 -q -o "$T/th/tiny/a" && "$SAMX" run tiny.yaml seed=1 -t 2 -q -o "$T/th/tiny/b"
 "$SAMX" table "$T/th" 2>"$T/err" >/dev/null
+test $? -eq 0 && [ ! -s "$T/err" ]
+ok $? "a group of runs at 1 and 2 threads: no warning, the thread count does not change a result ($(head -c 200 "$T/err"))"
+OPENBLAS_CORETYPE=Prescott "$SAMX" run tiny.yaml seed=2 -t 1 -q -o "$T/th/tiny/c"
+"$SAMX" table "$T/th" 2>"$T/err" >/dev/null
 core=$(jq -r .openblas_core "$T/th/tiny/a/meta.json")
+blocks=$(jq -r .work_blocks "$T/th/tiny/a/meta.json")
 test $? -eq 0 && [ "$(wc -l <"$T/err")" -eq 1 ] &&
-    grep -qx "samx: warning: 1 group mixes thread counts or BLAS cores, so its runs are not bit-comparable (1 run at 1 thread/$core, 1 run at 2 threads/$core)" "$T/err"
-ok $? "a group of runs at 1 and 2 threads: one warning line with the counts"
+    grep -qx "samx: warning: 1 group mixes BLAS cores or work splits, so its runs are not bit-comparable (2 runs with $core/$blocks blocks, 1 run with Prescott/$blocks blocks)" "$T/err"
+ok $? "a group of runs with two BLAS cores: one warning line with the counts ($(head -c 300 "$T/err"))"
 
 # --- figures for papers -----------------------------------------------------------------------------
 "$SAMX" run tiny.yaml optimizer.lr=0.05 seed=5 'eval.hessian_trace={probes: 2, rel_err: 0, examples: 100}' -q -o "$T/h/tiny/h"

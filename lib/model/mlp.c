@@ -85,7 +85,7 @@ static int dense_init(struct model *m, const long *hidden, int n_hidden, int act
     d->d1 = xfloats((size_t)m->max_batch * max_w);
     d->r0 = xfloats((size_t)m->max_batch * max_w);
     d->r1 = xfloats((size_t)m->max_batch * max_w);
-    d->n_part = threads_get() < SAMX_MAX_THREADS ? threads_get() : SAMX_MAX_THREADS;
+    d->n_part = work_blocks() < SAMX_MAX_THREADS ? work_blocks() : SAMX_MAX_THREADS;
     for (int k = 0; k < 2; k++)
         for (int t = 1; t < d->n_part; t++)
             d->part[k][t] = xmalloc((size_t)m->max_batch * max_w * sizeof(float));
@@ -121,8 +121,8 @@ static const float *bias_of(const struct model *m, const struct dense *d, const 
  * the rows [j0, j1) of every layer's weight (gemm_par_rows, the split gemm_par and the
  * optimizers' chunk loops also use) and computes those output columns in the forward pass,
  * those rows of dW and db, and the partial product dcur[:, j0:j1] W[j0:j1, :] of dx, which are
- * added in block order for the columns each block owns in the layer below. nb is the thread
- * count (-t); the team running a pass may be smaller (tune.h), and team thread t takes blocks
+ * added in block order for the columns each block owns in the layer below. nb is
+ * work_blocks() (blas.h), whatever -t is; the team running a pass (tune.h), and team thread t takes blocks
  * t, t + team, ... in every layer and both passes, so every weight-sized array stays in one
  * core's cache, only activations move between cores, and the team size never changes a bit.
  * Each thread calls single-threaded sgemm on its block (OpenBLAS does not spawn threads inside
@@ -139,10 +139,9 @@ static int split_of(int n, int blk, int nb, int *j0, int *j1)
  * waking a team costs more than it saves (gemm_par's threshold). */
 static int pass_blocks(const struct model *m, const struct dense *d, int batch)
 {
-    int nt = threads_get();
     if ((double)batch * (double)m->p.n < 1e6)
         return 1;
-    return nt < d->n_part ? nt : d->n_part;
+    return d->n_part;
 }
 
 /* The team for nb blocks. A team of one runs no parallel construct at all. */
