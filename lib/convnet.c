@@ -34,6 +34,9 @@ struct cn_node {
     int in, in2, out;
     bool acc, acc2;            /* backward adds into the input's gradient (not the first) */
     bool relu;                 /* CN_BN, CN_ADD: a ReLU fused on the output (cn_relu) */
+    bool act;                  /* CN_LINEAR: the graph's activation fused on the output
+                                * (cn_relu); the pre-activation goes to `pre` */
+    float *pre, *rpre;         /* CN_LINEAR with act: (max_batch, n_out) and its tangent */
     struct conv_shape cs;      /* CN_CONV */
     int k, stride;             /* pooling, shortcut */
     float p;                   /* dropout probability */
@@ -60,6 +63,14 @@ struct convnet {
     enum act act;              /* nonlinearity of the CN_RELU layers */
     struct conv_ws ws;         /* shared by every convolution: they run one at a time */
     size_t col_floats, dw_floats;
+    /* Linear nodes (lin_backward): input-gradient partial products of blocks 1.., each
+     * (max_batch, lin_in), shared by every linear node (they run one at a time). */
+    float *part[MAX_BLOCKS];
+    int lin_in;
+    /* Gradient ranges [lo, hi) of m->p that cn_backward zeroes when it does not accumulate:
+     * every tensor but the linear nodes', which are overwritten. */
+    size_t (*zero)[2];
+    int n_zero;
 };
 
 static size_t value_size(const struct cn_value *v) { return (size_t)v->c * v->h * v->w; }
@@ -111,8 +122,9 @@ static int add_tensor(struct params *p, const char *prefix, const char *what, in
 struct convnet *cn_new(struct model *m, enum cn_init conv_init, enum cn_init linear_init,
                        bool zero_linear_bias)
 {
-    SAMX_ASSERT(m->in_c > 0 && m->in_h > 0 && m->in_w > 0);
-    SAMX_ASSERT(m->in_c * m->in_h * m->in_w == m->n_in);
+    SAMX_ASSERT(m->n_in > 0);
+    SAMX_ASSERT(m->in_c == 0 ? m->in_h == 0 && m->in_w == 0
+                             : m->in_c * m->in_h * m->in_w == m->n_in);
     struct convnet *n = xcalloc(1, sizeof *n);
     n->m = m;
     n->conv_init = conv_init;
@@ -121,7 +133,10 @@ struct convnet *cn_new(struct model *m, enum cn_init conv_init, enum cn_init lin
     int t = work_blocks();
     n->ws.n_blk = t < 1 ? 1 : t > MAX_BLOCKS ? MAX_BLOCKS : t;
     m->priv = n;
-    add_value(n, m->in_c, m->in_h, m->in_w);
+    if (m->in_c > 0)
+        add_value(n, m->in_c, m->in_h, m->in_w);
+    else
+        add_value(n, m->n_in, 1, 1); /* tabular inputs */
     return n;
 }
 
@@ -169,13 +184,20 @@ int cn_bn(struct convnet *n, int in, const char *name)
 
 int cn_relu(struct convnet *n, int in)
 {
-    /* A ReLU right after the BatchNorm or sum that wrote its input is fused into that layer
-     * (one pass over the activations less each way). Safe: that layer was the last one
-     * added, so no other layer can have read its pre-ReLU output. */
+    /* A ReLU right after the BatchNorm or sum that wrote its input, or any activation right
+     * after the linear layer that did, is fused into that layer (one pass over the
+     * activations less each way; for a linear layer, each block of output columns is
+     * activated while it is in cache, see lin_forward). Safe: that layer was the last one
+     * added, so no other layer can have read its output before the activation. */
     struct cn_node *last = n->nn > 0 ? &n->node[n->nn - 1] : NULL;
     if (n->act == ACT_RELU && last && last->out == in && !last->relu &&
         (last->kind == CN_BN || last->kind == CN_ADD)) {
         last->relu = true;
+        return in;
+    }
+    if (last && last->out == in && last->kind == CN_LINEAR && !last->act) {
+        last->act = true;
+        last->pre = ws_floats(n, (size_t)n->m->max_batch * value_size(&n->v[in]));
         return in;
     }
     struct cn_node *d = add_node(n, CN_RELU, in);
@@ -211,13 +233,16 @@ int cn_gap(struct convnet *n, int in)
     return d->out = add_value(n, n->v[in].c, 1, 1);
 }
 
-int cn_linear(struct convnet *n, int in, int n_out, const char *name)
+int cn_linear(struct convnet *n, int in, int n_out, bool bias, const char *name)
 {
     int n_in = (int)value_size(&n->v[in]);
     struct cn_node *d = add_node(n, CN_LINEAR, in);
     int shape[2] = {n_out, n_in};
     d->wt = add_tensor(&n->m->p, name, "weight", 2, shape);
-    d->bt = add_tensor(&n->m->p, name, "bias", 1, shape);
+    if (bias)
+        d->bt = add_tensor(&n->m->p, name, "bias", 1, shape);
+    if (in > 0 && n_in > n->lin_in)
+        n->lin_in = n_in;
     return d->out = add_value(n, n_out, 1, 1);
 }
 
@@ -284,6 +309,30 @@ int cn_finish(struct convnet *n, struct err *e)
         SAMX_ASSERT(!(d->kind == CN_LINEAR && d->acc));
     }
     free(seen);
+    /* The gradient ranges to zero: runs of consecutive tensors that no linear node owns. */
+    const struct params *p = &n->m->p;
+    bool *lin = xcalloc((size_t)p->nt + 1, 1);
+    for (int i = 0; i < n->nn; i++)
+        if (n->node[i].kind == CN_LINEAR) {
+            lin[n->node[i].wt] = true;
+            if (n->node[i].bt >= 0)
+                lin[n->node[i].bt] = true;
+        }
+    n->zero = xcalloc((size_t)p->nt + 1, sizeof *n->zero);
+    for (int t = 0; t < p->nt; t++) {
+        if (lin[t])
+            continue;
+        size_t lo = p->t[t].off, hi = lo + p->t[t].n;
+        if (t > 0 && !lin[t - 1])
+            n->zero[n->n_zero - 1][1] = hi;
+        else {
+            n->zero[n->n_zero][0] = lo;
+            n->zero[n->n_zero++][1] = hi;
+        }
+    }
+    free(lin);
+    for (int b = 1; b < work_blocks() && n->lin_in > 0; b++)
+        n->part[b] = ws_floats(n, (size_t)n->m->max_batch * n->lin_in);
     n->ws.col = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.col);
     n->ws.dw = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.dw);
     for (int b = 0; b < n->ws.n_blk; b++) {
@@ -328,8 +377,11 @@ void cn_reset(struct model *m, uint64_t seed)
             if (d->bt >= 0)
                 init_tensor(m, &r, d->bt, CN_INIT_TORCH, fan_in, fan_out);
         } else if (d->kind == CN_LINEAR) {
-            const struct tensor *w = &m->p.t[d->wt], *b = &m->p.t[d->bt];
+            const struct tensor *w = &m->p.t[d->wt];
             init_tensor(m, &r, d->wt, n->linear_init, w->shape[1], w->shape[0]);
+            if (d->bt < 0)
+                continue;
+            const struct tensor *b = &m->p.t[d->bt];
             if (n->zero_linear_bias)
                 fill(m->p.w + b->off, b->n, 0.0f);
             else
@@ -349,6 +401,150 @@ void cn_reset(struct model *m, uint64_t seed)
 static const float *tensor_of(const struct params *p, const float *base, int t)
 {
     return t >= 0 ? base + p->t[t].off : NULL;
+}
+
+/* ---- linear nodes: the split by weight rows ----
+ *
+ * A linear node's training passes are split by output unit: block j of nb owns the rows
+ * [j0, j1) of the weight (gemm_par_rows, the split gemm_par and the optimizers' chunk loops
+ * also use) and computes those output columns in the forward pass (with the fused activation,
+ * cn_relu), those rows of dW and db, and the partial product gy[:, j0:j1] W[j0:j1, :] of the
+ * input gradient; the partials are added in block order, each block adding the columns it owns
+ * in the layer below. nb is work_blocks() (blas.h), whatever -t is; team thread t takes blocks
+ * t, t + team, ... (tune.h), so in a stack of linear layers every weight-sized array stays in
+ * one core's cache, only activations move between cores, and the team size never changes a
+ * bit. Each thread calls single-threaded sgemm on its block (OpenBLAS does not spawn threads
+ * inside a parallel region). With one block the products are exactly the unsplit ones. A node
+ * is one parallel region; a stack of them pays one region start per layer where a single region
+ * with a barrier between layers would pay a barrier (the same cost, measured:
+ * tests/bench/README.md). */
+static int split_of(int n, int blk, int nb, int *j0, int *j1)
+{
+    int rows = gemm_par_rows(n, nb);
+    *j0 = blk * rows < n ? blk * rows : n;
+    *j1 = *j0 + rows < n ? *j0 + rows : n;
+    return *j1 - *j0;
+}
+
+/* Blocks of a pass over `batch` examples: one when the whole pass is below about a million
+ * multiply-adds per example weight (gemm_par's threshold), where waking a team costs more than
+ * it saves. The shapes alone decide. */
+static int lin_blocks(const struct model *m, int batch)
+{
+    return (double)batch * (double)m->p.n < 1e6 ? 1 : work_blocks();
+}
+
+/* The team for a node with n_out outputs split into nb blocks: no more threads than non-empty
+ * blocks; a team of one runs no parallel construct at all. */
+static int lin_team(int n_out, int nb)
+{
+    int rows = gemm_par_rows(n_out, nb), busy = (n_out + rows - 1) / rows;
+    int team = team_size();
+    return team < busy ? team : busy;
+}
+
+/* Team thread t's share of a linear node's forward pass. */
+static void lin_forward_share(struct convnet *n, const struct cn_node *d, int batch, int t,
+                              int team, int nb)
+{
+    const struct model *m = n->m;
+    const struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
+    int n_in = (int)value_size(iv), n_out = ov->c;
+    const float *w = m->p.w + m->p.t[d->wt].off;
+    const float *b = tensor_of(&m->p, m->p.w, d->bt);
+    float *z = d->act ? d->pre : ov->x;
+    for (int blk = t; blk < nb; blk += team) {
+        int j0, j1, nj = split_of(n_out, blk, nb, &j0, &j1);
+        if (nj == 0)
+            continue;
+        if (b)
+            for (int i = 0; i < batch; i++)
+                memcpy(z + (size_t)i * n_out + j0, b + j0, (size_t)nj * sizeof *z);
+        gemm_ld(false, true, batch, nj, n_in, 1.0f, iv->x, n_in, w + (size_t)j0 * n_in, n_in,
+                b ? 1.0f : 0.0f, z + j0, n_out);
+        if (d->act)
+            act_forward_block(n->act, ov->x + j0, z + j0, batch, nj, n_out);
+    }
+}
+
+static void lin_forward(struct convnet *n, const struct cn_node *d, int batch)
+{
+    int nb = lin_blocks(n->m, batch), team = lin_team(n->v[d->out].c, nb);
+    if (team == 1) {
+        lin_forward_share(n, d, batch, 0, 1, nb);
+        return;
+    }
+#pragma omp parallel num_threads(team)
+    lin_forward_share(n, d, batch, thread_id(), thread_count(), nb);
+}
+
+/* Team thread t's share of a linear node's backward pass: gy the output's gradient (with a
+ * fused activation: of the activation's output; its gradient through the activation is taken
+ * block by block into ov->dx, the node's own buffer), gx the input's or NULL. */
+static void lin_backward_share(struct convnet *n, const struct cn_node *d, const float *gy,
+                               float *gx, int batch, bool acc, int t, int team, int nb)
+{
+    const struct model *m = n->m;
+    const struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
+    int n_in = (int)value_size(iv), n_out = ov->c;
+    const float *w = m->p.w + m->p.t[d->wt].off;
+    float *gw = m->p.g + m->p.t[d->wt].off;
+    float *gb = d->bt >= 0 ? m->p.g + m->p.t[d->bt].off : NULL;
+    float *gz = d->act ? ov->dx : (float *)gy; /* written only with a fused activation */
+    for (int blk = t; blk < nb; blk += team) {
+        int j0, j1, nj = split_of(n_out, blk, nb, &j0, &j1);
+        if (nj == 0)
+            continue;
+        if (d->act) {
+            if (gy != gz) /* the model's last value: dout is the caller's */
+                for (int i = 0; i < batch; i++)
+                    memcpy(gz + (size_t)i * n_out + j0, gy + (size_t)i * n_out + j0,
+                           (size_t)nj * sizeof *gz);
+            act_backward_block(n->act, gz + j0, d->pre + j0, ov->x + j0, batch, nj, n_out);
+        }
+        gemm_ld(true, false, nj, n_in, batch, 1.0f, gz + j0, n_out, iv->x, n_in,
+                acc ? 1.0f : 0.0f, gw + (size_t)j0 * n_in, n_in);
+        if (gb)
+            col_sums(gb + j0, gz + j0, batch, nj, n_out, acc);
+        if (gx) /* block 0's product goes straight to gx */
+            gemm_ld(false, false, batch, n_in, nj, 1.0f, gz + j0, n_out, w + (size_t)j0 * n_in,
+                    n_in, 0.0f, blk == 0 ? gx : n->part[blk], n_in);
+    }
+    int rows = gemm_par_rows(n_out, nb), np = (n_out + rows - 1) / rows;
+    if (!gx || np == 1)
+        return;
+    if (team > 1) {
+#pragma omp barrier
+    }
+    /* The columns each block owns in the layer below: the partials of blocks 1 .. np-1 are
+     * added to block 0's in block order; the same thread reads them next (the layer below). */
+    for (int blk = t; blk < nb; blk += team) {
+        int c0, c1;
+        if (split_of(n_in, blk, nb, &c0, &c1) == 0)
+            continue;
+        for (int i = 0; i < batch; i++) {
+            size_t o = (size_t)i * n_in;
+            for (int c = c0; c < c1; c++) {
+                float s = gx[o + c];
+                for (int k = 1; k < np; k++)
+                    s += n->part[k][o + c];
+                gx[o + c] = s;
+            }
+        }
+    }
+}
+
+static void lin_backward(struct convnet *n, const struct cn_node *d, const float *gy, float *gx,
+                         int batch, bool acc)
+{
+    SAMX_ASSERT(!d->acc); /* the input's gradient is overwritten */
+    int nb = lin_blocks(n->m, batch), team = lin_team(n->v[d->out].c, nb);
+    if (team == 1) {
+        lin_backward_share(n, d, gy, gx, batch, acc, 0, 1, nb);
+        return;
+    }
+#pragma omp parallel num_threads(team)
+    lin_backward_share(n, d, gy, gx, batch, acc, thread_id(), thread_count(), nb);
 }
 
 void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
@@ -393,8 +589,7 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
             gap_forward(ov->x, iv->x, batch, iv->c, iv->h * iv->w);
             break;
         case CN_LINEAR:
-            linear_forward(ov->x, iv->x, tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt),
-                           batch, (int)value_size(iv), ov->c);
+            lin_forward(n, d, batch);
             break;
         case CN_ADD:
             add_forward(ov->x, iv->x, n->v[d->in2].x, total, d->relu);
@@ -419,9 +614,11 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch, 
     SAMX_ASSERT(batch > 0 && batch <= m->max_batch && n->v[0].x == x);
     const float *w = m->p.w;
     float *g = m->p.g;
-    /* The layer kernels add into their weights' gradients. */
+    /* The layer kernels add into their weights' gradients, but for the linear nodes', which
+     * are overwritten unless acc. */
     if (!acc)
-        vec_zero(m->p.n, g);
+        for (int k = 0; k < n->n_zero; k++)
+            vec_zero(n->zero[k][1] - n->zero[k][0], g + n->zero[k][0]);
     for (int i = n->nn - 1; i >= 0; i--) {
         struct cn_node *d = &n->node[i];
         struct cn_value *iv = &n->v[d->in], *ov = &n->v[d->out];
@@ -458,8 +655,7 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch, 
                 gap_backward(gx, gy, batch, iv->c, iv->h * iv->w, d->acc);
             break;
         case CN_LINEAR:
-            linear_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy, iv->x,
-                            tensor_of(&m->p, w, d->wt), batch, (int)value_size(iv), ov->c, true);
+            lin_backward(n, d, gy, gx, batch, acc);
             break;
         case CN_ADD:
             if (gx)
@@ -496,6 +692,9 @@ void cn_hvp_reserve(struct model *m)
         n->v[i].rx = i == 0 ? xcalloc(sz, sizeof(float)) : xfloats(sz);
         n->v[i].rdx = i == 0 ? NULL : xfloats(sz);
     }
+    for (int i = 0; i < n->nn; i++)
+        if (n->node[i].act)
+            n->node[i].rpre = xfloats((size_t)m->max_batch * value_size(&n->v[n->node[i].out]));
     n->hvp_ready = true;
 }
 
@@ -543,12 +742,16 @@ void cn_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *l
             gap_forward(r, rin, batch, iv->c, iv->h * iv->w);
             break;
         case CN_LINEAR: {
+            /* R{z} = x V^T + vb + R{x} W^T; with a fused activation R{y} = act'(z) R{z} */
             int n_in = (int)value_size(iv);
-            linear_forward(r, iv->x, tensor_of(&m->p, v, d->wt), tensor_of(&m->p, v, d->bt),
+            float *rz = d->act ? d->rpre : r;
+            linear_forward(rz, iv->x, tensor_of(&m->p, v, d->wt), tensor_of(&m->p, v, d->bt),
                            batch, n_in, ov->c);
             if (d->in > 0)
                 gemm_par(false, true, batch, ov->c, n_in, 1.0f, rin, tensor_of(&m->p, w, d->wt),
-                         1.0f, r);
+                         1.0f, rz);
+            if (d->act)
+                act_backward(n->act, r, rz, d->pre, ov->x, total, false);
             break;
         }
         case CN_ADD:
@@ -613,8 +816,13 @@ void cn_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *l
             }
             break;
         case CN_LINEAR: {
-            /* hw += rgy^T x + gy^T rx, hb += sums of rgy; rgx = rgy W + gy V, gx = gy W */
+            /* hw += rgy^T x + gy^T rx, hb += sums of rgy; rgx = rgy W + gy V, gx = gy W, where
+             * with a fused activation gy, rgy are first taken through it (in place: the node's
+             * own buffers) */
             int n_in = (int)value_size(iv);
+            if (d->act)
+                act_rop(n->act, ov->dx, ov->rdx, ov->dx, ov->rdx, d->pre, ov->x, d->rpre, total,
+                        false);
             linear_backward(NULL, hw, hb, rgy, iv->x, wt, batch, n_in, ov->c, true);
             if (d->in > 0) {
                 gemm_par(true, false, ov->c, n_in, batch, 1.0f, gy, iv->rx, 1.0f, hw);
@@ -662,7 +870,7 @@ uint64_t cn_fingerprint(const struct model *m, int batch)
         const struct cn_node *d = &n->node[i];
         size_t total = (size_t)batch * value_size(&n->v[d->out]);
         /* smooth activations have no kinks: only ReLU and max-pool layers count */
-        bool relu = (d->kind == CN_RELU && n->act == ACT_RELU) || d->relu;
+        bool relu = ((d->kind == CN_RELU || d->act) && n->act == ACT_RELU) || d->relu;
         if (!relu && d->kind != CN_MAXPOOL)
             continue;
         for (size_t j = 0; j < total; j++) {
@@ -692,11 +900,16 @@ void cn_release(struct model *m)
         free(n->node[i].arg);
         free(n->node[i].mask);
         free(n->node[i].moments);
+        free(n->node[i].pre);
+        free(n->node[i].rpre);
     }
     for (int b = 0; b < n->ws.n_blk && n->ws.col; b++) {
         free(n->ws.col[b]);
         free(n->ws.dw[b]);
     }
+    for (int b = 0; b < MAX_BLOCKS; b++)
+        free(n->part[b]);
+    free(n->zero);
     free(n->ws.col);
     free(n->ws.dw);
     free(n->v);

@@ -1,9 +1,15 @@
-/* convnet.h: a small layer graph shared by the convolutional models (model/cnn.c,
- * model/resnet.c). Internal to those plugins; not a model itself.
+/* convnet.h: the layer graph every model is built on (model/mlp.c, model/cnn.c,
+ * model/resnet.c). Internal to those plugins; not a model itself. No model has a forward or
+ * backward pass of its own: each is a short builder of this graph.
  *
  * A builder declares layers in forward order; each layer reads one or two earlier values and
  * writes a new one, so residual blocks are two paths joined by cn_add. Value 0 is the model's
- * input, (batch, c*h*w) viewed as NCHW. Parameters are declared on m->p and BatchNorm running
+ * input, (batch, c*h*w) viewed as NCHW, or (n_in, 1, 1) for tabular inputs (m->in_c == 0).
+ *
+ * Linear layers split their training passes by weight rows into work_blocks() blocks (blas.h),
+ * each block computing its output columns (and the fused activation, cn_relu), its rows of dW
+ * and db and a partial product of the input gradient, added in block order; see convnet.c.
+ * Results depend on the shapes only, never on -t or the team (tune.h). Parameters are declared on m->p and BatchNorm running
  * statistics on m->buf with PyTorch state_dict names built from the `name` prefixes
  * ("layer1.0.conv1" -> "layer1.0.conv1.weight"). Every activation and its gradient is
  * allocated for m->max_batch examples at build time; forward and backward never allocate.
@@ -42,22 +48,27 @@ enum cn_init {
 
 struct convnet;
 
-/* Start a graph for model m (m->in_c/in_h/in_w must be set); sets m->priv. */
+/* Start a graph for model m (m->in_c/in_h/in_w set, or all 0 for tabular inputs); sets
+ * m->priv. */
 struct convnet *cn_new(struct model *m, enum cn_init conv_init, enum cn_init linear_init,
                        bool zero_linear_bias);
 /* The nonlinearity of every cn_relu layer (default ACT_RELU, the papers' choice; nn.h enum
  * act). The models expose it as `activation` so that gradient checks can run on a smooth
- * network, where finite differences are not spoiled by kinks. Before the first layer. */
+ * network, where finite differences are not spoiled by kinks (and the MLP as its own choice).
+ * Before the first layer. */
 void cn_set_activation(struct convnet *n, int act);
 /* Layers: each returns the id of the value it writes. */
 int cn_conv(struct convnet *n, int in, int c_out, int k, int stride, int pad, bool bias,
             const char *name);
 int cn_bn(struct convnet *n, int in, const char *name);
+/* The activation: fused into the layer that wrote `in` when that is the last one added and a
+ * linear layer (any activation) or a BatchNorm or sum (ReLU); then it returns `in`. */
 int cn_relu(struct convnet *n, int in);
 int cn_maxpool(struct convnet *n, int in, int k, int stride);
 int cn_avgpool(struct convnet *n, int in, int k, int stride);
 int cn_gap(struct convnet *n, int in);                  /* -> (c, 1, 1) */
-int cn_linear(struct convnet *n, int in, int n_out, const char *name); /* flattens its input */
+/* Flattens its input; tensors name.weight (n_out, n_in) and, with bias, name.bias (n_out). */
+int cn_linear(struct convnet *n, int in, int n_out, bool bias, const char *name);
 int cn_add(struct convnet *n, int a, int b);
 int cn_shortcut_a(struct convnet *n, int in, int c_out, int stride);
 int cn_dropout(struct convnet *n, int in, float p);     /* p == 0: returns in, no layer */

@@ -12,8 +12,7 @@
  *     evaluation mode examples are independent).
  * Differences are extrapolated (Richardson, steps h and h/2) and losses summed in double. ReLU
  * and max-pool networks are piecewise smooth: a difference that crosses a kink
- * (cn_fingerprint changes) is discarded and counted; tabular ReLU cases check the identities
- * only. The PyTorch double-backward comparison of the convnets' Hv is
+ * (cn_fingerprint changes; every model is a convnet.h graph) is discarded and counted. The PyTorch double-backward comparison of the convnets' Hv is
  * experiments/torch-check-resnet/check.py.
  */
 #include <math.h>
@@ -68,8 +67,6 @@ struct ctx {
     uint8_t hit[MB];
 };
 
-static bool is_conv(const struct ctx *c) { return c->mc->c > 0; }
-
 /* Mean cross entropy (label smoothing 0.1) over examples [lo, lo + nb); with grad the gradient
  * of that mean goes to m->p.g. */
 static double loss_at(struct ctx *c, enum pass_mode mode, bool grad)
@@ -85,7 +82,7 @@ static double loss_at(struct ctx *c, enum pass_mode mode, bool grad)
 
 static uint64_t region(struct ctx *c)
 {
-    return is_conv(c) ? cn_fingerprint(&c->m, MB) : 0;
+    return cn_fingerprint(&c->m, MB);
 }
 
 static double dot(const float *a, const float *b, size_t n)
@@ -180,9 +177,7 @@ static void check_gradient(struct ctx *c, enum pass_mode mode, const char *label
         worst = worse(worst, fabs(gv - fd) / (fabs(fd) + 0.1 * gn));
     }
     vec_copy(n, w0, m->p.w);
-    if (!c->mc->smooth && !is_conv(c))
-        skip("%s: ReLU network without a kink fingerprint: no differences", label);
-    else if (tried == crossed)
+    if (tried == crossed)
         skip("%s: every gradient difference crossed a kink", label);
     else
         ok(worst < 1e-3, "%s: g.v against central differences, worst relative error %.2e (%d of "
@@ -249,8 +244,6 @@ static void check_hvp(struct ctx *c, const char *label, struct rng *r)
     vec_copy(n, w0, m->p.w);
     if (crossed)
         skip("%s: the gradient difference crossed a kink", label);
-    else if (!c->mc->smooth && !is_conv(c))
-        skip("%s: ReLU network without a kink fingerprint: identities only", label);
     else {
         /* A ReLU network's curvature is smaller (the ReLUs add none) and its steps shorter
          * (to stay within one piece), so the float32 gradients' rounding weighs more. */

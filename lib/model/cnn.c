@@ -63,7 +63,7 @@ static int cnn_init(struct model *m, struct cfg_node *c, struct err *e)
         v = pool ? cn_avgpool(n, v, 2, 2) : cn_maxpool(n, v, 2, 2);
     }
     v = cn_dropout(n, v, (float)p);
-    cn_linear(n, v, m->n_out, "fc");
+    cn_linear(n, v, m->n_out, true, "fc");
     return cn_finish(n, e);
 }
 

@@ -109,7 +109,7 @@ static int resnet_init(struct model *m, struct cfg_node *c, struct err *e)
             v = basic_block(n, v, (int)width << s, s > 0 && b == 0 ? 2 : 1, sc == 1, pre);
         }
     v = cn_gap(n, v);
-    cn_linear(n, v, m->n_out, "linear");
+    cn_linear(n, v, m->n_out, true, "linear");
     return cn_finish(n, e);
 }
 
@@ -170,7 +170,7 @@ static int wrn_init(struct model *m, struct cfg_node *c, struct err *e)
         }
     v = cn_relu(n, cn_bn(n, v, "bn1"));
     v = cn_gap(n, v);
-    cn_linear(n, v, m->n_out, "fc");
+    cn_linear(n, v, m->n_out, true, "fc");
     return cn_finish(n, e);
 }
 
