@@ -55,6 +55,7 @@ static void make_model(struct model *m, const char *yaml, int n_in, int n_out, i
         exit(1);
     }
     cfg_free(&c);
+    model_hvp_reserve(m); /* the exact HVP's workspace: the tests here all use it */
 }
 
 /* A data set of n random examples: Gaussian features, labels in [0, k) or targets. */
