@@ -33,7 +33,7 @@ void gemm_ld(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const
 /* Rows of each thread's block when m rows are split over nt threads: ceil(m / nt) rounded up to
  * a multiple of 16 so blocks align with the kernels' register tiles. Thread t owns rows
  * [t * rows, min(m, (t + 1) * rows)), possibly none. Every split of weight rows across threads
- * (gemm_par, the MLP's passes, params_chunk_thread) uses it, so a row stays with one core. */
+ * (gemm_par, the graph's linear layers, params_chunk_thread) uses it, so a row stays with one core. */
 int gemm_par_rows(int m, int nt);
 void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c);
@@ -64,13 +64,13 @@ int thread_id(void);
 int thread_count(void);
 
 /* The work split: every parallel pass cuts its work into work_blocks() blocks (SAMX_BLOCKS)
- * whose bounds depend on the shapes alone, never on -t or the team: the MLP's weight rows, the
- * convolutions' example blocks, gemm_par's row blocks, the optimizers' chunk owners. Partial
- * sums are combined in block order. So no result depends on the thread count; more than
+ * whose bounds depend on the shapes alone, never on -t or the team: the linear layers' weight
+ * rows, the convolutions' example blocks, gemm_par's row blocks, the optimizers' chunk owners.
+ * Partial sums are combined in block order. So no result depends on the thread count; more than
  * SAMX_BLOCKS threads add nothing to these passes (elementwise and per-channel loops still use
  * every thread). 4, because each block is a separate, smaller GEMM and the partial sums of the
- * MLP's input gradients grow with the count: against a split by the thread count, measured on
- * the Fashion-MNIST MLP epoch (2 cores, best of 3 interleaved rounds), 4 blocks cost 0-6% on 2
+ * linear layers' input gradients grow with the count: against a split by the thread count,
+ * measured on the Fashion-MNIST MLP epoch (2 cores, best of 3 interleaved rounds), 4 blocks cost 0-6% on 2
  * threads and 6-10% on 1, 8 blocks 12% and 8% (tests/bench/README.md). */
 #define SAMX_BLOCKS 4
 int work_blocks(void);

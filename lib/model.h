@@ -49,8 +49,9 @@ struct model_ops {
     /* x (batch, n_in) -> m->out (batch, n_out); batch <= max_batch. */
     void (*forward)(struct model *m, const float *x, int batch, enum pass_mode mode);
     /* After forward on the same x: dout (batch, n_out) -> d(loss)/dw into m->p.g, added to
-     * what is there when acc, else overwriting every tensor's view (the MLP writes each view
-     * once with no zeroing pass; the alignment padding between views stays zero). */
+     * what is there when acc, else overwriting every tensor's view (the graph's linear layers
+     * write theirs once with no zeroing pass, convnet.h; the alignment padding between views
+     * stays zero). */
     void (*backward)(struct model *m, const float *x, const float *dout, int batch, bool acc);
     /* Optional (NULL: measurements fall back to finite differences of the gradient). Exact
      * Hessian-vector product of the loss `l` (struct hvp_loss, measure.h: the loss kind, the

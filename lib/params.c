@@ -62,7 +62,7 @@ void params_alloc(struct params *p)
 
 int params_chunk_thread(const struct params *p, long c, long nc, int nt)
 {
-    /* Chunks of block b run on team thread b % nt, as the MLP's passes place block b. */
+    /* Chunks of block b run on team thread b % nt, as the linear layers' passes place block b. */
     return nt <= p->own_nt ? p->own[c] % nt : (int)(c * nt / nc);
 }
 
