@@ -331,6 +331,7 @@ int cn_finish(struct convnet *n, struct err *e)
         }
     }
     free(lin);
+    SAMX_ASSERT(work_blocks() <= MAX_BLOCKS);
     for (int b = 1; b < work_blocks() && n->lin_in > 0; b++)
         n->part[b] = ws_floats(n, (size_t)n->m->max_batch * n->lin_in);
     n->ws.col = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.col);
@@ -490,17 +491,20 @@ static void lin_backward_share(struct convnet *n, const struct cn_node *d, const
     const float *w = m->p.w + m->p.t[d->wt].off;
     float *gw = m->p.g + m->p.t[d->wt].off;
     float *gb = d->bt >= 0 ? m->p.g + m->p.t[d->bt].off : NULL;
-    float *gz = d->act ? ov->dx : (float *)gy; /* written only with a fused activation */
+    /* The gradient of the linear output: gy, or with a fused activation gy taken through it
+     * into the node's own buffer. */
+    float *gact = d->act ? ov->dx : NULL;
+    const float *gz = d->act ? gact : gy;
     for (int blk = t; blk < nb; blk += team) {
         int j0, j1, nj = split_of(n_out, blk, nb, &j0, &j1);
         if (nj == 0)
             continue;
-        if (d->act) {
-            if (gy != gz) /* the model's last value: dout is the caller's */
+        if (gact) {
+            if (gy != gact) /* the model's last value: dout is the caller's */
                 for (int i = 0; i < batch; i++)
-                    memcpy(gz + (size_t)i * n_out + j0, gy + (size_t)i * n_out + j0,
-                           (size_t)nj * sizeof *gz);
-            act_backward_block(n->act, gz + j0, d->pre + j0, ov->x + j0, batch, nj, n_out);
+                    memcpy(gact + (size_t)i * n_out + j0, gy + (size_t)i * n_out + j0,
+                           (size_t)nj * sizeof *gact);
+            act_backward_block(n->act, gact + j0, d->pre + j0, ov->x + j0, batch, nj, n_out);
         }
         gemm_ld(true, false, nj, n_in, batch, 1.0f, gz + j0, n_out, iv->x, n_in,
                 acc ? 1.0f : 0.0f, gw + (size_t)j0 * n_in, n_in);

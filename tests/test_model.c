@@ -44,6 +44,8 @@ static const struct mcase cases[] = {
     {"mlp", "name: mlp\nhidden: [7, 6]\nactivation: gelu\n", 0, 12, true},
     {"mlp", "name: mlp\nhidden: [9]\nactivation: tanh\nbias: false\n", 0, 10, true},
     {"mlp", "name: mlp\nhidden: [8, 8]\n", 0, 12, false},
+    /* MB x weights >= 1e6: the linear layers split into work_blocks() weight-row blocks */
+    {"mlp", "name: mlp\nhidden: [400, 300]\nactivation: gelu\n", 0, 12, true},
     {"cnn", "name: cnn\nchannels: [3, 4]\nactivation: gelu\npool: avg\ndropout: 0.3\n", 2, 8,
      true},
     {"cnn", "name: cnn\nchannels: [3, 4]\nbatchnorm: false\npool: avg\nkernel: 5\n"
