@@ -1,4 +1,4 @@
-/* convnet.c: the layer graph behind the convolutional models; see convnet.h. */
+/* convnet.c: the layer graph every model is built on; see convnet.h. */
 #include "convnet.h"
 
 #include <math.h>
