@@ -521,18 +521,20 @@ static void lin_backward_share(struct convnet *n, const struct cn_node *d, const
 #pragma omp barrier
     }
     /* The columns each block owns in the layer below: the partials of blocks 1 .. np-1 are
-     * added to block 0's in block order; the same thread reads them next (the layer below). */
+     * added to block 0's in block order; the same thread reads them next (the layer below).
+     * Partial by partial along each row segment, so the loop vectorizes; every element still
+     * gets ((p0 + p1) + p2) + ... */
     for (int blk = t; blk < nb; blk += team) {
-        int c0, c1;
-        if (split_of(n_in, blk, nb, &c0, &c1) == 0)
+        int c0, c1, nc = split_of(n_in, blk, nb, &c0, &c1);
+        if (nc == 0)
             continue;
         for (int i = 0; i < batch; i++) {
-            size_t o = (size_t)i * n_in;
-            for (int c = c0; c < c1; c++) {
-                float s = gx[o + c];
-                for (int k = 1; k < np; k++)
-                    s += n->part[k][o + c];
-                gx[o + c] = s;
+            size_t o = (size_t)i * n_in + c0;
+            float *restrict dst = gx + o;
+            for (int k = 1; k < np; k++) {
+                const float *restrict src = n->part[k] + o;
+                for (int c = 0; c < nc; c++)
+                    dst[c] += src[c];
             }
         }
     }
