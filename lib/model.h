@@ -11,8 +11,9 @@
  * state ignore the mode.
  *
  * Adding a model:
- *   1. write lib/model/<name>.c: a comment block (architecture, keys with defaults), then
- *      `const struct model_ops model_<name> = {...};`
+ *   1. write lib/model/<name>.c: a comment block (architecture, keys with defaults), a builder
+ *      of the layer graph (convnet.h; every model here is one, so forward, backward and the
+ *      exact HVP come with it), then `const struct model_ops model_<name> = {...};`
  *   2. add `&model_<name>` to model_registry in model.c and the file to lib/meson.build;
  *   3. add a small configuration to `cases` in tests/test_model.c, which runs the gradient
  *      and Hessian-vector checks on every registered model (one without a case fails it).
