@@ -23,7 +23,10 @@ enum cn_kind { CN_CONV, CN_BN, CN_RELU, CN_MAXPOOL, CN_AVGPOOL, CN_GAP, CN_LINEA
 
 struct cn_value {
     int c, h, w;
-    float *x, *dx;  /* (max_batch, c*h*w); value 0 (the input) has neither */
+    float *x;       /* (max_batch, c*h*w); not for value 0 (the input) */
+    float *dx;      /* its gradient: a buffer of the pool (cn_finish), shared with values whose
+                     * gradients are never needed at the same time; value 0 has none */
+    int slot;       /* dx's buffer in the pool, -1 for value 0 */
     /* Their tangents R{x}, R{dx} (cn_hvp), allocated by cn_hvp_reserve; value 0's rx is zeros
      * (the input does not depend on the weights) and it has no rdx. */
     float *rx, *rdx;
@@ -59,6 +62,9 @@ struct convnet {
     bool hvp_ready;            /* cn_hvp_reserve has allocated the tangents */
     enum act act;              /* nonlinearity of the CN_RELU layers */
     struct conv_ws ws;         /* shared by every convolution: they run one at a time */
+    float **pool, **rpool;     /* (n_slot) the gradient buffers and their tangents (cn_hvp) */
+    size_t *slot_floats;       /* (n_slot) floats per example of each buffer */
+    int n_slot;
     size_t col_floats, dw_floats;
 };
 
@@ -80,10 +86,9 @@ static int add_value(struct convnet *n, int c, int h, int w)
     }
     struct cn_value *v = &n->v[n->nv];
     *v = (struct cn_value){.c = c, .h = h, .w = w};
-    if (n->nv > 0) {
+    v->slot = -1;
+    if (n->nv > 0)
         v->x = ws_floats(n, (size_t)n->m->max_batch * value_size(v));
-        v->dx = ws_floats(n, (size_t)n->m->max_batch * value_size(v));
-    }
     return n->nv++;
 }
 
@@ -263,6 +268,78 @@ void cn_shape(const struct convnet *n, int v, int *c, int *h, int *w)
     *w = n->v[v].w;
 }
 
+/* The gradient buffers. Backward runs the nodes from the last to the first; value v's gradient
+ * is live from its last reader (which writes it first, acc false) down to the node that wrote
+ * v, which reads it (the model's output: from the loss end, before every node). Values whose
+ * live ranges are disjoint share a buffer: greedily, in backward order, a value that comes live
+ * takes the free buffer that fits it most tightly (or the largest free one, grown, or a new
+ * one), and hands it back once its writer has run. Every backward kernel overwrites its input
+ * gradient when acc is false, so a shared buffer is never read before it is written. A
+ * ResNet-18 keeps a few buffers instead of one per value: at batch 128, about 650 MB less. */
+static void plan_gradients(struct convnet *n)
+{
+    int nv = n->nv, nn = n->nn;
+    int *start = xmalloc((size_t)nv * sizeof *start), *end = xmalloc((size_t)nv * sizeof *end);
+    for (int v = 0; v < nv; v++)
+        start[v] = end[v] = -1;
+    for (int i = 0; i < nn; i++) {
+        const struct cn_node *d = &n->node[i];
+        end[d->out] = i;
+        start[d->in] = start[d->in] > i ? start[d->in] : i;
+        if (d->in2 >= 0)
+            start[d->in2] = start[d->in2] > i ? start[d->in2] : i;
+    }
+    start[nv - 1] = nn;
+    int cap = 0;
+    bool *busy = NULL;
+    for (int t = nn; t >= 0; t--) {
+        for (int v = 1; v < nv; v++) {
+            if (start[v] != t)
+                continue;
+            SAMX_ASSERT(end[v] >= 0 && end[v] <= t);
+            size_t need = value_size(&n->v[v]);
+            int best = -1;
+            for (int k = 0; k < n->n_slot; k++) {
+                if (busy[k])
+                    continue;
+                bool fits = n->slot_floats[k] >= need;
+                if (best < 0)
+                    best = k;
+                else if (fits && (n->slot_floats[best] < need ||
+                                  n->slot_floats[k] < n->slot_floats[best]))
+                    best = k;
+                else if (!fits && n->slot_floats[best] < need &&
+                         n->slot_floats[k] > n->slot_floats[best])
+                    best = k;
+            }
+            if (best < 0) {
+                if (n->n_slot == cap) {
+                    cap = cap ? 2 * cap : 16;
+                    n->slot_floats = xrealloc(n->slot_floats, (size_t)cap * sizeof(size_t));
+                    busy = xrealloc(busy, (size_t)cap);
+                }
+                best = n->n_slot++;
+                n->slot_floats[best] = 0;
+            }
+            if (n->slot_floats[best] < need)
+                n->slot_floats[best] = need;
+            busy[best] = true;
+            n->v[v].slot = best;
+        }
+        for (int v = 1; v < nv && t < nn; v++)
+            if (end[v] == t)
+                busy[n->v[v].slot] = false;
+    }
+    n->pool = xcalloc((size_t)n->n_slot + 1, sizeof *n->pool);
+    for (int k = 0; k < n->n_slot; k++)
+        n->pool[k] = ws_floats(n, (size_t)n->m->max_batch * n->slot_floats[k]);
+    for (int v = 1; v < nv; v++)
+        n->v[v].dx = n->pool[n->v[v].slot];
+    free(busy);
+    free(start);
+    free(end);
+}
+
 int cn_finish(struct convnet *n, struct err *e)
 {
     struct cn_value *last = &n->v[n->nv - 1];
@@ -284,6 +361,7 @@ int cn_finish(struct convnet *n, struct err *e)
         SAMX_ASSERT(!(d->kind == CN_LINEAR && d->acc));
     }
     free(seen);
+    plan_gradients(n);
     n->ws.col = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.col);
     n->ws.dw = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.dw);
     for (int b = 0; b < n->ws.n_blk; b++) {
@@ -491,10 +569,13 @@ void cn_hvp_reserve(struct model *m)
     struct convnet *n = m->priv;
     if (n->hvp_ready || m->plan)
         return;
+    n->rpool = xcalloc((size_t)n->n_slot + 1, sizeof *n->rpool);
+    for (int k = 0; k < n->n_slot; k++)
+        n->rpool[k] = xfloats((size_t)m->max_batch * n->slot_floats[k]);
     for (int i = 0; i < n->nv; i++) {
         size_t sz = (size_t)m->max_batch * value_size(&n->v[i]);
         n->v[i].rx = i == 0 ? xcalloc(sz, sizeof(float)) : xfloats(sz);
-        n->v[i].rdx = i == 0 ? NULL : xfloats(sz);
+        n->v[i].rdx = i == 0 ? NULL : n->rpool[n->v[i].slot];
     }
     n->hvp_ready = true;
 }
@@ -679,13 +760,18 @@ void cn_release(struct model *m)
     if (!n)
         return;
     for (int i = 0; i < n->nv; i++) {
-        if (i > 0) {
+        if (i > 0)
             free(n->v[i].x);
-            free(n->v[i].dx);
-        }
         free(n->v[i].rx);
-        free(n->v[i].rdx);
     }
+    for (int k = 0; k < n->n_slot; k++) {
+        free(n->pool[k]);
+        if (n->rpool)
+            free(n->rpool[k]);
+    }
+    free(n->pool);
+    free(n->rpool);
+    free(n->slot_floats);
     for (int i = 0; i < n->nn; i++) {
         free(n->node[i].save_mean);
         free(n->node[i].save_invstd);
