@@ -44,6 +44,7 @@ struct cn_node {
     int wt, bt;                /* tensors in m->p (weight, bias), -1 when absent */
     int rm, rv;                /* running mean, var in m->buf (CN_BN) */
     float *save_mean, *save_invstd; /* (c) CN_BN statistics of the last forward */
+    double *bn_sums;           /* (3c) CN_BN: the per-channel sums a shard's phases exchange */
     int32_t *arg;              /* CN_MAXPOOL argmax (max_batch, output size) */
     float *mask;               /* CN_DROPOUT (max_batch, size) */
     double *moments;           /* CN_CONV read by the next CN_BN: its output planes' moments */
@@ -169,6 +170,7 @@ int cn_bn(struct convnet *n, int in, const char *name)
     d->rv = add_tensor(&n->m->buf, name, "running_var", 1, &c);
     d->save_mean = xfloats((size_t)c);
     d->save_invstd = xfloats((size_t)c);
+    d->bn_sums = xmalloc((size_t)c * 3 * sizeof(double));
     return d->out = add_value(n, c, n->v[in].h, n->v[in].w);
 }
 
@@ -429,6 +431,44 @@ static const float *tensor_of(const struct params *p, const float *base, int t)
     return t >= 0 ? base + p->t[t].off : NULL;
 }
 
+/* BatchNorm in training mode on a shard of a batch (model.h struct model_shard): the phases
+ * of nn_conv.h with the per-channel sums of every shard added between them, so the statistics
+ * are the whole batch's. Running statistics (rm, rv, when not NULL) are updated from those, the
+ * same on every process. */
+static void bn_forward_shard(struct model *m, struct cn_node *d, float *y,
+                             const struct cn_value *iv, const double *mo, float *rm, float *rv,
+                             int batch)
+{
+    int c = iv->c, hw = iv->h * iv->w;
+    double cnt = (double)m->shard->rows * hw, *mean = d->bn_sums, *dev = d->bn_sums + c;
+    batchnorm_sums(mean, iv->x, mo, batch, c, hw);
+    m->shard->sum(mean, (size_t)c);
+    for (int ch = 0; ch < c; ch++)
+        mean[ch] /= cnt;
+    batchnorm_devs(dev, iv->x, mo, mean, batch, c, hw);
+    m->shard->sum(dev, 2 * (size_t)c);
+    batchnorm_normalize(y, d->save_mean, d->save_invstd, iv->x, mean, dev, cnt,
+                        tensor_of(&m->p, m->p.w, d->wt), tensor_of(&m->p, m->p.w, d->bt), rm, rv,
+                        batch, c, hw, d->relu, BN_MOMENTUM, BN_EPS);
+}
+
+/* Its backward: the shard's dgamma and dbeta (the gradient is summed over the processes
+ * afterwards), dx from the whole batch's sums. */
+static void bn_backward_shard(struct model *m, struct cn_node *d, float *gx, const float *gy,
+                              const float *y_relu, const struct cn_value *iv, int batch)
+{
+    int c = iv->c, hw = iv->h * iv->w;
+    float *g = m->p.g;
+    batchnorm_backward_sums(d->bn_sums, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy, y_relu,
+                            iv->x, d->save_mean, d->save_invstd, batch, c, hw);
+    if (!gx) /* the same on every process: the layer reads the model's input */
+        return;
+    m->shard->sum(d->bn_sums, 2 * (size_t)c);
+    batchnorm_backward_dx(gx, d->bn_sums, (double)m->shard->rows * hw, gy, y_relu, iv->x,
+                          d->save_mean, d->save_invstd, tensor_of(&m->p, m->p.w, d->wt), batch,
+                          c, hw, d->acc);
+}
+
 void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
 {
     struct convnet *n = m->priv;
@@ -452,6 +492,10 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
             float *rm = update ? m->buf.w + m->buf.t[d->rm].off : NULL;
             float *rv = update ? m->buf.w + m->buf.t[d->rv].off : NULL;
             const double *mo = d->moments_of >= 0 ? n->node[d->moments_of].moments : NULL;
+            if (n->train && m->shard) {
+                bn_forward_shard(m, d, ov->x, iv, mo, rm, rv, batch);
+                break;
+            }
             batchnorm_forward(ov->x, d->save_mean, d->save_invstd, iv->x, n->train ? mo : NULL,
                               tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt), rm, rv,
                               batch, iv->c, iv->h * iv->w, n->train, d->relu, BN_MOMENTUM,
@@ -483,7 +527,7 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
         case CN_DROPOUT:
             if (n->train)
                 dropout_forward(ov->x, d->mask, iv->x, batch, value_size(iv), d->p, m->seed,
-                                (uint64_t)m->step, d->layer);
+                                (uint64_t)m->step, d->layer, m->shard ? m->shard->row0 : 0);
             else
                 vec_copy(total, iv->x, ov->x);
             break;
@@ -513,6 +557,10 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch, 
                             d->acc);
             break;
         case CN_BN:
+            if (n->train && m->shard) {
+                bn_backward_shard(m, d, gx, gy, d->relu ? ov->x : NULL, iv, batch);
+                break;
+            }
             batchnorm_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy,
                                d->relu ? ov->x : NULL, iv->x,
                                d->save_mean, d->save_invstd, tensor_of(&m->p, w, d->wt), batch,
@@ -775,6 +823,7 @@ void cn_release(struct model *m)
     for (int i = 0; i < n->nn; i++) {
         free(n->node[i].save_mean);
         free(n->node[i].save_invstd);
+        free(n->node[i].bn_sums);
         free(n->node[i].arg);
         free(n->node[i].mask);
         free(n->node[i].moments);

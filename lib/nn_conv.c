@@ -867,14 +867,15 @@ void shortcut_a_backward(float *dx, const float *dout, int batch, int c_in, int 
 }
 
 void dropout_forward(float *out, float *mask, const float *x, int batch, size_t per_example,
-                     float p, uint64_t seed, uint64_t step, int layer)
+                     float p, uint64_t seed, uint64_t step, int layer, int row0)
 {
-    SAMX_ASSERT(p >= 0 && p < 1 && batch < 65536 && layer >= 0 && layer < 256);
+    SAMX_ASSERT(p >= 0 && p < 1 && row0 >= 0 && row0 + batch < 65536 && layer >= 0 &&
+                layer < 256);
     float keep = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) num_threads(team_size())
     for (int i = 0; i < batch; i++) {
         struct rng r;
-        rng_init(&r, seed, "dropout", step << 24 | (uint64_t)layer << 16 | (uint64_t)i);
+        rng_init(&r, seed, "dropout", step << 24 | (uint64_t)layer << 16 | (uint64_t)(row0 + i));
         for (size_t j = 0; j < per_example; j++) {
             size_t t = (size_t)i * per_example + j;
             mask[t] = rng_uniform(&r) < p ? 0.0f : keep;

@@ -154,12 +154,13 @@ void shortcut_a_forward(float *out, const float *x, int batch, int c_in, int h, 
 void shortcut_a_backward(float *dx, const float *dout, int batch, int c_in, int h, int w,
                          int c_out, int stride, bool acc);
 
-/* Inverted dropout with probability p: out = x * mask / (1 - p). The mask of example i is drawn
- * from the stream (seed, "dropout", step << 24 | layer << 16 | i), so every pass of an
+/* Inverted dropout with probability p: out = x * mask / (1 - p). The mask of example i (row
+ * row0 + i of the step's batch: a process's shard of it starts at row0, dist.h) is drawn from
+ * the stream (seed, "dropout", step << 24 | layer << 16 | (row0 + i)), so every pass of an
  * optimizer step (same step) sees the same mask, and a resumed run the same masks. The mask
- * is kept in `mask` (n floats: 0 or 1/(1-p)) for backward. Requires batch < 65536. */
+ * is kept in `mask` (n floats: 0 or 1/(1-p)) for backward. Requires row0 + batch < 65536. */
 void dropout_forward(float *out, float *mask, const float *x, int batch, size_t per_example,
-                     float p, uint64_t seed, uint64_t step, int layer);
+                     float p, uint64_t seed, uint64_t step, int layer, int row0);
 void dropout_backward(float *dx, const float *dout, const float *mask, size_t n, bool acc);
 
 /* out = a + b (n floats), or max(0, a + b) with relu; backward: grad_pass to both inputs. */

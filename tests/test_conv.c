@@ -755,9 +755,9 @@ static void check_dropout(void)
     float *m1 = xfloats(B * N), *m2 = xfloats(B * N), *m3 = xfloats(B * N), *dx = xfloats(B * N);
     for (int i = 0; i < B * N; i++)
         x[i] = 1.0f;
-    dropout_forward(o1, m1, x, B, N, 0.3f, 9, 17, 0);
-    dropout_forward(o2, m2, x, B, N, 0.3f, 9, 17, 0);
-    dropout_forward(o3, m3, x, B, N, 0.3f, 9, 18, 0);
+    dropout_forward(o1, m1, x, B, N, 0.3f, 9, 17, 0, 0);
+    dropout_forward(o2, m2, x, B, N, 0.3f, 9, 17, 0, 0);
+    dropout_forward(o3, m3, x, B, N, 0.3f, 9, 18, 0, 0);
     int dropped = 0;
     for (int i = 0; i < B * N; i++)
         dropped += o1[i] == 0;
