@@ -808,6 +808,23 @@ static int share_open(struct rundir *rd, const char *dir, struct experiment *x,
     return 0;
 }
 
+/* SAMX_DIST_WEIGHTS=DIR (a test hook, dist.h): every rank writes its final weights and model
+ * buffers to DIR/rank-<r>.f32, so a test can check that the ranks end with the same bits. */
+static int dump_weights(const struct experiment *x, const char *dir, struct err *e)
+{
+    const struct model *m = &x->model;
+    size_t nw = m->p.n * sizeof(float), nb = m->buf.nt > 0 ? m->buf.n * sizeof(float) : 0;
+    char *buf = xmalloc(nw + nb + 1);
+    memcpy(buf, m->p.w, nw);
+    if (nb)
+        memcpy(buf + nw, m->buf.w, nb);
+    char *path = xasprintf("%s/rank-%d.f32", dir, dist_rank());
+    int rc = io_write_atomic(path, buf, nw + nb, e);
+    free(path);
+    free(buf);
+    return rc;
+}
+
 int train_run(const struct run_opts *o, struct err *e)
 {
     struct experiment x;
@@ -916,6 +933,8 @@ int train_run(const struct run_opts *o, struct err *e)
         }
     }
     rundir_close(&rd);
+    if (rc >= 0 && getenv("SAMX_DIST_WEIGHTS"))
+        rc = dump_weights(&x, getenv("SAMX_DIST_WEIGHTS"), e);
 out:
     free(dir);
     experiment_free(&x);
