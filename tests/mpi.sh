@@ -9,6 +9,7 @@
 #   - only rank 0 writes: ranks started in their own working directories, only rank 0's gets a
 #     results/ tree; meta.json records world_size and the hosts;
 #   - a resume with another number of processes is refused (exit 2), with the same one it works;
+#   - SIGTERM to one rank stops every rank at the same step (exit 130) and the resume is exact;
 #   - a batch smaller than the job is a config error (exit 2).
 # Skipped (TAP skip) when samx was built without MPI or mpirun is missing.
 set -u
@@ -38,7 +39,7 @@ name: $1
 seed: 1
 data: {name: fashion-mnist, limit_train: 512, limit_test: 128}
 model: $2
-train: ${4:-{epochs: 2, batch_size: 64, eval_batch_size: 128\}}
+train: ${4:-{epochs: 1, batch_size: 64, eval_batch_size: 128\}}
 optimizer: $3
 EOF
 }
@@ -129,6 +130,33 @@ rc=$?
 ok $? "a resume by 3 processes of a 2-process checkpoint: exit 2 ($rc)"
 np 2 run -q "$T/mlp.yaml" -o "$T/res" && [ -f "$T/res/summary.json" ]
 ok $? "the same number of processes finishes it"
+
+# SIGTERM to rank 1 alone: the ranks agree on the stop, stop at the same step, rank 0
+# checkpoints, the job exits 130, and the resumed run is byte for byte the uninterrupted one.
+cat >"$T/long.yaml" <<EOF
+name: long
+seed: 1
+data: {name: fashion-mnist, limit_train: 1024, limit_test: 128}
+model: {name: mlp, hidden: [256]}
+train: {epochs: 3, batch_size: 16, eval_batch_size: 128}
+optimizer: {name: sam, rho: 0.05, base: $SGD}
+EOF
+np 2 run -q "$T/long.yaml" -o "$T/sig" 2>/dev/null &
+job=$!
+for _ in $(seq 100); do
+    [ "$(cat "$T/sig/metrics.jsonl" 2>/dev/null | wc -l)" -ge 2 ] && break
+    sleep 0.1
+done
+for p in $(pgrep -f "^$SAMX run -q $T/long.yaml"); do
+    grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$p/environ" 2>/dev/null && kill -TERM "$p"
+done
+wait $job
+rc=$?
+[ $rc -eq 130 ] && [ "$(jq -r .status "$T/sig/summary.json")" = interrupted ]
+ok $? "SIGTERM to rank 1 only: the job checkpoints and exits 130 ($rc)"
+np 2 run -q "$T/long.yaml" -o "$T/sig" && np 2 run -q "$T/long.yaml" -o "$T/sig-full" &&
+    same "$T/sig" "$T/sig-full"
+ok $? "the resumed 2-process run equals the uninterrupted one byte for byte"
 
 np 3 run -q "$T/mlp.yaml" -o "$T/small" train.batch_size=2 2>"$T/err"
 rc=$?
