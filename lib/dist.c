@@ -16,7 +16,6 @@
 #define HOST_LEN 64
 
 static int g_rank, g_size = 1;
-static bool g_mpi;          /* MPI_Init succeeded and MPI_Finalize is due */
 static char *g_hosts;       /* (size, HOST_LEN) */
 static int *g_threads;      /* (size) */
 static char g_host0[HOST_LEN];
@@ -46,6 +45,8 @@ void dist_shard_of(int n, int r, int *lo, int *hi)
 void dist_shard(int n, int *lo, int *hi) { dist_shard_of(n, g_rank, lo, hi); }
 
 #ifdef SAMX_MPI
+
+static bool g_mpi; /* MPI_Init succeeded and MPI_Finalize is due */
 
 /* Started by a launcher: OpenMPI (mpirun), PMI/PMIx (MPICH's hydra, srun). A process started
  * by hand stays out of MPI, so it is exactly a single-process samx. */

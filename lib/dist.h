@@ -34,7 +34,9 @@ int dist_init(int threads);
 /* Leave the job (MPI_Finalize); a no-op at size 1 or before dist_init. */
 void dist_finalize(void);
 /* End every process of the job with status (MPI_Abort): the way a rank that fails alone makes
- * the job fail instead of leaving the others waiting in a collective. exit(status) at size 1. */
+ * the job fail instead of leaving the others waiting in a collective; with xmalloc's, the only
+ * exit in lib/ (train.c calls it for such a failure, and for a model call too small to split).
+ * exit(status) at size 1. */
 void dist_abort(int status) __attribute__((noreturn));
 
 int dist_rank(void);

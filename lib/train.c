@@ -568,17 +568,14 @@ static double record_value(const cJSON *rec, const char *key)
 
 /* Rebuild the early-stopping state from the records the checkpoint has seen (rd->records:
  * rundir_open trimmed metrics.jsonl to them; a follower rank has them from rank 0). */
-static int early_stop_replay(const struct experiment *x, const struct rundir *rd,
-                             struct early_stop *es, struct err *e)
+static void early_stop_replay(const struct experiment *x, const struct rundir *rd,
+                              struct early_stop *es)
 {
-    (void)e;
     char *buf = xmalloc(rd->records_len + 1);
     memcpy(buf, rd->records, rd->records_len);
     buf[rd->records_len] = 0;
-    int rc = 0;
     char *save = NULL;
-    for (char *line = strtok_r(buf, "\n", &save); line && rc == 0;
-         line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         cJSON *rec = cJSON_Parse(line);
         if (rec)
             early_stop_note(x, es, (long)record_value(rec, "epoch"),
@@ -586,7 +583,6 @@ static int early_stop_replay(const struct experiment *x, const struct rundir *rd
         cJSON_Delete(rec);
     }
     free(buf);
-    return rc;
 }
 
 /* best.safetensors: the weights (and model buffers) in model.safetensors' format. */
@@ -641,7 +637,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
 
     /* The ranks agree on every stop (a signal may reach one of them only), so they stop at
      * the same step. */
-    if (dist_any(rundir_interrupted())) { /* a signal while loading data or opening the directory */
+    if (dist_any(rundir_interrupted())) { /* a signal while loading or opening the directory */
         st->status = RUN_INTERRUPTED;
         goto out;
     }
@@ -662,8 +658,8 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
             (best && !rd->follower && save_best(x, rd->dir, e) < 0))
             goto out;
         st->have_epoch0 = true;
-    } else if (x->early_stop.metric && early_stop_replay(x, rd, &es, e) < 0) {
-        goto out;
+    } else if (x->early_stop.metric) {
+        early_stop_replay(x, rd, &es);
     }
     /* A resumed run that had already stopped early (its summary not yet written) stays so. */
     if (early_stop_due(x, &es, st->epoch) && st->step_in_epoch == 0)
@@ -864,8 +860,8 @@ int train_run(const struct run_opts *o, struct err *e)
     if (o->dry_run) {
         experiment_warn(&x);
         if (dist_rank() == 0)
-            printf("would run '%s' (%ld epochs of %ld steps, %zu parameters) into '%s'\n", o->config,
-                   x.epochs, x.steps_per_epoch, x.model.p.n, dir);
+            printf("would run '%s' (%ld epochs of %ld steps, %zu parameters) into '%s'\n",
+                   o->config, x.epochs, x.steps_per_epoch, x.model.p.n, dir);
         goto out;
     }
     if (dist_any(rundir_interrupted())) {

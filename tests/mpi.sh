@@ -112,7 +112,8 @@ ok $? "np 2 with a working directory per rank runs"
 [ -d "$T/w0/results/mlp" ] && [ -z "$(ls -A "$T/w1")" ]
 ok $? "only rank 0 writes a run directory (rank 1's working directory stays empty)"
 m=$(ls "$T"/w0/results/mlp/*/meta.json)
-[ "$(jq -r '.world_size, (.hosts | length), (.rank_threads | length)' "$m" | tr '\n' ' ')" = "2 2 2 " ]
+w=$(jq -r '.world_size, (.hosts | length), (.rank_threads | length)' "$m" | tr '\n' ' ')
+[ "$w" = "2 2 2 " ]
 ok $? "meta.json records world_size 2, the hosts and the threads of both ranks"
 [ "$(jq -r .world_size "$T/mlp-1/meta.json")" = 1 ]
 ok $? "one process records world_size 1"
