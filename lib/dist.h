@@ -6,7 +6,8 @@
  * contiguous shard of its rows (dist_shard) and the shards' gradients, loss sums and BatchNorm
  * statistics are summed over the ranks in rank order (dist_sum_*), so every rank takes the same
  * step with the same bits, and a result differs from the single-process one only by the order
- * of those sums. Rank 0 alone writes the run directory (rundir.h).
+ * of those sums. Evaluation (train.h evaluate_split) shards each split the same way. Rank 0
+ * alone writes the run directory (rundir.h).
  *
  * Determinism: MPI_Allreduce does not promise a summation order, so nothing here uses it for
  * floating point. A sum is an all-to-all of slices (rank r receives slice r of every rank's

@@ -287,15 +287,21 @@ void evaluate_split(struct experiment *x, const struct dataset *ds, double *loss
     batch_ctx_init(&b, x);
     b.ds = ds;
     double sum = 0, hits = 0;
-    int eb = (int)x->eval_batch_size;
-    for (int lo = 0; lo < ds->n; lo += eb) {
-        int n = lo + eb <= ds->n ? eb : ds->n - lo;
+    int eb = (int)x->eval_batch_size, first, end;
+    dist_shard(ds->n, &first, &end); /* the whole split on one process */
+    for (int lo = first; lo < end; lo += eb) {
+        int n = lo + eb <= end ? eb : end - lo;
         for (int i = 0; i < n; i++)
             b.idx[i] = lo + i;
         data_batch(ds, b.idx, n, b.xb, b.lb, b.yb);
         double h;
         sum += forward_loss(&b, &x->model.p, b.xb, b.lb, b.yb, n, PASS_EVAL, false, &h);
         hits += h;
+    }
+    if (dist_size() > 1) { /* the ranks' shards of the split */
+        double v[2] = {sum, hits};
+        dist_sum_double(v, 2);
+        sum = v[0], hits = v[1];
     }
     *loss = ds->n ? sum / ds->n : NAN;
     *acc = ds->n && ds->n_classes > 0 ? hits / ds->n : NAN;

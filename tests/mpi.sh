@@ -11,6 +11,7 @@
 #   - a resume with another number of processes is refused (exit 2), with the same one it works;
 #   - SIGTERM to one rank stops every rank at the same step (exit 130) and the resume is exact;
 #   - a batch smaller than the job is a config error (exit 2).
+#   - np 1 under mpirun is byte for byte one process without it.
 # Skipped (TAP skip) when samx was built without MPI or mpirun is missing.
 set -u
 SAMX=$(realpath "$1")
@@ -101,6 +102,9 @@ for c in mlp mlp-sam mlp-msam cnn; do
     same "$T/$c-2" "$T/$c-2b"
     ok $? "$c: np 2 twice gives byte-identical records and weights"
 done
+np 1 run -q "$T/cnn.yaml" -o "$T/cnn-np1"
+same "$T/cnn-1" "$T/cnn-np1"
+ok $? "cnn: np 1 under mpirun is byte for byte the run without mpirun"
 ! cmp -s "$T/cnn-1/model.safetensors" "$T/cnn-2/model.safetensors"
 ok $? "cnn: np 2's weights are not np 1's bytes (the comparisons above can fail)"
 
