@@ -10,7 +10,8 @@
 #     results/ tree; meta.json records world_size and the hosts;
 #   - a resume with another number of processes is refused (exit 2), with the same one it works;
 #   - SIGTERM to one rank stops every rank at the same step (exit 130) and the resume is exact;
-#   - a batch smaller than the job is a config error (exit 2).
+#   - a batch smaller than the job is a config error (exit 2); a rank that fails alone (its
+#     config unreadable; rank 0's disk full) ends the job with its message instead of hanging.
 #   - np 1 under mpirun is byte for byte one process without it.
 # Skipped (TAP skip) when samx was built without MPI or mpirun is missing.
 set -u
@@ -162,6 +163,23 @@ ok $? "SIGTERM to rank 1 only: the job checkpoints and exits 130 ($rc)"
 np 2 run -q "$T/long.yaml" -o "$T/sig" && np 2 run -q "$T/long.yaml" -o "$T/sig-full" &&
     same "$T/sig" "$T/sig-full"
 ok $? "the resumed 2-process run equals the uninterrupted one byte for byte"
+
+# A rank that fails alone ends the job with its message, never a hang: rank 1 cannot read
+# its config; with a full disk (a small tmpfs, as root), rank 0 cannot write its checkpoint.
+timeout 60 "${MPIRUN[@]}" -np 2 bash -c 'c=$2; [ "$OMPI_COMM_WORLD_RANK" = 1 ] && c=$2.missing
+    exec "$1" run -q "$c" -o "$3"' _ "$SAMX" "$T/mlp.yaml" "$T/fail" 2>"$T/err"
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "^samx: error (rank 1 of 2): cannot read '$T/mlp.yaml.missing'" "$T/err"
+ok $? "rank 1 failing alone to build: the job fails ($rc, not a timeout) with rank 1's message"
+if [ "$(id -u)" -eq 0 ] && mkdir -p "$T/tfs" && mount -t tmpfs -o size=300k tmpfs "$T/tfs"; then
+    timeout 60 "${MPIRUN[@]}" -np 2 "$SAMX" run -q "$T/long.yaml" -o "$T/tfs/run" 2>"$T/err"
+    rc=$?
+    umount "$T/tfs"
+    [ $rc -eq 1 ] && grep -q "^samx: error (rank 0 of 2): cannot write .*No space left" "$T/err"
+    ok $? "rank 0 failing alone to write its checkpoint: the job is aborted, exit 1 ($rc)"
+else
+    skip "a full disk needs root (a small tmpfs)"
+fi
 
 np 3 run -q "$T/mlp.yaml" -o "$T/small" train.batch_size=2 2>"$T/err"
 rc=$?
