@@ -169,7 +169,8 @@ ok $? "the resumed 2-process run equals the uninterrupted one byte for byte"
 timeout 60 "${MPIRUN[@]}" -np 2 bash -c 'c=$2; [ "$OMPI_COMM_WORLD_RANK" = 1 ] && c=$2.missing
     exec "$1" run -q "$c" -o "$3"' _ "$SAMX" "$T/mlp.yaml" "$T/fail" 2>"$T/err"
 rc=$?
-[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "^samx: error (rank 1 of 2): cannot read '$T/mlp.yaml.missing'" "$T/err"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] &&
+    grep -q "^samx: error (rank 1 of 2): cannot read '$T/mlp.yaml.missing'" "$T/err"
 ok $? "rank 1 failing alone to build: the job fails ($rc, not a timeout) with rank 1's message"
 if [ "$(id -u)" -eq 0 ] && mkdir -p "$T/tfs" && mount -t tmpfs -o size=300k tmpfs "$T/tfs"; then
     timeout 60 "${MPIRUN[@]}" -np 2 "$SAMX" run -q "$T/long.yaml" -o "$T/tfs/run" 2>"$T/err"
