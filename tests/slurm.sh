@@ -6,10 +6,13 @@
 #   - every array task trains its run; samx table counts the planned runs;
 #   - scancel of a running task: Slurm's SIGTERM makes samx checkpoint and mark the run
 #     interrupted; resubmitting the same script resumes it, and its records and weights equal an
-#     uninterrupted run's.
+#     uninterrupted run's;
+#   - with MPI (second argument `mpi`) and Slurm's PMIx plugin: `srun --ntasks=2 samx run`
+#     trains one run over two processes, with the records of `mpirun -np 2`.
 # Needs root (the daemons run as root) and slurmctld, slurmd, sbatch; skips otherwise.
 set -u
 SAMX=$(realpath "$1")
+WITH_MPI=${2:-nompi}
 T=$(mktemp -d /tmp/samx-slurm.XXXXXX)
 . "$(dirname "$0")/tap.sh"
 PIDS=
@@ -127,5 +130,24 @@ ok $? "resubmitting the same script exits 0 ($(tr '\n' ' ' <sb2.out | head -c 20
 cmp -s <(strip_timing "$run/metrics.jsonl") <(strip_timing "$T/ref/metrics.jsonl") &&
     cmp -s "$run/model.safetensors" "$T/ref/model.safetensors"
 ok $? "the resumed run's records and weights equal an uninterrupted run's"
+
+# --- srun: one run over two processes (PMIx) ------------------------------------------------------
+if [ "$WITH_MPI" != mpi ] || ! command -v mpirun >/dev/null; then
+skip "srun --ntasks=2: samx built without MPI, or no mpirun"
+elif ! srun --mpi=list 2>&1 | grep -q pmix; then
+skip "srun --ntasks=2: Slurm has no PMIx plugin here"
+else
+timeout 300 srun --mpi=pmix --ntasks=2 --cpus-per-task=1 "$SAMX" run tiny.yaml -t 1 -q \
+    -o "$T/srun" 2>err
+rc=$?
+test $rc -eq 0 && [ "$(jq -r .world_size "$T/srun/meta.json")" = 2 ]
+ok $? "srun --ntasks=2 samx run: exit $rc, world_size 2 in meta.json ($(head -c 200 err))"
+MPIRUN=(mpirun --oversubscribe --bind-to none -np 2)
+[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+env -u SLURM_CONF "${MPIRUN[@]}" "$SAMX" run tiny.yaml -t 1 -q -o "$T/mpirun" 2>/dev/null &&
+    cmp -s <(strip_timing "$T/srun/metrics.jsonl") <(strip_timing "$T/mpirun/metrics.jsonl") &&
+    cmp -s "$T/srun/model.safetensors" "$T/mpirun/model.safetensors"
+ok $? "... its records and weights equal mpirun -np 2's"
+fi
 
 tap_done
