@@ -15,6 +15,7 @@
 
 #include "blas.h"
 #include "data.h"
+#include "dist.h"
 #include "measure.h"
 #include "model.h"
 #include "optim.h"
@@ -226,12 +227,26 @@ static int cmd_run(int argc, char **argv, char *cmdline)
     samx_quiet = o.quiet;
     o.progress = !o.quiet && isatty(2);
     threads_set(o.threads);
+    /* Under an MPI launcher the processes train one run together (dist.h); rank 0 speaks. */
+    if (dist_init(o.threads) < 0)
+        exit(SAMX_EXIT_RUNTIME);
+    if (dist_rank() > 0) {
+        samx_quiet = true;
+        o.progress = false;
+    }
     struct err e = {0};
     int rc = train_run(&o, &e);
+    /* Errors train_run returns are the same on every rank (it aborts the job on one that is
+     * not), so rank 0 reports them for the job. */
+    bool say = dist_rank() == 0;
+    dist_finalize();
     if (rc < 0 && e.status == SAMX_EXIT_INTERRUPTED) {
-        fprintf(stderr, "samx: %s\n", e.msg);
+        if (say)
+            fprintf(stderr, "samx: %s\n", e.msg);
         exit(SAMX_EXIT_INTERRUPTED);
     }
+    if (rc < 0 && !say)
+        exit(e.status ? e.status : SAMX_EXIT_RUNTIME);
     if (rc < 0)
         die(e.status ? e.status : SAMX_EXIT_RUNTIME, e.msg);
     return rc;

@@ -23,7 +23,10 @@ enum cn_kind { CN_CONV, CN_BN, CN_RELU, CN_MAXPOOL, CN_AVGPOOL, CN_GAP, CN_LINEA
 
 struct cn_value {
     int c, h, w;
-    float *x, *dx;  /* (max_batch, c*h*w); value 0 (the input) has neither */
+    float *x;       /* (max_batch, c*h*w); not for value 0 (the input) */
+    float *dx;      /* its gradient: a buffer of the pool (cn_finish), shared with values whose
+                     * gradients are never needed at the same time; value 0 has none */
+    int slot;       /* dx's buffer in the pool, -1 for value 0 */
     /* Their tangents R{x}, R{dx} (cn_hvp), allocated by cn_hvp_reserve; value 0's rx is zeros
      * (the input does not depend on the weights) and it has no rdx. */
     float *rx, *rdx;
@@ -44,6 +47,7 @@ struct cn_node {
     int wt, bt;                /* tensors in m->p (weight, bias), -1 when absent */
     int rm, rv;                /* running mean, var in m->buf (CN_BN) */
     float *save_mean, *save_invstd; /* (c) CN_BN statistics of the last forward */
+    double *bn_sums;           /* (3c) CN_BN: the per-channel sums a shard's phases exchange */
     int32_t *arg;              /* CN_MAXPOOL argmax (max_batch, output size) */
     float *mask;               /* CN_DROPOUT (max_batch, size) */
     double *moments;           /* CN_CONV read by the next CN_BN: its output planes' moments */
@@ -62,6 +66,9 @@ struct convnet {
     bool hvp_ready;            /* cn_hvp_reserve has allocated the tangents */
     enum act act;              /* nonlinearity of the CN_RELU layers */
     struct conv_ws ws;         /* shared by every convolution: they run one at a time */
+    float **pool, **rpool;     /* (n_slot) the gradient buffers and their tangents (cn_hvp) */
+    size_t *slot_floats;       /* (n_slot) floats per example of each buffer */
+    int n_slot;
     size_t col_floats, dw_floats;
     /* Linear nodes (lin_backward): input-gradient partial products of blocks 1.., each
      * (max_batch, lin_in), shared by every linear node (they run one at a time). */
@@ -91,10 +98,9 @@ static int add_value(struct convnet *n, int c, int h, int w)
     }
     struct cn_value *v = &n->v[n->nv];
     *v = (struct cn_value){.c = c, .h = h, .w = w};
-    if (n->nv > 0) {
+    v->slot = -1;
+    if (n->nv > 0)
         v->x = ws_floats(n, (size_t)n->m->max_batch * value_size(v));
-        v->dx = ws_floats(n, (size_t)n->m->max_batch * value_size(v));
-    }
     return n->nv++;
 }
 
@@ -179,6 +185,7 @@ int cn_bn(struct convnet *n, int in, const char *name)
     d->rv = add_tensor(&n->m->buf, name, "running_var", 1, &c);
     d->save_mean = xfloats((size_t)c);
     d->save_invstd = xfloats((size_t)c);
+    d->bn_sums = xmalloc((size_t)c * 3 * sizeof(double));
     return d->out = add_value(n, c, n->v[in].h, n->v[in].w);
 }
 
@@ -288,6 +295,78 @@ void cn_shape(const struct convnet *n, int v, int *c, int *h, int *w)
     *w = n->v[v].w;
 }
 
+/* The gradient buffers. Backward runs the nodes from the last to the first; value v's gradient
+ * is live from its last reader (which writes it first, acc false) down to the node that wrote
+ * v, which reads it (the model's output: from the loss end, before every node). Values whose
+ * live ranges are disjoint share a buffer: greedily, in backward order, a value that comes live
+ * takes the free buffer that fits it most tightly (or the largest free one, grown, or a new
+ * one), and hands it back once its writer has run. Every backward kernel overwrites its input
+ * gradient when acc is false, so a shared buffer is never read before it is written. A
+ * ResNet-18 keeps a few buffers instead of one per value: at batch 128, about 650 MB less. */
+static void plan_gradients(struct convnet *n)
+{
+    int nv = n->nv, nn = n->nn;
+    int *start = xmalloc((size_t)nv * sizeof *start), *end = xmalloc((size_t)nv * sizeof *end);
+    for (int v = 0; v < nv; v++)
+        start[v] = end[v] = -1;
+    for (int i = 0; i < nn; i++) {
+        const struct cn_node *d = &n->node[i];
+        end[d->out] = i;
+        start[d->in] = start[d->in] > i ? start[d->in] : i;
+        if (d->in2 >= 0)
+            start[d->in2] = start[d->in2] > i ? start[d->in2] : i;
+    }
+    start[nv - 1] = nn;
+    int cap = 0;
+    bool *busy = NULL;
+    for (int t = nn; t >= 0; t--) {
+        for (int v = 1; v < nv; v++) {
+            if (start[v] != t)
+                continue;
+            SAMX_ASSERT(end[v] >= 0 && end[v] <= t);
+            size_t need = value_size(&n->v[v]);
+            int best = -1;
+            for (int k = 0; k < n->n_slot; k++) {
+                if (busy[k])
+                    continue;
+                bool fits = n->slot_floats[k] >= need;
+                if (best < 0)
+                    best = k;
+                else if (fits && (n->slot_floats[best] < need ||
+                                  n->slot_floats[k] < n->slot_floats[best]))
+                    best = k;
+                else if (!fits && n->slot_floats[best] < need &&
+                         n->slot_floats[k] > n->slot_floats[best])
+                    best = k;
+            }
+            if (best < 0) {
+                if (n->n_slot == cap) {
+                    cap = cap ? 2 * cap : 16;
+                    n->slot_floats = xrealloc(n->slot_floats, (size_t)cap * sizeof(size_t));
+                    busy = xrealloc(busy, (size_t)cap);
+                }
+                best = n->n_slot++;
+                n->slot_floats[best] = 0;
+            }
+            if (n->slot_floats[best] < need)
+                n->slot_floats[best] = need;
+            busy[best] = true;
+            n->v[v].slot = best;
+        }
+        for (int v = 1; v < nv && t < nn; v++)
+            if (end[v] == t)
+                busy[n->v[v].slot] = false;
+    }
+    n->pool = xcalloc((size_t)n->n_slot + 1, sizeof *n->pool);
+    for (int k = 0; k < n->n_slot; k++)
+        n->pool[k] = ws_floats(n, (size_t)n->m->max_batch * n->slot_floats[k]);
+    for (int v = 1; v < nv; v++)
+        n->v[v].dx = n->pool[n->v[v].slot];
+    free(busy);
+    free(start);
+    free(end);
+}
+
 int cn_finish(struct convnet *n, struct err *e)
 {
     struct cn_value *last = &n->v[n->nv - 1];
@@ -334,6 +413,7 @@ int cn_finish(struct convnet *n, struct err *e)
     SAMX_ASSERT(work_blocks() <= MAX_BLOCKS);
     for (int b = 1; b < work_blocks() && n->lin_in > 0; b++)
         n->part[b] = ws_floats(n, (size_t)n->m->max_batch * n->lin_in);
+    plan_gradients(n);
     n->ws.col = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.col);
     n->ws.dw = xcalloc((size_t)n->ws.n_blk, sizeof *n->ws.dw);
     for (int b = 0; b < n->ws.n_blk; b++) {
@@ -553,6 +633,44 @@ static void lin_backward(struct convnet *n, const struct cn_node *d, const float
     lin_backward_share(n, d, gy, gx, batch, acc, thread_id(), thread_count(), nb);
 }
 
+/* BatchNorm in training mode on a shard of a batch (model.h struct model_shard): the phases
+ * of nn_conv.h with the per-channel sums of every shard added between them, so the statistics
+ * are the whole batch's. Running statistics (rm, rv, when not NULL) are updated from those, the
+ * same on every process. */
+static void bn_forward_shard(struct model *m, struct cn_node *d, float *y,
+                             const struct cn_value *iv, const double *mo, float *rm, float *rv,
+                             int batch)
+{
+    int c = iv->c, hw = iv->h * iv->w;
+    double cnt = (double)m->shard->rows * hw, *mean = d->bn_sums, *dev = d->bn_sums + c;
+    batchnorm_sums(mean, iv->x, mo, batch, c, hw);
+    m->shard->sum(mean, (size_t)c);
+    for (int ch = 0; ch < c; ch++)
+        mean[ch] /= cnt;
+    batchnorm_devs(dev, iv->x, mo, mean, batch, c, hw);
+    m->shard->sum(dev, 2 * (size_t)c);
+    batchnorm_normalize(y, d->save_mean, d->save_invstd, iv->x, mean, dev, cnt,
+                        tensor_of(&m->p, m->p.w, d->wt), tensor_of(&m->p, m->p.w, d->bt), rm, rv,
+                        batch, c, hw, d->relu, BN_MOMENTUM, BN_EPS);
+}
+
+/* Its backward: the shard's dgamma and dbeta (the gradient is summed over the processes
+ * afterwards), dx from the whole batch's sums. */
+static void bn_backward_shard(struct model *m, struct cn_node *d, float *gx, const float *gy,
+                              const float *y_relu, const struct cn_value *iv, int batch)
+{
+    int c = iv->c, hw = iv->h * iv->w;
+    float *g = m->p.g;
+    batchnorm_backward_sums(d->bn_sums, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy, y_relu,
+                            iv->x, d->save_mean, d->save_invstd, batch, c, hw);
+    if (!gx) /* the same on every process: the layer reads the model's input */
+        return;
+    m->shard->sum(d->bn_sums, 2 * (size_t)c);
+    batchnorm_backward_dx(gx, d->bn_sums, (double)m->shard->rows * hw, gy, y_relu, iv->x,
+                          d->save_mean, d->save_invstd, tensor_of(&m->p, m->p.w, d->wt), batch,
+                          c, hw, d->acc);
+}
+
 void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
 {
     struct convnet *n = m->priv;
@@ -576,6 +694,10 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
             float *rm = update ? m->buf.w + m->buf.t[d->rm].off : NULL;
             float *rv = update ? m->buf.w + m->buf.t[d->rv].off : NULL;
             const double *mo = d->moments_of >= 0 ? n->node[d->moments_of].moments : NULL;
+            if (n->train && m->shard) {
+                bn_forward_shard(m, d, ov->x, iv, mo, rm, rv, batch);
+                break;
+            }
             batchnorm_forward(ov->x, d->save_mean, d->save_invstd, iv->x, n->train ? mo : NULL,
                               tensor_of(&m->p, w, d->wt), tensor_of(&m->p, w, d->bt), rm, rv,
                               batch, iv->c, iv->h * iv->w, n->train, d->relu, BN_MOMENTUM,
@@ -606,7 +728,7 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
         case CN_DROPOUT:
             if (n->train)
                 dropout_forward(ov->x, d->mask, iv->x, batch, value_size(iv), d->p, m->seed,
-                                (uint64_t)m->step, d->layer);
+                                (uint64_t)m->step, d->layer, m->shard ? m->shard->row0 : 0);
             else
                 vec_copy(total, iv->x, ov->x);
             break;
@@ -638,6 +760,10 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch, 
                             d->acc);
             break;
         case CN_BN:
+            if (n->train && m->shard) {
+                bn_backward_shard(m, d, gx, gy, d->relu ? ov->x : NULL, iv, batch);
+                break;
+            }
             batchnorm_backward(gx, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off, gy,
                                d->relu ? ov->x : NULL, iv->x,
                                d->save_mean, d->save_invstd, tensor_of(&m->p, w, d->wt), batch,
@@ -693,10 +819,13 @@ void cn_hvp_reserve(struct model *m)
     struct convnet *n = m->priv;
     if (n->hvp_ready || m->plan)
         return;
+    n->rpool = xcalloc((size_t)n->n_slot + 1, sizeof *n->rpool);
+    for (int k = 0; k < n->n_slot; k++)
+        n->rpool[k] = xfloats((size_t)m->max_batch * n->slot_floats[k]);
     for (int i = 0; i < n->nv; i++) {
         size_t sz = (size_t)m->max_batch * value_size(&n->v[i]);
         n->v[i].rx = i == 0 ? xcalloc(sz, sizeof(float)) : xfloats(sz);
-        n->v[i].rdx = i == 0 ? NULL : xfloats(sz);
+        n->v[i].rdx = i == 0 ? NULL : n->rpool[n->v[i].slot];
     }
     for (int i = 0; i < n->nn; i++)
         if (n->node[i].act)
@@ -893,16 +1022,22 @@ void cn_release(struct model *m)
     if (!n)
         return;
     for (int i = 0; i < n->nv; i++) {
-        if (i > 0) {
+        if (i > 0)
             free(n->v[i].x);
-            free(n->v[i].dx);
-        }
         free(n->v[i].rx);
-        free(n->v[i].rdx);
     }
+    for (int k = 0; k < n->n_slot; k++) {
+        free(n->pool[k]);
+        if (n->rpool)
+            free(n->rpool[k]);
+    }
+    free(n->pool);
+    free(n->rpool);
+    free(n->slot_floats);
     for (int i = 0; i < n->nn; i++) {
         free(n->node[i].save_mean);
         free(n->node[i].save_invstd);
+        free(n->node[i].bn_sums);
         free(n->node[i].arg);
         free(n->node[i].mask);
         free(n->node[i].moments);

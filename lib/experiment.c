@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "train.h"
 
 /* Run id: the overrides as given, by their last key component ("optimizer.rho=0.1" ->
@@ -162,6 +163,29 @@ static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
     return build_selection(x, t, e);
 }
 
+/* An MPI job (dist.h) splits every model call of a step between its processes, one example
+ * each at least: the batch (its micro-batches with train.accumulate, the last batch unless
+ * drop_last) and the m-sharpness groups (optimizer.m) must not be smaller than the job.
+ * Calls on a method's own subsets (ESAM's selection) are checked when they happen. */
+static int check_shards(const struct experiment *x, struct cfg_node *t, struct cfg_node *o,
+                        struct err *e)
+{
+    long np = dist_size(), rows = x->batch_size / x->accumulate, n = x->data.train.n;
+    long last = x->drop_last ? 0 : n % x->batch_size;
+    if (rows < np || (x->accumulate == 1 && last > 0 && last < np))
+        return cfg_err(e, cfg_child(t, "batch_size"),
+                       "'train.batch_size' %ld%s gives model calls of %ld examples, fewer than "
+                       "the %ld processes of the MPI job (each computes a share of every call)",
+                       x->batch_size, x->accumulate > 1 ? " with train.accumulate" : "",
+                       rows < np ? rows : last, np);
+    if (x->optim.m > 0 && x->optim.m < np)
+        return cfg_err(e, cfg_child(o, "m"),
+                       "'optimizer.m' %ld is smaller than the %ld processes of the MPI job (each "
+                       "computes a share of every group)",
+                       x->optim.m, np);
+    return 0;
+}
+
 int experiment_build(struct experiment *x, const struct run_opts *o, struct err *e)
 {
     memset(x, 0, sizeof *x);
@@ -227,6 +251,8 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
         .plan = x->plan,
     };
     if (!(on = cfg_map(root, "optimizer", e)) || optim_init(&x->optim, on, &env, e) < 0)
+        return -1;
+    if (!x->plan && dist_size() > 1 && check_shards(x, tn, on, e) < 0)
         return -1;
     /* issue 4: eval.* measurements, after data and model (they copy their probe sets) */
     if (measure_init(&x->measure, root, x, false, e) < 0)

@@ -894,6 +894,8 @@ static int density_epoch(struct measure *ms, long epoch, const char *dir, struct
     record_num(r, "hessian_density_lambda_max", hi);
     record_num(r, "hessian_density_trace", tr);
     record_num(r, "hessian_density_steps", min_m);
+    if (!dir)
+        return 0;
     char *sub = xasprintf("%s/density", dir);
     char *path = xasprintf("%s/epoch_%04ld.csv", sub, epoch);
     char *npath = xasprintf("%s/epoch_%04ld_nodes.csv", sub, epoch);
@@ -1000,7 +1002,7 @@ int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const ch
     }
     if (d_density && rc == 0)
         rc = density_epoch(ms, epoch, dir, r, e);
-    if (d_land && rc == 0) {
+    if (d_land && rc == 0 && dir) {
         char *sub = xasprintf("%s/landscape", dir);
         char *path = xasprintf("%s/epoch_%04ld.csv", sub, epoch);
         rc = io_mkdir_p(sub, e) < 0 ? -1 : landscape_write(ms, path, ms->ws[0], ms->ws[1], e);

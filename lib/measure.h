@@ -273,7 +273,8 @@ void measure_free(struct measure *ms);
 /* The measurements due at `epoch` (epoch % every == 0, epoch 0 included): add their keys and
  * the cost keys to r; landscape CSV files go to <dir>/landscape/epoch_<epoch>.csv. Adds nothing
  * when none is due. Weights and gradient buffer are restored exactly. -1 with e set when a CSV
- * file cannot be written. */
+ * file cannot be written. dir NULL (a rank > 0 of an MPI job, dist.h): no files, and no
+ * landscape slice, which only goes to a file. */
 int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const char *dir,
                   struct record *r, struct err *e);
 

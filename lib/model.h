@@ -22,6 +22,7 @@
 #define SAMX_MODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cfg.h"
@@ -36,6 +37,16 @@ enum pass_mode {
 
 struct model;
 struct hvp_loss; /* measure.h */
+
+/* Data parallelism (dist.h): a forward/backward on rows [row0, row0 + batch) of a batch of
+ * `rows` rows that several processes share, one shard each. BatchNorm in training mode takes
+ * the statistics of all `rows` (sum() replaces n per-channel doubles with their sum over the
+ * processes, the same on each), and dropout draws the masks of the batch's rows, so the shards
+ * together compute what one process computes on the whole batch. */
+struct model_shard {
+    void (*sum)(double *x, size_t n);
+    int rows, row0;
+};
 
 struct model_ops {
     const char *name;
@@ -85,6 +96,7 @@ struct model {
     uint64_t seed;  /* the run's seed: dropout masks come from (seed, "dropout", step) */
     bool plan;      /* built by model_plan: init may leave its workspace unallocated */
     long step;      /* the optimizer step being computed, set by the training loop */
+    const struct model_shard *shard; /* NULL: this process has the whole batch (dist.h) */
 };
 
 extern const struct model_ops model_linear, model_mlp;

@@ -402,6 +402,88 @@ void conv2d_ref(float *out, const float *x, const float *w, const float *b, int 
 
 /* ---- BatchNorm2d ---- */
 
+/* The per-channel pieces of BatchNorm, shared by the one-process kernels and their phases
+ * (nn_conv.h), so the two compute the same bits. */
+
+/* Sum of channel ch's values over (batch, hw), from the planes' moments when given. */
+static inline double bn_sum(const float *x, const double *moments, int batch, int c, int hw,
+                            int ch)
+{
+    double s = 0;
+    if (moments)
+        for (int n = 0; n < batch; n++)
+            s += moments[2 * ((size_t)n * c + ch)];
+    else
+        for (int n = 0; n < batch; n++)
+            s += plane_sum(x + ((size_t)n * c + ch) * hw, hw, 0.0f, false);
+    return s;
+}
+
+/* Channel ch's squared deviations from mean into dev[0] and deviations into dev[1]. With
+ * moments, each plane's own squared deviation plus hw (plane mean - mean)^2, planes merged in
+ * example order (Chan et al.), and 0 deviations; without, two float passes about the float
+ * mean, whose rounding the sum of deviations corrects. */
+static inline void bn_dev(double dev[2], const float *x, const double *moments, double mean,
+                          int batch, int c, int hw, int ch)
+{
+    double v = 0, dm = 0;
+    if (moments) {
+        for (int n = 0; n < batch; n++) {
+            const double *mo = &moments[2 * ((size_t)n * c + ch)];
+            double d = mo[0] / hw - mean;
+            v += mo[1] + hw * d * d;
+        }
+    } else {
+        for (int n = 0; n < batch; n++) {
+            const float *p = x + ((size_t)n * c + ch) * hw;
+            v += plane_sum(p, hw, (float)mean, true);
+            dm += plane_sum(p, hw, (float)mean, false);
+        }
+    }
+    dev[0] = v;
+    dev[1] = dm;
+}
+
+/* Normalise channel ch: batch statistics (mean, dev of bn_dev over cnt values) when train, else
+ * the running ones. */
+static inline void bn_normalize(float *y, float *save_mean, float *save_invstd, const float *x,
+                                double mean, const double dev[2], double cnt,
+                                const float *gamma, const float *beta, float *run_mean,
+                                float *run_var, int batch, int c, int hw, bool train, bool relu,
+                                float momentum, float eps, int ch)
+{
+    double mu, var_b;
+    if (train) {
+        /* the float shift's rounding: sum (x - m')^2 = sum (x - m)^2 + cnt (m - m')^2 */
+        mu = mean;
+        var_b = (dev[0] - dev[1] * dev[1] / cnt) / cnt;
+    } else {
+        mu = run_mean[ch];
+        var_b = run_var[ch];
+    }
+    if (train && run_mean) {
+        run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mu);
+        run_var[ch] =
+            (float)((1.0 - momentum) * run_var[ch] + momentum * var_b * cnt / (cnt - 1));
+    }
+    float m = (float)mu, is = (float)(1.0 / sqrt(var_b + eps));
+    save_mean[ch] = m;
+    save_invstd[ch] = is;
+    float a = gamma[ch] * is, sh = beta[ch] - m * a;
+    for (int n = 0; n < batch; n++) {
+        const float *p = x + ((size_t)n * c + ch) * hw;
+        float *q = y + ((size_t)n * c + ch) * hw;
+        if (relu)
+            for (int j = 0; j < hw; j++) {
+                float v = p[j] * a + sh;
+                q[j] = v > 0 ? v : 0.0f;
+            }
+        else
+            for (int j = 0; j < hw; j++)
+                q[j] = p[j] * a + sh;
+    }
+}
+
 void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const float *x,
                        const double *moments, const float *gamma, const float *beta,
                        float *run_mean, float *run_var, int batch, int c, int hw, bool train,
@@ -412,66 +494,122 @@ void batchnorm_forward(float *y, float *save_mean, float *save_invstd, const flo
     double cnt = (double)batch * hw;
 #pragma omp parallel for schedule(static) num_threads(team_size())
     for (int ch = 0; ch < c; ch++) {
-        double mean, var_b;
-        if (train && moments) {
-            /* Planes merged in example order: the total squared deviation is each plane's
-             * own plus hw (plane mean - mean)^2. */
-            double s = 0, m2 = 0;
-            for (int n = 0; n < batch; n++)
-                s += moments[2 * ((size_t)n * c + ch)];
-            mean = s / cnt;
-            for (int n = 0; n < batch; n++) {
-                const double *mo = &moments[2 * ((size_t)n * c + ch)];
-                double dm = mo[0] / hw - mean;
-                m2 += mo[1] + hw * dm * dm;
-            }
-            var_b = m2 / cnt;
-        } else if (train) {
-            /* Two passes (mean, then squares about it) for accuracy; planes in a fixed order. */
-            double s = 0;
-            for (int n = 0; n < batch; n++)
-                s += plane_sum(x + ((size_t)n * c + ch) * hw, hw, 0.0f, false);
-            mean = s / cnt;
-            double v = 0, dm = 0;
-            for (int n = 0; n < batch; n++) {
-                const float *p = x + ((size_t)n * c + ch) * hw;
-                v += plane_sum(p, hw, (float)mean, true);
-                dm += plane_sum(p, hw, (float)mean, false);
-            }
-            /* the float shift's rounding: sum (x - m')^2 = sum (x - m)^2 + cnt (m - m')^2 */
-            var_b = (v - dm * dm / cnt) / cnt;
-        } else {
-            mean = run_mean[ch];
-            var_b = run_var[ch];
+        double mean = 0, dev[2] = {0, 0};
+        if (train) {
+            mean = bn_sum(x, moments, batch, c, hw, ch) / cnt;
+            bn_dev(dev, x, moments, mean, batch, c, hw, ch);
         }
-        if (train && run_mean) {
-            run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mean);
-            run_var[ch] =
-                (float)((1.0 - momentum) * run_var[ch] + momentum * var_b * cnt / (cnt - 1));
-        }
-        float m = (float)mean, is = (float)(1.0 / sqrt(var_b + eps));
-        save_mean[ch] = m;
-        save_invstd[ch] = is;
-        float a = gamma[ch] * is, sh = beta[ch] - m * a;
-        for (int n = 0; n < batch; n++) {
-            const float *p = x + ((size_t)n * c + ch) * hw;
-            float *q = y + ((size_t)n * c + ch) * hw;
-            if (relu)
-                for (int j = 0; j < hw; j++) {
-                    float v = p[j] * a + sh;
-                    q[j] = v > 0 ? v : 0.0f;
-                }
-            else
-                for (int j = 0; j < hw; j++)
-                    q[j] = p[j] * a + sh;
-        }
+        bn_normalize(y, save_mean, save_invstd, x, mean, dev, cnt, gamma, beta, run_mean,
+                     run_var, batch, c, hw, train, relu, momentum, eps, ch);
     }
+}
+
+void batchnorm_sums(double *sum, const float *x, const double *moments, int batch, int c, int hw)
+{
+    SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
+#pragma omp parallel for schedule(static) num_threads(team_size())
+    for (int ch = 0; ch < c; ch++)
+        sum[ch] = bn_sum(x, moments, batch, c, hw, ch);
+}
+
+void batchnorm_devs(double *dev, const float *x, const double *moments, const double *mean,
+                    int batch, int c, int hw)
+{
+    SAMX_ASSERT(batch > 0 && c > 0 && hw > 0);
+#pragma omp parallel for schedule(static) num_threads(team_size())
+    for (int ch = 0; ch < c; ch++)
+        bn_dev(dev + 2 * ch, x, moments, mean[ch], batch, c, hw, ch);
+}
+
+void batchnorm_normalize(float *y, float *save_mean, float *save_invstd, const float *x,
+                         const double *mean, const double *dev, double cnt, const float *gamma,
+                         const float *beta, float *run_mean, float *run_var, int batch, int c,
+                         int hw, bool relu, float momentum, float eps)
+{
+    SAMX_ASSERT(batch > 0 && c > 0 && hw > 0 && cnt > 1);
+#pragma omp parallel for schedule(static) num_threads(team_size())
+    for (int ch = 0; ch < c; ch++)
+        bn_normalize(y, save_mean, save_invstd, x, mean[ch], dev + 2 * ch, cnt, gamma, beta,
+                     run_mean, run_var, batch, c, hw, true, relu, momentum, eps, ch);
 }
 
 /* dy where the fused ReLU was active (y_relu > 0), else 0; dy when there is no ReLU. */
 static inline float masked(const float *dy, const float *y, size_t i)
 {
     return y ? relu_grad(y[i], dy[i]) : dy[i];
+}
+
+/* Channel ch's sum dy into s[0] and sum dy xhat into s[1] (dy masked by the fused ReLU). */
+static inline void bn_grad_sums(double s[2], const float *dy, const float *y_relu,
+                                const float *x, float m, float is, int batch, int c, int hw,
+                                int ch)
+{
+    double sdy = 0, sdyx = 0;
+    for (int n = 0; n < batch; n++) {
+        size_t o = ((size_t)n * c + ch) * hw;
+        const float *p = x + o;
+        /* per plane in 16 float lanes (vectorisable), planes added in double */
+        float l1[16] = {0}, l2[16] = {0};
+        int j = 0;
+        const float *restrict dp = dy + o, *restrict yp = y_relu ? y_relu + o : NULL;
+        if (yp)
+            for (; j + 16 <= hw; j += 16)
+                for (int l = 0; l < 16; l++) {
+                    float d = relu_grad(yp[j + l], dp[j + l]);
+                    l1[l] += d;
+                    l2[l] += d * ((p[j + l] - m) * is);
+                }
+        else
+            for (; j + 16 <= hw; j += 16)
+                for (int l = 0; l < 16; l++) {
+                    float d = dp[j + l];
+                    l1[l] += d;
+                    l2[l] += d * ((p[j + l] - m) * is);
+                }
+        for (int l = 0; l < 16; l++) {
+            sdy += l1[l];
+            sdyx += l2[l];
+        }
+        for (; j < hw; j++) {
+            float d = masked(dy, y_relu, o + j);
+            sdy += d;
+            sdyx += (double)d * ((p[j] - m) * is);
+        }
+    }
+    s[0] = sdy;
+    s[1] = sdyx;
+}
+
+/* Channel ch's dx from the sums of bn_grad_sums over cnt values. */
+static inline void bn_grad_dx(float *dx, const double s[2], double cnt, const float *dy,
+                              const float *y_relu, const float *x, float m, float is,
+                              const float *gamma, int batch, int c, int hw, bool train, bool acc,
+                              int ch)
+{
+    double sdy = s[0], sdyx = s[1];
+    /* Training: dx = gamma*is * (dy - mean(dy) - xhat * mean(dy*xhat)); evaluation: the
+     * statistics are constants, dx = gamma*is * dy. */
+    float g = gamma[ch] * is;
+    float k1 = train ? (float)(sdy / cnt) : 0, k2 = train ? (float)(sdyx / cnt) : 0;
+    for (int n = 0; n < batch; n++) {
+        size_t o = ((size_t)n * c + ch) * hw;
+        const float *restrict p = x + o, *restrict dp = dy + o;
+        const float *restrict yp = y_relu ? y_relu + o : NULL;
+        float *restrict q = dx + o;
+        /* One loop per case, so each vectorizes. */
+        if (yp && acc)
+            for (int j = 0; j < hw; j++)
+                q[j] = q[j] + g * (relu_grad(yp[j], dp[j]) - k1 - (p[j] - m) * is * k2);
+        else if (yp)
+            for (int j = 0; j < hw; j++)
+                q[j] = g * (relu_grad(yp[j], dp[j]) - k1 - (p[j] - m) * is * k2);
+        else if (acc)
+            for (int j = 0; j < hw; j++)
+                q[j] = q[j] + g * (dp[j] - k1 - (p[j] - m) * is * k2);
+        else
+            for (int j = 0; j < hw; j++)
+                q[j] = g * (dp[j] - k1 - (p[j] - m) * is * k2);
+    }
 }
 
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -483,67 +621,37 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
 #pragma omp parallel for schedule(static) num_threads(team_size())
     for (int ch = 0; ch < c; ch++) {
         float m = save_mean[ch], is = save_invstd[ch];
-        double sdy = 0, sdyx = 0;
-        for (int n = 0; n < batch; n++) {
-            size_t o = ((size_t)n * c + ch) * hw;
-            const float *p = x + o;
-            /* per plane in 16 float lanes (vectorisable), planes added in double */
-            float l1[16] = {0}, l2[16] = {0};
-            int j = 0;
-            const float *restrict dp = dy + o, *restrict yp = y_relu ? y_relu + o : NULL;
-            if (yp)
-                for (; j + 16 <= hw; j += 16)
-                    for (int l = 0; l < 16; l++) {
-                        float d = relu_grad(yp[j + l], dp[j + l]);
-                        l1[l] += d;
-                        l2[l] += d * ((p[j + l] - m) * is);
-                    }
-            else
-                for (; j + 16 <= hw; j += 16)
-                    for (int l = 0; l < 16; l++) {
-                        float d = dp[j + l];
-                        l1[l] += d;
-                        l2[l] += d * ((p[j + l] - m) * is);
-                    }
-            for (int l = 0; l < 16; l++) {
-                sdy += l1[l];
-                sdyx += l2[l];
-            }
-            for (; j < hw; j++) {
-                float d = masked(dy, y_relu, o + j);
-                sdy += d;
-                sdyx += (double)d * ((p[j] - m) * is);
-            }
-        }
-        dgamma[ch] += (float)sdyx;
-        dbeta[ch] += (float)sdy;
-        if (!dx)
-            continue;
-        /* Training: dx = gamma*is * (dy - mean(dy) - xhat * mean(dy*xhat)); evaluation: the
-         * statistics are constants, dx = gamma*is * dy. */
-        float g = gamma[ch] * is;
-        float k1 = train ? (float)(sdy / cnt) : 0, k2 = train ? (float)(sdyx / cnt) : 0;
-        for (int n = 0; n < batch; n++) {
-            size_t o = ((size_t)n * c + ch) * hw;
-            const float *restrict p = x + o, *restrict dp = dy + o;
-            const float *restrict yp = y_relu ? y_relu + o : NULL;
-            float *restrict q = dx + o;
-            /* One loop per case, so each vectorizes. */
-            if (yp && acc)
-                for (int j = 0; j < hw; j++)
-                    q[j] = q[j] + g * (relu_grad(yp[j], dp[j]) - k1 -
-                                       (p[j] - m) * is * k2);
-            else if (yp)
-                for (int j = 0; j < hw; j++)
-                    q[j] = g * (relu_grad(yp[j], dp[j]) - k1 - (p[j] - m) * is * k2);
-            else if (acc)
-                for (int j = 0; j < hw; j++)
-                    q[j] = q[j] + g * (dp[j] - k1 - (p[j] - m) * is * k2);
-            else
-                for (int j = 0; j < hw; j++)
-                    q[j] = g * (dp[j] - k1 - (p[j] - m) * is * k2);
-        }
+        double s[2];
+        bn_grad_sums(s, dy, y_relu, x, m, is, batch, c, hw, ch);
+        dgamma[ch] += (float)s[1];
+        dbeta[ch] += (float)s[0];
+        if (dx)
+            bn_grad_dx(dx, s, cnt, dy, y_relu, x, m, is, gamma, batch, c, hw, train, acc, ch);
     }
+}
+
+void batchnorm_backward_sums(double *sums, float *dgamma, float *dbeta, const float *dy,
+                             const float *y_relu, const float *x, const float *save_mean,
+                             const float *save_invstd, int batch, int c, int hw)
+{
+#pragma omp parallel for schedule(static) num_threads(team_size())
+    for (int ch = 0; ch < c; ch++) {
+        bn_grad_sums(sums + 2 * ch, dy, y_relu, x, save_mean[ch], save_invstd[ch], batch, c, hw,
+                     ch);
+        dgamma[ch] += (float)sums[2 * ch + 1];
+        dbeta[ch] += (float)sums[2 * ch];
+    }
+}
+
+void batchnorm_backward_dx(float *dx, const double *sums, double cnt, const float *dy,
+                           const float *y_relu, const float *x, const float *save_mean,
+                           const float *save_invstd, const float *gamma, int batch, int c,
+                           int hw, bool acc)
+{
+#pragma omp parallel for schedule(static) num_threads(team_size())
+    for (int ch = 0; ch < c; ch++)
+        bn_grad_dx(dx, sums + 2 * ch, cnt, dy, y_relu, x, save_mean[ch], save_invstd[ch], gamma,
+                   batch, c, hw, true, acc, ch);
 }
 
 /* Evaluation mode, where y = gamma is (x - mean) + beta with constant statistics, so the
@@ -759,14 +867,15 @@ void shortcut_a_backward(float *dx, const float *dout, int batch, int c_in, int 
 }
 
 void dropout_forward(float *out, float *mask, const float *x, int batch, size_t per_example,
-                     float p, uint64_t seed, uint64_t step, int layer)
+                     float p, uint64_t seed, uint64_t step, int layer, int row0)
 {
-    SAMX_ASSERT(p >= 0 && p < 1 && batch < 65536 && layer >= 0 && layer < 256);
+    SAMX_ASSERT(p >= 0 && p < 1 && row0 >= 0 && row0 + batch < 65536 && layer >= 0 &&
+                layer < 256);
     float keep = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) num_threads(team_size())
     for (int i = 0; i < batch; i++) {
         struct rng r;
-        rng_init(&r, seed, "dropout", step << 24 | (uint64_t)layer << 16 | (uint64_t)i);
+        rng_init(&r, seed, "dropout", step << 24 | (uint64_t)layer << 16 | (uint64_t)(row0 + i));
         for (size_t j = 0; j < per_example; j++) {
             size_t t = (size_t)i * per_example + j;
             mask[t] = rng_uniform(&r) < p ? 0.0f : keep;

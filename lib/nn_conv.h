@@ -85,6 +85,32 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                         const float *save_invstd, const float *gamma, int batch, int c, int hw,
                         bool train, bool acc);
 
+/* The phases of batchnorm_forward and batchnorm_backward in training mode, for the statistics
+ * of a batch split between processes (dist.h): the caller sums each phase's per-channel
+ * doubles over the processes between the phases and passes the count of the whole batch,
+ * cnt = rows * hw. Without a sum in between, the composition is batchnorm_forward / _backward
+ * in training mode, bit for bit (they share the per-channel code).
+ *   forward:  batchnorm_sums (sum: c, the sum of x), mean = sum / cnt, batchnorm_devs (dev: 2c,
+ *             per channel the squared deviations from mean and the deviations), then
+ *             batchnorm_normalize (running statistics updated when run_mean is not NULL);
+ *   backward: batchnorm_backward_sums (sums: 2c, per channel sum dy and sum dy xhat of this
+ *             process's rows, dy masked by the fused ReLU; dbeta and dgamma added to with them),
+ *             then batchnorm_backward_dx with the summed sums (dx may not be NULL). */
+void batchnorm_sums(double *sum, const float *x, const double *moments, int batch, int c, int hw);
+void batchnorm_devs(double *dev, const float *x, const double *moments, const double *mean,
+                    int batch, int c, int hw);
+void batchnorm_normalize(float *y, float *save_mean, float *save_invstd, const float *x,
+                         const double *mean, const double *dev, double cnt, const float *gamma,
+                         const float *beta, float *run_mean, float *run_var, int batch, int c,
+                         int hw, bool relu, float momentum, float eps);
+void batchnorm_backward_sums(double *sums, float *dgamma, float *dbeta, const float *dy,
+                             const float *y_relu, const float *x, const float *save_mean,
+                             const float *save_invstd, int batch, int c, int hw);
+void batchnorm_backward_dx(float *dx, const double *sums, double cnt, const float *dy,
+                           const float *y_relu, const float *x, const float *save_mean,
+                           const float *save_invstd, const float *gamma, int batch, int c,
+                           int hw, bool acc);
+
 /* The R-operator of BatchNorm in evaluation mode (save_mean, save_invstd: the running
  * statistics the forward used), where y = gamma is (x - mean) + beta is affine in x:
  * tangent  ry = mask (gamma is rx + vgamma is (x - mean) + vbeta);
@@ -128,12 +154,13 @@ void shortcut_a_forward(float *out, const float *x, int batch, int c_in, int h, 
 void shortcut_a_backward(float *dx, const float *dout, int batch, int c_in, int h, int w,
                          int c_out, int stride, bool acc);
 
-/* Inverted dropout with probability p: out = x * mask / (1 - p). The mask of example i is drawn
- * from the stream (seed, "dropout", step << 24 | layer << 16 | i), so every pass of an
+/* Inverted dropout with probability p: out = x * mask / (1 - p). The mask of example i (row
+ * row0 + i of the step's batch: a process's shard of it starts at row0, dist.h) is drawn from
+ * the stream (seed, "dropout", step << 24 | layer << 16 | (row0 + i)), so every pass of an
  * optimizer step (same step) sees the same mask, and a resumed run the same masks. The mask
- * is kept in `mask` (n floats: 0 or 1/(1-p)) for backward. Requires batch < 65536. */
+ * is kept in `mask` (n floats: 0 or 1/(1-p)) for backward. Requires row0 + batch < 65536. */
 void dropout_forward(float *out, float *mask, const float *x, int batch, size_t per_example,
-                     float p, uint64_t seed, uint64_t step, int layer);
+                     float p, uint64_t seed, uint64_t step, int layer, int row0);
 void dropout_backward(float *dx, const float *dout, const float *mask, size_t n, bool acc);
 
 /* out = a + b (n floats), or max(0, a + b) with relu; backward: grad_pass to both inputs. */

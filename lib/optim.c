@@ -250,7 +250,7 @@ double optim_ascent(const struct optim *o, const struct params *p, const float *
     const float *w = p->w;
     /* e holds t g first (padding: g is 0 there), so the norm needs no extra buffer. */
     if (adaptive) {
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
         for (size_t i = 0; i < n; i++)
             e[i] = fabsf(w[i]) * g[i];
     } else {
@@ -264,7 +264,7 @@ double optim_ascent(const struct optim *o, const struct params *p, const float *
         return norm;
     }
     /* (s g) w^2, as the reference codes order it; the filter's zeros stay zero. */
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         e[i] = adaptive ? (e[i] == 0 ? 0.0f : s * g[i] * (w[i] * w[i])) : s * e[i];
     return norm;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "blas.h"
+#include "dist.h"
 #include "io.h"
 #include "safetensors.h"
 #include "train.h"
@@ -187,6 +188,16 @@ static int write_meta(struct rundir *rd, struct experiment *x, const struct trai
     char cwd[4096];
     cJSON_AddStringToObject(m, "working_directory", getcwd(cwd, sizeof cwd) ? cwd : "unknown");
     cJSON_AddNumberToObject(m, "omp_threads", threads_get());
+    /* the MPI job (dist.h): its size, and each rank's host and threads, in rank order */
+    cJSON_AddNumberToObject(m, "world_size", dist_size());
+    if (dist_size() > 1) {
+        cJSON *hosts = cJSON_AddArrayToObject(m, "hosts");
+        cJSON *threads = cJSON_AddArrayToObject(m, "rank_threads");
+        for (int r = 0; r < dist_size(); r++) {
+            cJSON_AddItemToArray(hosts, cJSON_CreateString(dist_host(r)));
+            cJSON_AddItemToArray(threads, cJSON_CreateNumber(dist_threads(r)));
+        }
+    }
     cJSON_AddNumberToObject(m, "work_blocks", work_blocks());
     cJSON_AddNumberToObject(m, "openblas_threads", blas_threads());
     cJSON_AddStringToObject(m, "openblas_core", blas_corename());
@@ -245,7 +256,7 @@ int rundir_append_record(struct rundir *rd, struct record *r, struct err *e)
     cJSON_Delete(r->obj);
     r->obj = r->nonfinite = NULL;
     size_t n = strlen(s);
-    int bad = fprintf(rd->metrics, "%s\n", s) < 0 || fflush(rd->metrics) != 0;
+    int bad = !rd->follower && (fprintf(rd->metrics, "%s\n", s) < 0 || fflush(rd->metrics) != 0);
     if (!bad) {
         if (rd->records_len + n + 1 > rd->records_cap) {
             rd->records_cap = 2 * (rd->records_len + n + 1);
@@ -338,6 +349,8 @@ static void checkpoint_digest(const cJSON *meta, const struct st_entry *ent, int
 int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct train_state *st,
                       struct err *e)
 {
+    if (rd->follower)
+        return 0;
     struct st_entry ent[MAX_ENTRIES];
     char names[2 * OPTIM_MAX_BUF][96];
     struct params *p = &x->model.p;
@@ -372,6 +385,12 @@ int rundir_checkpoint(struct rundir *rd, struct experiment *x, const struct trai
     snprintf(th, sizeof th, "%d", work_blocks());
     cJSON_AddStringToObject(m, "work_blocks", th);
     cJSON_AddStringToObject(m, "openblas_core", blas_corename());
+    /* Only a multi-process run records its world size (a checkpoint without it: 1), so that a
+     * single process writes the checkpoint samx without MPI writes. */
+    if (dist_size() > 1) {
+        snprintf(th, sizeof th, "%d", dist_size());
+        cJSON_AddStringToObject(m, "world_size", th);
+    }
     meta_num(m, "records_bytes", (double)rd->records_len);
     meta_num(m, "epoch", (double)st->epoch);
     meta_num(m, "step", (double)st->step);
@@ -463,6 +482,15 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
                         "this run has %s and %s; resume with OPENBLAS_CORETYPE=%s (and a samx "
                         "of the same split), or --force to start over",
                      rd->dir, core, blk, blas_corename(), now_blk, core);
+        goto out;
+    }
+    /* The shards, and so the sums' order, follow the number of processes (dist.h). */
+    const char *ws = st_meta(&f, "world_size");
+    int world = ws ? atoi(ws) : 1;
+    if (world != dist_size()) {
+        rc = err_cfg(e, "'%s': trained by %d process%s, this run has %d; resume with the same "
+                        "number (mpirun -np %d), or --force to start over",
+                     rd->dir, world, world == 1 ? "" : "es", dist_size(), world);
         goto out;
     }
     const char *status = st_meta(&f, "status");
@@ -657,6 +685,45 @@ char *rundir_find(const char *parent, const struct experiment *x)
     return found;
 }
 
+/* The record summary.json calls best: by keep_best's key, else val (or test) accuracy or loss. */
+static void best_rule(struct rundir *rd, const struct experiment *x)
+{
+    bool has_val = x->data.val.n > 0, classify = x->data.train.n_classes > 0;
+    rd->best_by = has_val ? (classify ? "val_acc" : "val_loss")
+                          : (classify ? "test_acc" : "test_loss");
+    rd->best_max = classify;
+    if (x->keep_best) { /* train.keep_best selects the best record */
+        rd->best_by = x->keep_best;
+        rd->best_max = x->keep_best_max;
+    }
+}
+
+void rundir_follow(struct rundir *rd, const char *dir, const struct experiment *x,
+                   const char *records, size_t len)
+{
+    memset(rd, 0, sizeof *rd);
+    rd->lock_fd = -1;
+    rd->follower = true;
+    rd->dir = xstrdup(dir);
+    rd->started = rundir_now();
+    iso_time(rd->start_time);
+    best_rule(rd, x);
+    rd->records = xmalloc(len + 1);
+    rd->records_cap = len + 1;
+    rd->records_len = len;
+    memcpy(rd->records, records, len);
+    rd->records[len] = 0;
+    for (const char *line = rd->records; *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        cJSON *r = cJSON_ParseWithLength(line, n);
+        if (r)
+            note_record(rd, r);
+        cJSON_Delete(r);
+        line += n + (nl ? 1 : 0);
+    }
+}
+
 int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct train_state *st,
                 bool force, const char *command_line, bool *done, struct err *e)
 {
@@ -667,14 +734,7 @@ int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct
     rd->dir = xstrdup(dir);
     rd->started = rundir_now();
     iso_time(rd->start_time);
-    bool has_val = x->data.val.n > 0, classify = x->data.train.n_classes > 0;
-    rd->best_by = has_val ? (classify ? "val_acc" : "val_loss")
-                          : (classify ? "test_acc" : "test_loss");
-    rd->best_max = classify;
-    if (x->keep_best) { /* train.keep_best selects the best record */
-        rd->best_by = x->keep_best;
-        rd->best_max = x->keep_best_max;
-    }
+    best_rule(rd, x);
     if (io_mkdir_p(dir, e) < 0)
         return -1;
     char *cfg_path = path_in(rd, "config.yaml"), *ck = path_in(rd, "checkpoint.safetensors");
@@ -751,6 +811,8 @@ out:
 int rundir_finish(struct rundir *rd, struct experiment *x, const struct train_state *st,
                   const char *command_line, struct err *e)
 {
+    if (rd->follower)
+        return 0;
     struct params *p = &x->model.p;
     struct st_entry ent[2 * SAMX_MAX_TENSORS];
     st_entries_params(p, p->w, ent);

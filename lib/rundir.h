@@ -77,6 +77,8 @@ struct rundir {
     struct cJSON *last, *best; /* last record; best by the selection metric */
     const char *best_by;    /* "val_acc", "val_loss", "test_acc", "test_loss" */
     bool best_max;
+    bool follower;          /* a rank > 0 of an MPI job (dist.h): keeps the records in memory
+                               and writes nothing */
     double started;         /* rundir_now() at open */
     char start_time[32];    /* ISO 8601 UTC at open, for meta.json */
 };
@@ -94,6 +96,13 @@ char *rundir_find(const char *parent, const struct experiment *x);
  * the checkpoint's (RUN_RUNNING for a run to continue). */
 int rundir_open(struct rundir *rd, const char *dir, struct experiment *x, struct train_state *st,
                 bool force, const char *command_line, bool *done, struct err *e);
+/* The rundir of a rank > 0 of an MPI job, which rank 0's rundir_open has opened: no lock and no
+ * file; records (len bytes, rank 0's rd->records) rebuild last and best. The append, checkpoint
+ * and finish functions below keep its records and write nothing. Resuming with another number
+ * of processes than the checkpoint's (metadata world_size, written by jobs of more than one) is
+ * a config error of rundir_open. */
+void rundir_follow(struct rundir *rd, const char *dir, const struct experiment *x,
+                   const char *records, size_t len);
 /* Append a record (takes ownership of r->obj) and flush. */
 int rundir_append_record(struct rundir *rd, struct record *r, struct err *e);
 /* Replace checkpoint.safetensors with the current state. */

@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "blas.h"
+#include "dist.h"
 #include "io.h"
 #include "nn.h"
 #include "rng.h"
@@ -37,12 +36,21 @@ struct batch_ctx {
     double *loss_ex;   /* (max_batch) */
     uint8_t *hit;      /* (max_batch) */
     int micro;         /* train.accumulate: rows per micro-batch; 0: no accumulation */
+    /* Data parallelism (dist.h): while true (the closure calls of a training step in a job of
+     * several processes) each model call computes this rank's shard of its rows. */
+    bool shard;
+    struct model_shard ms;
     /* clean-pass accumulators for the epoch record */
     double sum_loss, sum_hit, count;
 };
 
 /* Forward (and backward when grad, adding to p->g when acc) on rows [0, n) of (xin, lab, tgt),
- * each example's loss weighted by scale in the gradient; returns the loss SUM. */
+ * each example's loss weighted by scale in the gradient; returns the loss SUM.
+ * With b->shard, on this rank's shard of the rows only (dist_shard; BatchNorm statistics and
+ * dropout masks those of all n rows, model.h struct model_shard): the loss sum, *hits and the
+ * gradient are the shard's, for the caller to sum over the ranks; b->loss_ex holds all n
+ * per-example losses after a pass without grad (gathered from the ranks), the shard's after
+ * one with grad. */
 static double forward_loss_scaled(struct batch_ctx *b, struct params *p, const float *xin,
                                   const int32_t *lab, const float *tgt, int n, float scale,
                                   enum pass_mode mode, bool grad, bool acc, double *hits)
@@ -50,6 +58,27 @@ static double forward_loss_scaled(struct batch_ctx *b, struct params *p, const f
     struct experiment *x = b->x;
     struct model *m = &x->model;
     SAMX_ASSERT(p == &m->p);
+    int rows = n, lo = 0;
+    if (b->shard) {
+        int hi;
+        dist_shard(n, &lo, &hi);
+        if (hi == lo) {
+            /* every rank gets here together: rank 0 speaks for the job */
+            if (dist_rank() == 0)
+                fprintf(stderr, "samx: error: a model call on %d examples cannot be split over "
+                                "%d processes (one example each at least): use fewer "
+                                "processes or larger batches (train.batch_size, "
+                                "train.accumulate, optimizer.m)\n",
+                        n, dist_size());
+            dist_abort(SAMX_EXIT_CONFIG);
+        }
+        b->ms = (struct model_shard){.sum = dist_sum_double, .rows = n, .row0 = lo};
+        m->shard = &b->ms;
+        xin += (size_t)lo * b->ds->dim;
+        lab = lab ? lab + lo : NULL;
+        tgt = tgt ? tgt + lo : NULL;
+        n = hi - lo;
+    }
     m->ops->forward(m, xin, n, mode);
     double sum;
     if (x->loss == LOSS_CROSS_ENTROPY) {
@@ -68,6 +97,11 @@ static double forward_loss_scaled(struct batch_ctx *b, struct params *p, const f
     }
     if (grad)
         m->ops->backward(m, xin, b->dout, n, acc);
+    m->shard = NULL;
+    if (b->shard && !grad) {
+        memmove(b->loss_ex + lo, b->loss_ex, (size_t)n * sizeof *b->loss_ex);
+        dist_gather_double(b->loss_ex, rows);
+    }
     return sum;
 }
 
@@ -170,6 +204,12 @@ static double closure_grad_fn(struct closure *f, struct params *p, int pass, con
                                      &hits, NULL)
                      : forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true,
                                     &hits);
+    if (b->shard) { /* the ranks' shards summed: the whole batch's loss and gradient */
+        double v[2] = {sum, hits};
+        dist_sum_double(v, 2);
+        sum = v[0], hits = v[1];
+        dist_sum_float(p->g, p->n);
+    }
     /* train.l2: lambda/2 ||w||^2 is part of the loss every pass differentiates, so a SAM-family
      * ascent includes lambda w and the descent gradient lambda (w + e). The returned and recorded
      * losses are the data loss alone, comparable across lambda. */
@@ -247,15 +287,21 @@ void evaluate_split(struct experiment *x, const struct dataset *ds, double *loss
     batch_ctx_init(&b, x);
     b.ds = ds;
     double sum = 0, hits = 0;
-    int eb = (int)x->eval_batch_size;
-    for (int lo = 0; lo < ds->n; lo += eb) {
-        int n = lo + eb <= ds->n ? eb : ds->n - lo;
+    int eb = (int)x->eval_batch_size, first, end;
+    dist_shard(ds->n, &first, &end); /* the whole split on one process */
+    for (int lo = first; lo < end; lo += eb) {
+        int n = lo + eb <= end ? eb : end - lo;
         for (int i = 0; i < n; i++)
             b.idx[i] = lo + i;
         data_batch(ds, b.idx, n, b.xb, b.lb, b.yb);
         double h;
         sum += forward_loss(&b, &x->model.p, b.xb, b.lb, b.yb, n, PASS_EVAL, false, &h);
         hits += h;
+    }
+    if (dist_size() > 1) { /* the ranks' shards of the split */
+        double v[2] = {sum, hits};
+        dist_sum_double(v, 2);
+        sum = v[0], hits = v[1];
     }
     *loss = ds->n ? sum / ds->n : NAN;
     *acc = ds->n && ds->n_classes > 0 ? hits / ds->n : NAN;
@@ -526,17 +572,16 @@ static double record_value(const cJSON *rec, const char *key)
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
-/* Rebuild the early-stopping state from the records already in <dir>/metrics.jsonl (those the
- * checkpoint has seen: rundir_open trimmed the file to them). */
-static int early_stop_replay(const struct experiment *x, const char *dir, struct early_stop *es,
-                             struct err *e)
+/* Rebuild the early-stopping state from the records the checkpoint has seen (rd->records:
+ * rundir_open trimmed metrics.jsonl to them; a follower rank has them from rank 0). */
+static void early_stop_replay(const struct experiment *x, const struct rundir *rd,
+                              struct early_stop *es)
 {
-    char *path = xasprintf("%s/metrics.jsonl", dir), *buf = NULL;
-    int rc = io_exists(path) ? io_read_all(path, &buf, NULL, e) : 0;
-    free(path);
+    char *buf = xmalloc(rd->records_len + 1);
+    memcpy(buf, rd->records, rd->records_len);
+    buf[rd->records_len] = 0;
     char *save = NULL;
-    for (char *line = buf ? strtok_r(buf, "\n", &save) : NULL; line && rc == 0;
-         line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         cJSON *rec = cJSON_Parse(line);
         if (rec)
             early_stop_note(x, es, (long)record_value(rec, "epoch"),
@@ -544,7 +589,6 @@ static int early_stop_replay(const struct experiment *x, const char *dir, struct
         cJSON_Delete(rec);
     }
     free(buf);
-    return rc;
 }
 
 /* best.safetensors: the weights (and model buffers) in model.safetensors' format. */
@@ -593,8 +637,13 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
     struct params *p = &x->model.p;
     int rc = 0;
     struct early_stop es = {.best = NAN};
+    dist_reserve(p->n); /* the gradient sums' workspace (a no-op on one process) */
+    /* Only rank 0 writes: the others measure without writing files (dist.h). */
+    const char *mdir = rd->follower ? NULL : rd->dir;
 
-    if (rundir_interrupted()) { /* a signal while loading data or opening the directory */
+    /* The ranks agree on every stop (a signal may reach one of them only), so they stop at
+     * the same step. */
+    if (dist_any(rundir_interrupted())) { /* a signal while loading or opening the directory */
         st->status = RUN_INTERRUPTED;
         goto out;
     }
@@ -607,15 +656,16 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         struct record r;
         record_begin(&r, 0, 0, rundir_now() - t0, 0, f.evals);
         epoch_record(x, &r, &a);
-        if (measure_epoch(&x->measure, x, 0, rd->dir, &r, e) < 0) /* issue 4: eval.* */
+        if (measure_epoch(&x->measure, x, 0, mdir, &r, e) < 0) /* issue 4: eval.* */
             goto out;
         bool best = selection_epoch(x, rd, &es, 0, &r);
         say_epoch(x, o, r.obj, 0);
-        if (rundir_append_record(rd, &r, e) < 0 || (best && save_best(x, rd->dir, e) < 0))
+        if (rundir_append_record(rd, &r, e) < 0 ||
+            (best && !rd->follower && save_best(x, rd->dir, e) < 0))
             goto out;
         st->have_epoch0 = true;
-    } else if (x->early_stop.metric && early_stop_replay(x, rd->dir, &es, e) < 0) {
-        goto out;
+    } else if (x->early_stop.metric) {
+        early_stop_replay(x, rd, &es);
     }
     /* A resumed run that had already stopped early (its summary not yet written) stays so. */
     if (early_stop_due(x, &es, st->epoch) && st->step_in_epoch == 0)
@@ -637,7 +687,9 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
             f.batch = n;
             optim_begin_step(&x->optim, st->step);
             struct step_info info;
+            b.shard = dist_size() > 1;
             optim_step(&x->optim, p, &f, &info);
+            b.shard = false;
             team_step_end();
             st->step++;
             st->step_in_epoch = s + 1;
@@ -658,7 +710,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
                 rundir_progress(x, ep, s + 1, b.sum_loss / b.count,
                                 (double)(st->step_in_epoch * x->batch_size) /
                                     (rundir_now() - t0 + 1e-9));
-            if (rundir_interrupted() && s + 1 < x->steps_per_epoch) {
+            if (dist_any(rundir_interrupted()) && s + 1 < x->steps_per_epoch) {
                 st->acc_loss = b.sum_loss, st->acc_hit = b.sum_hit, st->acc_count = b.count;
                 st->epoch_seconds = rundir_now() - t0;
                 st->grad_evals = f.evals;
@@ -679,7 +731,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         struct record r;
         record_begin(&r, ep, st->step, secs, b.count / (secs > 0 ? secs : 1e-9), f.evals);
         epoch_record(x, &r, &a);
-        if (measure_epoch(&x->measure, x, ep, rd->dir, &r, e) < 0) /* issue 4: eval.* */
+        if (measure_epoch(&x->measure, x, ep, mdir, &r, e) < 0) /* issue 4: eval.* */
             goto out;
         say_epoch(x, o, r.obj, ep);
         st->epoch = ep;
@@ -692,10 +744,11 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         bool best = selection_epoch(x, rd, &es, ep, &r);
         if (early_stop_due(x, &es, ep))
             st->status = RUN_STOPPED; /* in the checkpoint too: a resume knows */
-        if (rundir_append_record(rd, &r, e) < 0 || (best && save_best(x, rd->dir, e) < 0) ||
+        if (rundir_append_record(rd, &r, e) < 0 ||
+            (best && !rd->follower && save_best(x, rd->dir, e) < 0) ||
             rundir_checkpoint(rd, x, st, e) < 0)
             goto out;
-        if (rundir_interrupted() && ep < x->epochs && st->status == RUN_RUNNING) {
+        if (dist_any(rundir_interrupted()) && ep < x->epochs && st->status == RUN_RUNNING) {
             st->status = RUN_INTERRUPTED;
             goto out;
         }
@@ -712,11 +765,88 @@ out:
     return rc;
 }
 
+/* A job of several processes (dist.h): rank 0 has opened the run directory (rundir_open
+ * returned rc, *done); the others get that outcome and, when there is a run to train, the
+ * training position, the records and the weights, model buffers and optimizer state, so that
+ * every rank starts or resumes from rank 0's state. Followers' rd becomes rundir_follow's. */
+static int share_open(struct rundir *rd, const char *dir, struct experiment *x,
+                      struct train_state *st, bool *done, int rc, struct err *e)
+{
+    bool lead = dist_rank() == 0;
+    struct {
+        int rc, status, done;
+        char msg[sizeof e->msg];
+    } h = {rc, e->status, *done, {0}};
+    memcpy(h.msg, e->msg, sizeof h.msg);
+    dist_bcast(&h, sizeof h);
+    if (!lead) {
+        memset(rd, 0, sizeof *rd);
+        rd->lock_fd = -1;
+        e->status = h.status;
+        memcpy(e->msg, h.msg, sizeof e->msg);
+        *done = h.done;
+    }
+    if (h.rc < 0 || h.done)
+        return h.rc;
+    dist_bcast(st, sizeof *st);
+    size_t len = lead ? rd->records_len : 0;
+    dist_bcast(&len, sizeof len);
+    char *rec = lead ? rd->records : xmalloc(len + 1);
+    dist_bcast(rec, len);
+    if (!lead) {
+        rundir_follow(rd, dir, x, rec, len);
+        free(rec);
+    }
+    struct model *m = &x->model;
+    dist_bcast(m->p.w, m->p.n * sizeof(float));
+    if (m->buf.nt > 0)
+        dist_bcast(m->buf.w, m->buf.n * sizeof(float));
+    for (struct optim *op = &x->optim; op; op = op->base) {
+        for (int i = 0; i < op->n_buf; i++)
+            dist_bcast(op->buf[i], m->p.n * sizeof(float));
+        for (int i = 0; i < op->n_state; i++)
+            dist_bcast(op->state[i], sizeof(double));
+    }
+    return 0;
+}
+
+/* SAMX_DIST_WEIGHTS=DIR (a test hook, dist.h): every rank writes its final weights and model
+ * buffers to DIR/rank-<r>.f32, so a test can check that the ranks end with the same bits. */
+static int dump_weights(const struct experiment *x, const char *dir, struct err *e)
+{
+    const struct model *m = &x->model;
+    size_t nw = m->p.n * sizeof(float), nb = m->buf.nt > 0 ? m->buf.n * sizeof(float) : 0;
+    char *buf = xmalloc(nw + nb + 1);
+    memcpy(buf, m->p.w, nw);
+    if (nb)
+        memcpy(buf + nw, m->buf.w, nb);
+    char *path = xasprintf("%s/rank-%d.f32", dir, dist_rank());
+    int rc = io_write_atomic(path, buf, nw + nb, e);
+    free(path);
+    free(buf);
+    return rc;
+}
+
 int train_run(const struct run_opts *o, struct err *e)
 {
     struct experiment x;
     int rc = experiment_build(&x, o, e);
     char *dir = NULL;
+    if (dist_size() > 1) {
+        /* The ranks build the same experiment; one that fails alone (a file it cannot read)
+         * says why, and the others stop with it. */
+        int r0 = rc < 0;
+        dist_bcast(&r0, sizeof r0);
+        bool any = dist_any(rc < 0);
+        if (rc < 0 && dist_rank() > 0 && !r0)
+            fprintf(stderr, "samx: error (rank %d of %d): %s\n", dist_rank(), dist_size(),
+                    e->msg);
+        if (any && rc == 0)
+            rc = err_set(e, "a process of the MPI job could not build the experiment (its "
+                            "error above)");
+        else if (any && r0 && dist_rank() > 0)
+            e->status = e->status ? e->status : SAMX_EXIT_RUNTIME;
+    }
     if (rc < 0)
         goto out;
     if (o->out_dir) {
@@ -735,11 +865,12 @@ int train_run(const struct run_opts *o, struct err *e)
     }
     if (o->dry_run) {
         experiment_warn(&x);
-        printf("would run '%s' (%ld epochs of %ld steps, %zu parameters) into '%s'\n", o->config,
-               x.epochs, x.steps_per_epoch, x.model.p.n, dir);
+        if (dist_rank() == 0)
+            printf("would run '%s' (%ld epochs of %ld steps, %zu parameters) into '%s'\n",
+                   o->config, x.epochs, x.steps_per_epoch, x.model.p.n, dir);
         goto out;
     }
-    if (rundir_interrupted()) {
+    if (dist_any(rundir_interrupted())) {
         rc = err_set(e, "interrupted by %s while loading '%s'; nothing was written",
                      rundir_signal_name(), o->config);
         e->status = SAMX_EXIT_INTERRUPTED;
@@ -748,7 +879,12 @@ int train_run(const struct run_opts *o, struct err *e)
     struct rundir rd;
     struct train_state st;
     bool done;
-    if (rundir_open(&rd, dir, &x, &st, o->force, o->command_line, &done, e) < 0) {
+    int orc = 0;
+    if (dist_rank() == 0)
+        orc = rundir_open(&rd, dir, &x, &st, o->force, o->command_line, &done, e);
+    if (dist_size() > 1)
+        orc = share_open(&rd, dir, &x, &st, &done, orc, e);
+    if (orc < 0) {
         rc = -1;
     } else if (done) {
         samx_say("skipped: '%s' is already complete (use --force to run it again)", dir);
@@ -775,6 +911,12 @@ int train_run(const struct run_opts *o, struct err *e)
             st.status = RUN_FAILED;
             struct err ignored = {0};
             rundir_finish(&rd, &x, &st, o->command_line, &ignored);
+            /* A rank that fails alone would leave the others waiting: the job ends. */
+            if (dist_size() > 1) {
+                fprintf(stderr, "samx: error (rank %d of %d): %s\n", dist_rank(), dist_size(),
+                        e->msg);
+                dist_abort(e->status ? e->status : SAMX_EXIT_RUNTIME);
+            }
         } else if ((st.have_epoch0 && rundir_checkpoint(&rd, &x, &st, e) < 0) ||
                    rundir_finish(&rd, &x, &st, o->command_line, e) < 0) {
             rc = -1;
@@ -793,6 +935,8 @@ int train_run(const struct run_opts *o, struct err *e)
         }
     }
     rundir_close(&rd);
+    if (rc >= 0 && getenv("SAMX_DIST_WEIGHTS"))
+        rc = dump_weights(&x, getenv("SAMX_DIST_WEIGHTS"), e);
 out:
     free(dir);
     experiment_free(&x);

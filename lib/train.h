@@ -106,7 +106,9 @@ void experiment_warn(const struct experiment *x);
 int train_run(const struct run_opts *o, struct err *e);
 
 /* Mean loss and accuracy (classification; NAN for regression) of the model over a whole split,
- * in evaluation mode, in chunks of eval_batch_size. No gradients. */
+ * in evaluation mode, in chunks of eval_batch_size. No gradients. In an MPI job (dist.h) every
+ * rank calls it together: each evaluates its shard of the split (dist_shard) and the sums are
+ * added over the ranks, so all return the same values. */
 void evaluate_split(struct experiment *x, const struct dataset *ds, double *loss, double *acc);
 
 #endif

@@ -40,7 +40,8 @@ test "$(md5sum "$cmds1" "$(dirname "$cmds1")/manifest.jsonl")" = "$md5_1" &&
     grep -qx '#SBATCH --array=0-0' "$T/job2.sh" && ! grep -qF "$cmds1" "$T/job2.sh" &&
     test "$(ls -d "$T"/r/tiny/sweeps/*/ | wc -l)" -eq 3
 ok $? "... each in its own directory: the first job's commands and manifest are unchanged"
-# what an sbatch array task runs: the script with its task id (Slurm itself is not installed)
+# what an sbatch array task runs: the script with its task id (tests/slurm.sh submits to a real
+# Slurm)
 SLURM_ARRAY_TASK_ID=3 SLURM_CPUS_PER_TASK=1 bash "$T/job1.sh" 2>"$T/err"
 rc=$?
 want=$(sed -n 4p "$cmds1" | sed -E "s|.* -o ||")

@@ -755,9 +755,9 @@ static void check_dropout(void)
     float *m1 = xfloats(B * N), *m2 = xfloats(B * N), *m3 = xfloats(B * N), *dx = xfloats(B * N);
     for (int i = 0; i < B * N; i++)
         x[i] = 1.0f;
-    dropout_forward(o1, m1, x, B, N, 0.3f, 9, 17, 0);
-    dropout_forward(o2, m2, x, B, N, 0.3f, 9, 17, 0);
-    dropout_forward(o3, m3, x, B, N, 0.3f, 9, 18, 0);
+    dropout_forward(o1, m1, x, B, N, 0.3f, 9, 17, 0, 0);
+    dropout_forward(o2, m2, x, B, N, 0.3f, 9, 17, 0, 0);
+    dropout_forward(o3, m3, x, B, N, 0.3f, 9, 18, 0, 0);
     int dropped = 0;
     for (int i = 0; i < B * N; i++)
         dropped += o1[i] == 0;
@@ -1422,6 +1422,80 @@ static void check_bn_passes(void)
 
 /* test_conv [layers | models]: the layer checks and file formats (the quick part, default), or
  * the whole-model checks (the slow suite). */
+/* The BatchNorm phases of a batch split between processes (nn_conv.h, dist.h): shards of 2
+ * and 3 rows (an uneven split, hw = 20 so both the 16-lane and the scalar tails run), their
+ * per-channel sums added between the phases, give what the whole batch gives: the output,
+ * saved statistics and running statistics of every shard, and dx, dgamma + dbeta summed over
+ * the shards, within float rounding of the different summation order. */
+static void check_bn_split(bool relu)
+{
+    enum { B = 5, C = 3, HW = 20 };
+    const int lo[2] = {0, 2}, rows[2] = {2, 3};
+    size_t n = (size_t)B * C * HW, per = (size_t)C * HW;
+    struct rng r;
+    rng_init(&r, 12, "test.bn-split", relu);
+    float *x = xfloats(n), *dy = xfloats(n), *y = xfloats(n), *ys = xfloats(n);
+    float *dx = xfloats(n), *dxs = xfloats(n);
+    fill_normal(x, n, &r, 2);
+    for (size_t i = 0; i < n; i++)
+        x[i] += 3.0f * (float)((i / HW) % C); /* channel means differ */
+    fill_normal(dy, n, &r, 1);
+    float gamma[C], beta[C], rm[C], rv[C], sm[C], si[C], dg[C] = {0}, db[C] = {0};
+    fill_normal(gamma, C, &r, 1);
+    fill_normal(beta, C, &r, 1);
+    for (int i = 0; i < C; i++)
+        rm[i] = 0.1f * (float)i, rv[i] = 1.0f + (float)i;
+    float rms[2][C], rvs[2][C], sms[2][C], sis[2][C], dgs[2][C] = {{0}}, dbs[2][C] = {{0}};
+    for (int k = 0; k < 2; k++)
+        memcpy(rms[k], rm, sizeof rm), memcpy(rvs[k], rv, sizeof rv);
+    batchnorm_forward(y, sm, si, x, NULL, gamma, beta, rm, rv, B, C, HW, true, relu, 0.1f, 1e-5f);
+    batchnorm_backward(dx, dg, db, dy, relu ? y : NULL, x, sm, si, gamma, B, C, HW, true, false);
+    /* the shards: phase, sum over the shards (what dist_sum_double does), next phase */
+    double part[2][2 * C], mean[C], dev[2 * C], gs[2 * C], cnt = (double)B * HW;
+    for (int k = 0; k < 2; k++)
+        batchnorm_sums(part[k], x + lo[k] * per, NULL, rows[k], C, HW);
+    for (int ch = 0; ch < C; ch++)
+        mean[ch] = (part[0][ch] + part[1][ch]) / cnt;
+    for (int k = 0; k < 2; k++)
+        batchnorm_devs(part[k], x + lo[k] * per, NULL, mean, rows[k], C, HW);
+    for (int i = 0; i < 2 * C; i++)
+        dev[i] = part[0][i] + part[1][i];
+    for (int k = 0; k < 2; k++)
+        batchnorm_normalize(ys + lo[k] * per, sms[k], sis[k], x + lo[k] * per, mean, dev, cnt,
+                            gamma, beta, rms[k], rvs[k], rows[k], C, HW, relu, 0.1f, 1e-5f);
+    for (int k = 0; k < 2; k++)
+        batchnorm_backward_sums(part[k], dgs[k], dbs[k], dy + lo[k] * per,
+                                relu ? ys + lo[k] * per : NULL, x + lo[k] * per, sms[k], sis[k],
+                                rows[k], C, HW);
+    for (int i = 0; i < 2 * C; i++)
+        gs[i] = part[0][i] + part[1][i];
+    for (int k = 0; k < 2; k++)
+        batchnorm_backward_dx(dxs + lo[k] * per, gs, cnt, dy + lo[k] * per,
+                              relu ? ys + lo[k] * per : NULL, x + lo[k] * per, sms[k], sis[k],
+                              gamma, rows[k], C, HW, false);
+    double ey = 0, es = 0, ex = 0, eg = 0;
+    for (size_t i = 0; i < n; i++) {
+        ey = worse(ey, fabs(ys[i] - y[i]) / fmax(1, fabs(y[i])));
+        ex = worse(ex, fabs(dxs[i] - dx[i]) / fmax(1, fabs(dx[i])));
+    }
+    for (int k = 0; k < 2; k++)
+        for (int ch = 0; ch < C; ch++) {
+            es = worse(es, fabs(sms[k][ch] - sm[ch]) / fmax(1, fabs(sm[ch])));
+            es = worse(es, fabs(sis[k][ch] - si[ch]) / si[ch]);
+            es = worse(es, fabs(rms[k][ch] - rm[ch]) / fmax(1, fabs(rm[ch])));
+            es = worse(es, fabs(rvs[k][ch] - rv[ch]) / rv[ch]);
+        }
+    for (int ch = 0; ch < C; ch++) {
+        eg = worse(eg, fabs(dgs[0][ch] + dgs[1][ch] - dg[ch]) / fmax(1, fabs(dg[ch])));
+        eg = worse(eg, fabs(dbs[0][ch] + dbs[1][ch] - db[ch]) / fmax(1, fabs(db[ch])));
+    }
+    ok(ey < 1e-5 && es < 1e-6 && ex < 1e-5 && eg < 1e-5,
+       "batchnorm%s over shards of 2 and 3 rows with summed statistics equals the whole batch: "
+       "y %.1g, statistics %.1g, dx %.1g, dgamma and dbeta %.1g (max rel. errors)",
+       relu ? " + relu" : "", ey, es, ex, eg);
+    free(x), free(dy), free(y), free(ys), free(dx), free(dxs);
+}
+
 int main(int argc, char **argv)
 {
     bool models = argc > 1 && !strcmp(argv[1], "models");
@@ -1446,6 +1520,8 @@ int main(int argc, char **argv)
         check_bn(true);
         check_bn(false);
         check_conv_moments();
+        check_bn_split(false);
+        check_bn_split(true);
         check_pool(POOL_MAX, 2, 2);
         check_pool(POOL_MAX, 3, 2);
         check_pool(POOL_AVG, 2, 2);

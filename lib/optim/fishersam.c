@@ -15,6 +15,7 @@
 
 #include "blas.h"
 #include "optim.h"
+#include "tune.h"
 
 enum { FISHER_NORM, EUCLIDEAN_NORM };
 static const char *const fishersam_norms[] = {"fisher", "euclidean", NULL};
@@ -51,7 +52,7 @@ static float fishersam_perturb(struct optim *o, const struct params *p, const fl
     size_t n = p->n;
     float eta = (float)s->eta->v;
     bool fisher = s->norm == FISHER_NORM;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         float f = 1.0f + eta * g[i] * g[i];
         e[i] = fisher ? g[i] / sqrtf(f) : g[i] / f;
@@ -63,7 +64,7 @@ static float fishersam_perturb(struct optim *o, const struct params *p, const fl
         vec_zero(n, e);
         return PERTURB_IN_E;
     }
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         e[i] = sc * (fisher ? g[i] / (1.0f + eta * g[i] * g[i]) : e[i]);
     optim_perturb_filter(o, p, e);

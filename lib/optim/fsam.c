@@ -23,6 +23,7 @@
 
 #include "blas.h"
 #include "optim.h"
+#include "tune.h"
 
 enum { FSAM_PAPER, FSAM_CODE };
 static const char *const fsam_emas[] = {"paper", "code", NULL};
@@ -68,7 +69,7 @@ static void fsam_step(struct optim *o, struct params *p, struct closure *f,
     float lam = (float)s->lambda->v, lam1 = (float)(1 - s->lambda->v), sig = (float)s->sigma->v;
     if (s->ema == FSAM_PAPER) {
         /* m starts at 0, so the first step's m is (1 - lambda) g. */
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
         for (size_t i = 0; i < n; i++) {
             m[i] = m[i] * lam + g[i] * lam1;
             d[i] = g[i] - sig * m[i];
@@ -77,7 +78,7 @@ static void fsam_step(struct optim *o, struct params *p, struct closure *f,
         vec_copy(n, g, m);
         vec_copy(n, g, d);
     } else {
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
         for (size_t i = 0; i < n; i++) {
             d[i] = g[i] - sig * m[i];
             m[i] = m[i] * lam + g[i] * lam1;

@@ -26,6 +26,7 @@
 
 #include "blas.h"
 #include "optim.h"
+#include "tune.h"
 
 struct gam {
     struct hparam *rho, *rho_norm, *alpha, *beta, *gamma;
@@ -87,7 +88,7 @@ static void gam_step(struct optim *o, struct params *p, struct closure *f, struc
           a3 = (float)(1 - s->alpha->v), gamma = (float)s->gamma->v;
     float *r = s->g0, *d = s->d;
     const float *g1 = s->g1, *g2 = s->g2, *g3 = p->g;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++) {
         r[i] = r[i] + b2 * g2[i];
         d[i] = a1 * g1[i] + a3 * g3[i];
@@ -95,7 +96,7 @@ static void gam_step(struct optim *o, struct params *p, struct closure *f, struc
     double nd = vec_nrm2(n, d), nr = vec_nrm2(n, r);
     double cosine = vec_dot(n, r, d) / (nd * nr + eps);
     float k = (float)(cosine * nr / (nd + eps));
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         d[i] = d[i] - gamma * (r[i] - k * d[i]);
     o->base->ops->apply(o->base, p, d);

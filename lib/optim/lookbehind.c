@@ -25,6 +25,7 @@
 
 #include "blas.h"
 #include "optim.h"
+#include "tune.h"
 
 struct lookbehind {
     struct hparam *rho, *alpha, *eps; /* alpha NULL: adaptive */
@@ -118,7 +119,7 @@ static void lookbehind_step(struct optim *o, struct params *p, struct closure *f
     float alpha = (float)s->alpha->v, beta = (float)(1 - s->alpha->v);
     const float *theta = s->theta, *phi = s->phi;
     float *w = p->w;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         w[i] = theta[i] * alpha + phi[i] * beta;
 }

@@ -36,6 +36,7 @@
 #include "blas.h"
 #include "optim.h"
 #include "rng.h"
+#include "tune.h"
 
 enum { RSAM_FILTER, RSAM_PLAIN };
 static const char *const rsam_noises[] = {"filter", "plain", NULL};
@@ -99,7 +100,7 @@ static void rsam_noise(const struct optim *o, const struct rsam *s, const struct
 /* w = saved + x, elementwise. */
 static void rsam_move(size_t n, const float *saved, const float *x, float *w)
 {
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
     for (size_t i = 0; i < n; i++)
         w[i] = saved[i] + x[i];
 }
@@ -135,7 +136,7 @@ static void rsam_step(struct optim *o, struct params *p, struct closure *f,
         else
             vec_axpy(n, wgt, gt, s->g);
         float *d = s->d;
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(team_size()) if (n > 32768)
         for (size_t i = 0; i < n; i++)
             d[i] = lam * gt[i] + d[i];
         /* optim_ascent's adaptive form is not offered: |w| would be read at w + delta. */

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# mpi.sh SAMX mpi|nompi: data parallelism over MPI processes (lib/dist.h) end to end.
+#   - np 2 twice: byte-identical records (timing aside) and weights;
+#   - np 2 and np 3 against one process without mpirun: every record's losses and gradient
+#     norm within a relative 1e-5 (only the order of the sums over ranks differs), accuracies
+#     within 1/64, for an MLP with SGD, with SAM, with m-sharpness (SAM m: 16), and a BatchNorm
+#     CNN with SAM; the weights differ by rounding only;
+#   - every rank ends with the same weights and BatchNorm running statistics (SAMX_DIST_WEIGHTS);
+#   - only rank 0 writes: ranks started in their own working directories, only rank 0's gets a
+#     results/ tree; meta.json records world_size and the hosts;
+#   - a resume with another number of processes is refused (exit 2), with the same one it works;
+#   - SIGTERM to one rank stops every rank at the same step (exit 130) and the resume is exact;
+#   - a batch smaller than the job is a config error (exit 2); a rank that fails alone (its
+#     config unreadable; rank 0's disk full) ends the job with its message instead of hanging.
+#   - np 1 under mpirun is byte for byte one process without it.
+# Skipped (TAP skip) when samx was built without MPI or mpirun is missing.
+set -u
+SAMX=$(realpath "$1")
+. "$(dirname "$0")/tap.sh"
+if [ "${2:-}" != mpi ]; then
+    skip "samx built without MPI (meson option mpi)"
+    tap_done
+    exit
+fi
+if ! command -v mpirun >/dev/null; then
+    skip "mpirun not installed (Debian openmpi-bin)"
+    tap_done
+    exit
+fi
+T=$(mktemp -d /tmp/samx-mpi.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+# Root needs --allow-run-as-root; more ranks than cores need --oversubscribe. One thread per
+# rank: the machine running the tests may have two cores.
+MPIRUN=(mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1)
+[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+np() { local k=$1; shift; "${MPIRUN[@]}" -np "$k" "$SAMX" "$@"; }
+
+cfg() { # cfg NAME MODEL OPTIMIZER [TRAIN]
+    cat >"$T/$1.yaml" <<EOF
+name: $1
+seed: 1
+data: {name: fashion-mnist, limit_train: 512, limit_test: 128}
+model: $2
+train: ${4:-{epochs: 1, batch_size: 64, eval_batch_size: 128\}}
+optimizer: $3
+EOF
+}
+SGD='{name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}'
+cfg mlp '{name: mlp, hidden: [64]}' "$SGD"
+cfg mlp-sam '{name: mlp, hidden: [64], activation: gelu}' "{name: sam, rho: 0.05, base: $SGD}"
+cfg mlp-msam '{name: mlp, hidden: [64]}' "{name: sam, rho: 0.05, m: 16, base: $SGD}"
+# batch 50: 512 = 10 * 50 + 12, so the last batch is split unevenly too (12 over 3 ranks)
+cfg cnn '{name: cnn, channels: [4, 8], batchnorm: true}' "{name: sam, rho: 0.05, base: $SGD}" \
+    '{epochs: 1, batch_size: 50, eval_batch_size: 128}'
+
+same() { # same DIR-A DIR-B: records (timing aside) and weights identical
+    cmp -s <(strip_timing "$1/metrics.jsonl") <(strip_timing "$2/metrics.jsonl") &&
+        cmp -s "$1/model.safetensors" "$2/model.safetensors"
+}
+close() { # close DIR-A DIR-B: the records' numbers within rounding of the sums' order
+    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b), "record counts differ"
+worst = 0.0
+for ra, rb in zip(a, b):
+    assert ra.keys() == rb.keys(), "record keys differ"
+    for k in ra:
+        if k in ("seconds", "samples_per_second") or not isinstance(ra[k], (int, float)):
+            continue
+        x, y = float(ra[k]), float(rb[k])
+        if k.endswith("_acc"):
+            assert abs(x - y) <= 1 / 64, f"{k}: {x} vs {y}"
+        else:
+            rel = abs(x - y) / max(abs(y), 1e-30)
+            worst = max(worst, rel)
+            assert rel <= 1e-5, f"epoch {ra['epoch']} {k}: {x} vs {y} (relative {rel:.2e})"
+print(f"worst relative difference {worst:.1e}")
+PY
+}
+ranks_same() { # ranks_same DIR N: every rank's weights dump equals rank 0's
+    local r
+    for ((r = 1; r < $2; r++)); do
+        cmp -s "$1/rank-0.f32" "$1/rank-$r.f32" || return 1
+    done
+    [ -s "$1/rank-0.f32" ]
+}
+
+for c in mlp mlp-sam mlp-msam cnn; do
+    "$SAMX" run -q -t 1 "$T/$c.yaml" -o "$T/$c-1"
+    ok $? "$c: one process without mpirun runs"
+    for k in 2 3; do
+        mkdir -p "$T/$c-$k-w"
+        SAMX_DIST_WEIGHTS="$T/$c-$k-w" np $k run -q "$T/$c.yaml" -o "$T/$c-$k" 2>"$T/err"
+        ok $? "$c: np $k runs $(head -c 300 "$T/err")"
+        msg=$(close "$T/$c-$k" "$T/$c-1" 2>&1)
+        ok $? "$c: np $k equals one process within 1e-5 relative: $msg"
+        ranks_same "$T/$c-$k-w" $k
+        ok $? "$c: np $k: every rank ends with the same weights and running statistics"
+    done
+    np 2 run -q "$T/$c.yaml" -o "$T/$c-2b"
+    same "$T/$c-2" "$T/$c-2b"
+    ok $? "$c: np 2 twice gives byte-identical records and weights"
+done
+np 1 run -q "$T/cnn.yaml" -o "$T/cnn-np1"
+same "$T/cnn-1" "$T/cnn-np1"
+ok $? "cnn: np 1 under mpirun is byte for byte the run without mpirun"
+! cmp -s "$T/cnn-1/model.safetensors" "$T/cnn-2/model.safetensors"
+ok $? "cnn: np 2's weights are not np 1's bytes (the comparisons above can fail)"
+
+# Only rank 0 writes: each rank in its own working directory, results/ relative to it.
+mkdir -p "$T/w0" "$T/w1"
+"${MPIRUN[@]}" -np 2 bash -c 'cd "$1/w$OMPI_COMM_WORLD_RANK" && exec "$2" run -q "$1/mlp.yaml"' \
+    _ "$T" "$SAMX"
+ok $? "np 2 with a working directory per rank runs"
+[ -d "$T/w0/results/mlp" ] && [ -z "$(ls -A "$T/w1")" ]
+ok $? "only rank 0 writes a run directory (rank 1's working directory stays empty)"
+m=$(ls "$T"/w0/results/mlp/*/meta.json)
+w=$(jq -r '.world_size, (.hosts | length), (.rank_threads | length)' "$m" | tr '\n' ' ')
+[ "$w" = "2 2 2 " ]
+ok $? "meta.json records world_size 2, the hosts and the threads of both ranks"
+[ "$(jq -r .world_size "$T/mlp-1/meta.json")" = 1 ]
+ok $? "one process records world_size 1"
+
+# Resume with another number of processes: refused with a config error; the same one works.
+np 2 run -q "$T/mlp.yaml" -o "$T/res"
+rm "$T/res/summary.json"
+"$SAMX" run -q "$T/mlp.yaml" -o "$T/res" 2>"$T/err"
+rc=$?
+[ $rc -eq 2 ] && one_error "$T/err" "trained by 2 processes, this run has 1"
+ok $? "a resume by one process of a 2-process checkpoint: exit 2 ($rc) $(cat "$T/err")"
+np 3 run -q "$T/mlp.yaml" -o "$T/res" 2>"$T/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "trained by 2 processes, this run has 3" "$T/err"
+ok $? "a resume by 3 processes of a 2-process checkpoint: exit 2 ($rc)"
+np 2 run -q "$T/mlp.yaml" -o "$T/res" && [ -f "$T/res/summary.json" ]
+ok $? "the same number of processes finishes it"
+
+# SIGTERM to rank 1 alone: the ranks agree on the stop, stop at the same step, rank 0
+# checkpoints, the job exits 130, and the resumed run is byte for byte the uninterrupted one.
+cat >"$T/long.yaml" <<EOF
+name: long
+seed: 1
+data: {name: fashion-mnist, limit_train: 1024, limit_test: 128}
+model: {name: mlp, hidden: [256]}
+train: {epochs: 3, batch_size: 16, eval_batch_size: 128}
+optimizer: {name: sam, rho: 0.05, base: $SGD}
+EOF
+np 2 run -q "$T/long.yaml" -o "$T/sig" 2>/dev/null &
+job=$!
+for _ in $(seq 100); do
+    [ "$(cat "$T/sig/metrics.jsonl" 2>/dev/null | wc -l)" -ge 2 ] && break
+    sleep 0.1
+done
+for p in $(pgrep -f "^$SAMX run -q $T/long.yaml"); do
+    grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$p/environ" 2>/dev/null && kill -TERM "$p"
+done
+wait $job
+rc=$?
+[ $rc -eq 130 ] && [ "$(jq -r .status "$T/sig/summary.json")" = interrupted ]
+ok $? "SIGTERM to rank 1 only: the job checkpoints and exits 130 ($rc)"
+np 2 run -q "$T/long.yaml" -o "$T/sig" && np 2 run -q "$T/long.yaml" -o "$T/sig-full" &&
+    same "$T/sig" "$T/sig-full"
+ok $? "the resumed 2-process run equals the uninterrupted one byte for byte"
+
+# A rank that fails alone ends the job with its message, never a hang: rank 1 cannot read
+# its config; with a full disk (a small tmpfs, as root), rank 0 cannot write its checkpoint.
+timeout 60 "${MPIRUN[@]}" -np 2 bash -c 'c=$2; [ "$OMPI_COMM_WORLD_RANK" = 1 ] && c=$2.missing
+    exec "$1" run -q "$c" -o "$3"' _ "$SAMX" "$T/mlp.yaml" "$T/fail" 2>"$T/err"
+rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] &&
+    grep -q "^samx: error (rank 1 of 2): cannot read '$T/mlp.yaml.missing'" "$T/err"
+ok $? "rank 1 failing alone to build: the job fails ($rc, not a timeout) with rank 1's message"
+if [ "$(id -u)" -eq 0 ] && mkdir -p "$T/tfs" && mount -t tmpfs -o size=300k tmpfs "$T/tfs"; then
+    timeout 60 "${MPIRUN[@]}" -np 2 "$SAMX" run -q "$T/long.yaml" -o "$T/tfs/run" 2>"$T/err"
+    rc=$?
+    umount "$T/tfs"
+    [ $rc -eq 1 ] && grep -q "^samx: error (rank 0 of 2): cannot write .*No space left" "$T/err"
+    ok $? "rank 0 failing alone to write its checkpoint: the job is aborted, exit 1 ($rc)"
+else
+    skip "a full disk needs root (a small tmpfs)"
+fi
+
+np 3 run -q "$T/mlp.yaml" -o "$T/small" train.batch_size=2 2>"$T/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "fewer than the 3 processes" "$T/err"
+ok $? "a batch smaller than the job: exit 2 ($rc) $(head -c 200 "$T/err")"
+
+tap_done
