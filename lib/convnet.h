@@ -82,7 +82,7 @@ int cn_finish(struct convnet *n, struct err *e);
  * it to discard finite differences that cross a kink (style.md 6.7: kinks handled explicitly). */
 uint64_t cn_fingerprint(const struct model *m, int batch);
 
-/* model_ops members for any convnet model. */
+/* model_ops members of every model (CN_MODEL_OPS below). */
 void cn_reset(struct model *m, uint64_t seed);
 void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode);
 void cn_backward(struct model *m, const float *x, const float *dout, int batch, bool acc);
@@ -90,5 +90,10 @@ void cn_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *l
             float *hv);
 void cn_hvp_reserve(struct model *m);
 void cn_release(struct model *m);
+/* Those members in a model_ops initializer: every model is a builder of this graph, so only its
+ * name, keys and init differ. */
+#define CN_MODEL_OPS                                                                          \
+    .reset = cn_reset, .forward = cn_forward, .backward = cn_backward, .hvp = cn_hvp,           \
+    .hvp_reserve = cn_hvp_reserve, .release = cn_release
 
 #endif

@@ -77,10 +77,5 @@ const struct model_ops model_cnn = {
             "dropout [0]: dropout probability before the linear head\n"
             "activation [relu]: relu | tanh | gelu\n",
     .init = cnn_init,
-    .reset = cn_reset,
-    .forward = cn_forward,
-    .backward = cn_backward,
-    .hvp = cn_hvp,
-    .hvp_reserve = cn_hvp_reserve,
-    .release = cn_release,
+    CN_MODEL_OPS,
 };

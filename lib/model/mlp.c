@@ -67,12 +67,7 @@ const struct model_ops model_mlp = {
             "activation [relu]: relu | tanh | gelu (exact erf form)\n"
             "bias [true]: biases in every Linear layer\n",
     .init = mlp_init,
-    .reset = cn_reset,
-    .forward = cn_forward,
-    .backward = cn_backward,
-    .hvp = cn_hvp,
-    .hvp_reserve = cn_hvp_reserve,
-    .release = cn_release,
+    CN_MODEL_OPS,
 };
 
 /* The linear model: the same stack with no hidden layer. */
@@ -89,10 +84,5 @@ const struct model_ops model_linear = {
     .summary = "softmax regression or least squares, torch.nn.Sequential(Linear)",
     .keys = "bias [true]: a bias term\n",
     .init = linear_init,
-    .reset = cn_reset,
-    .forward = cn_forward,
-    .backward = cn_backward,
-    .hvp = cn_hvp,
-    .hvp_reserve = cn_hvp_reserve,
-    .release = cn_release,
+    CN_MODEL_OPS,
 };

@@ -182,12 +182,7 @@ const struct model_ops model_resnet = {
             "shortcut [A; B for depth 18]: A zero-padded identity, B 1x1 conv + BN\n"
             "activation [relu]: relu | tanh | gelu\n",
     .init = resnet_init,
-    .reset = cn_reset,
-    .forward = cn_forward,
-    .backward = cn_backward,
-    .hvp = cn_hvp,
-    .hvp_reserve = cn_hvp_reserve,
-    .release = cn_release,
+    CN_MODEL_OPS,
 };
 
 const struct model_ops model_wrn = {
@@ -198,10 +193,5 @@ const struct model_ops model_wrn = {
             "dropout [0]: dropout between the two convs of each block\n"
             "activation [relu]: relu | tanh | gelu\n",
     .init = wrn_init,
-    .reset = cn_reset,
-    .forward = cn_forward,
-    .backward = cn_backward,
-    .hvp = cn_hvp,
-    .hvp_reserve = cn_hvp_reserve,
-    .release = cn_release,
+    CN_MODEL_OPS,
 };
