@@ -32,8 +32,9 @@ void gemm_ld(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const
              int lda, const float *b, int ldb, float beta, float *c, int ldc);
 /* Rows of each thread's block when m rows are split over nt threads: ceil(m / nt) rounded up to
  * a multiple of 16 so blocks align with the kernels' register tiles. Thread t owns rows
- * [t * rows, min(m, (t + 1) * rows)), possibly none. Every split of weight rows across threads
- * (gemm_par, the graph's linear layers, params_chunk_thread) uses it, so a row stays with one core. */
+ * [t * rows, min(m, (t + 1) * rows)), possibly none. Every split of weight rows across
+ * threads (gemm_par, the graph's linear layers, params_chunk_thread) uses it, so a row stays
+ * with one core. */
 int gemm_par_rows(int m, int nt);
 void gemm_ref(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
               const float *b, float beta, float *c);
@@ -70,8 +71,8 @@ int thread_count(void);
  * SAMX_BLOCKS threads add nothing to these passes (elementwise and per-channel loops still use
  * every thread). 4, because each block is a separate, smaller GEMM and the partial sums of the
  * linear layers' input gradients grow with the count: against a split by the thread count,
- * measured on the Fashion-MNIST MLP epoch (2 cores, best of 3 interleaved rounds), 4 blocks cost 0-6% on 2
- * threads and 6-10% on 1, 8 blocks 12% and 8% (tests/bench/README.md). */
+ * measured on the Fashion-MNIST MLP epoch (2 cores, best of 3 interleaved rounds), 4 blocks
+ * cost 0-6% on 2 threads and 6-10% on 1, 8 blocks 12% and 8% (tests/bench/README.md). */
 #define SAMX_BLOCKS 4
 int work_blocks(void);
 

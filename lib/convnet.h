@@ -9,10 +9,12 @@
  * Linear layers split their training passes by weight rows into work_blocks() blocks (blas.h),
  * each block computing its output columns (and the fused activation, cn_relu), its rows of dW
  * and db and a partial product of the input gradient, added in block order; see convnet.c.
- * Results depend on the shapes only, never on -t or the team (tune.h). Parameters are declared on m->p and BatchNorm running
- * statistics on m->buf with PyTorch state_dict names built from the `name` prefixes
- * ("layer1.0.conv1" -> "layer1.0.conv1.weight"). Every activation and its gradient is
- * allocated for m->max_batch examples at build time; forward and backward never allocate.
+ * Results depend on the shapes only, never on -t or the team (tune.h). Parameters are declared
+ * on m->p and BatchNorm running statistics on m->buf with PyTorch state_dict names built from
+ * the `name` prefixes ("layer1.0.conv1" -> "layer1.0.conv1.weight"). Every activation is
+ * allocated for m->max_batch examples at build time, and the gradients in a pool of buffers
+ * planned at cn_finish (values whose gradients are never live together share one); forward
+ * and backward never allocate.
  *
  * Backward: a value read by several layers receives the sum of their gradients: the first
  * contribution (in reverse order) overwrites, the others add (nn_conv.h's `acc`), so no
@@ -26,9 +28,10 @@
  *
  * Hessian-vector products: cn_hvp is exact (forward-over-reverse, the R-operator of every
  * layer, nn_conv.h) for the network in evaluation mode, as model.h's hvp states: BatchNorm with
- * its running statistics, dropout off. Its workspace, the tangent of every activation and of
- * its gradient (twice the memory of the activations), is allocated by cn_hvp_reserve only, so
- * a model that is trained without exact curvature measurements does not carry it.
+ * its running statistics, dropout off. Its workspace, the tangent of every activation (as much
+ * memory again as the activations) and a second gradient pool for the gradients' tangents, is
+ * allocated by cn_hvp_reserve only, so a model trained without exact curvature measurements
+ * does not carry it.
  */
 #ifndef SAMX_CONVNET_H
 #define SAMX_CONVNET_H

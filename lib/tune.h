@@ -45,8 +45,8 @@ const char *tune_wait_policy(void);
 /* ---- The team ----
  *
  * Every pass is split into the same work_blocks() blocks (blas.h) whatever the threads: the
- * linear layers' weight-row blocks (convnet.h), the convolutions' example blocks, gemm_par's row blocks and the
- * optimizers' chunk owners, so the shapes alone decide the arithmetic. `-t N` (threads_set,
+ * linear layers' weight-row blocks (convnet.h), the convolutions' example blocks, gemm_par's
+ * row blocks and the optimizers' chunk owners, so the shapes alone decide the arithmetic. `-t N` (threads_set,
  * blas.h) caps the threads; how many run a parallel region is the team size,
  * team_size() <= N: each region runs with num_threads(team_size()) and hands the blocks to its
  * team round-robin (block b on thread b % team), so neither N nor the team size changes a
