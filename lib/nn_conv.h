@@ -8,10 +8,10 @@
  * of both gradients without a separate zeroing pass). Kernels never fail: they assert.
  *
  * Threads: every parallel loop runs over the index it writes (an example, a channel, a plane)
- * with a static schedule. The convolution splits the batch into `n_blk` fixed blocks (chosen
- * at init: blas.h work_blocks(), never the thread count), each owning one im2col buffer and
- * one partial weight gradient; the partials are added in block order afterwards. So results depend on
- * n_blk only, never on scheduling, and there are no float reductions across threads or
+ * with a static schedule. The convolution splits the batch into `n_blk` fixed blocks (chosen at
+ * init: blas.h work_blocks(), never the thread count), each owning one im2col buffer and one
+ * partial weight gradient; the partials are added in block order afterwards. So results depend
+ * on n_blk only, never on scheduling, and there are no float reductions across threads or
  * atomics. BatchNorm statistics are per-channel sums in double, in a fixed order.
  *
  * Hessian-vector products (Pearlmutter's R-operator, R{f} = d/dt f(w + t v) at t = 0): the

@@ -41,12 +41,12 @@ int params_add(struct params *p, const char *name, int ndim, const int *shape);
 void params_alloc(struct params *p);
 void params_free(struct params *p);
 /* Placement of elementwise passes over the n floats: the thread that runs chunk c (of nc =
- * vec_chunks(p->n), blas.h) in a team of nt. For a team of work_blocks() (blas.h) it is the owner
- * of the chunk's middle element when each tensor's rows are split by gemm_par_rows: for the
- * linear layers' split passes (convnet.h), the thread that wrote that gradient, so weights,
- * gradients and optimizer state stay in one core's cache from the backward pass to the update; for other team sizes, a
- * contiguous split. Only placement depends on it: chunk boundaries, and the order reductions
- * add chunk partials, are fixed. */
+ * vec_chunks(p->n), blas.h) in a team of nt. For a team of work_blocks() (blas.h) it is the
+ * owner of the chunk's middle element when each tensor's rows are split by gemm_par_rows: for
+ * the linear layers' split passes (convnet.h), the thread that wrote that gradient, so weights,
+ * gradients and optimizer state stay in one core's cache from the backward pass to the update;
+ * for other team sizes, a contiguous split. Only placement depends on it: chunk boundaries, and
+ * the order reductions add chunk partials, are fixed. */
 int params_chunk_thread(const struct params *p, long c, long nc, int nt);
 /* Run fn(ctx, c, lo, hi) for every chunk c = [lo, hi) of the n floats, each on the thread
  * params_chunk_thread gives, in one parallel region (serial for small n). fn must touch only

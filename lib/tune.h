@@ -46,13 +46,13 @@ const char *tune_wait_policy(void);
  *
  * Every pass is split into the same work_blocks() blocks (blas.h) whatever the threads: the
  * linear layers' weight-row blocks (convnet.h), the convolutions' example blocks, gemm_par's
- * row blocks and the optimizers' chunk owners, so the shapes alone decide the arithmetic. `-t N` (threads_set,
- * blas.h) caps the threads; how many run a parallel region is the team size,
+ * row blocks and the optimizers' chunk owners, so the shapes alone decide the arithmetic. `-t
+ * N` (threads_set, blas.h) caps the threads; how many run a parallel region is the team size,
  * team_size() <= N: each region runs with num_threads(team_size()) and hands the blocks to its
- * team round-robin (block b on thread b % team), so neither N nor the team size changes a
- * bit. That lets samx drop threads when the machine is busy without changing a result:
- * when another process holds a core, a region that waits at every barrier for a thread queued
- * behind it runs slower on N threads than on fewer.
+ * team round-robin (block b on thread b % team), so neither N nor the team size changes a bit.
+ * That lets samx drop threads when the machine is busy without changing a result: when another
+ * process holds a core, a region that waits at every barrier for a thread queued behind it runs
+ * slower on N threads than on fewer.
  *
  * The controller: the training loop brackets each step with team_step_begin/end. Steps are
  * timed in windows of TEAM_WINDOW; the team size with the lower median step time wins. The
