@@ -68,7 +68,7 @@ ok $? "meta.json records the team policy"
 env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT "$SAMX" run "$T/mlp.yaml" -o "$T/wait" -t 2 -q --force &&
     grep -q '"omp_wait_policy":[[:space:]]*"GOMP_SPINCOUNT=[0-9]* (samx)"' "$T/wait/meta.json"
 ok $? "samx sets a short spin before threads sleep, and records it"
-OMP_WAIT_POLICY=active "$SAMX" run "$T/mlp.yaml" -o "$T/wait" -t 2 -q --force &&
+env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=active "$SAMX" run "$T/mlp.yaml" -o "$T/wait" -t 2 -q --force &&
     grep -q '"omp_wait_policy":[[:space:]]*"OMP_WAIT_POLICY=active (user)"' "$T/wait/meta.json"
 ok $? "a user's OMP_WAIT_POLICY is kept"
 
