@@ -156,6 +156,18 @@ class WideResNet(nn.Module):
 
 # ---- safetensors without the safetensors package ----
 
+def randomize_bn(net):
+    """Non-trivial BatchNorm affine weights and running statistics, so every BatchNorm term of
+    the comparison is exercised."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+
+
 def st_write(path, tensors):
     header, blobs, off = {}, [], 0
     for name, t in tensors.items():
@@ -203,14 +215,7 @@ def main():
         net, yaml = ResNet(2, [64, 128, 256, 512], "B"), "name: resnet\ndepth: 18\n"
     else:
         net, yaml = WideResNet(16, 2), "name: wrn\ndepth: 16\nwiden: 2\n"
-    # Non-trivial BatchNorm affine weights and running statistics.
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
+    randomize_bn(net)
     n = 64
     with tempfile.TemporaryDirectory() as tmp:
         sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}

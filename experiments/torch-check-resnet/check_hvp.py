@@ -78,17 +78,6 @@ def build(which):
     raise SystemExit(f"unknown model {which}")
 
 
-def randomize_bn(net):
-    """Non-trivial BatchNorm affine weights and running statistics (as check.py)."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-
-
 def write_data(tmp, rng, n):
     """n random CIFAR-10 records in every file; returns (labels, pixels) and the data yaml."""
     labels = rng.integers(0, 10, n).astype(np.uint8)
@@ -135,7 +124,7 @@ def check_hvp(build_dir, which, act_name, n, smoothing):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     net, yaml = build(which)
-    randomize_bn(net)
+    check.randomize_bn(net)
     with tempfile.TemporaryDirectory() as tmp:
         sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
         wpath = os.path.join(tmp, "w.safetensors")
@@ -235,7 +224,7 @@ def check_lambda(build_dir, act_name, n):
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     net, yaml = build("resnet8")
-    randomize_bn(net)
+    check.randomize_bn(net)
     with tempfile.TemporaryDirectory() as tmp:
         sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
         wpath = os.path.join(tmp, "w.safetensors")
