@@ -50,7 +50,7 @@ static const char *const usage_check =
     "  warnings for degenerate settings on stderr (-q: errors only)\n";
 static const char *const usage_sweep =
     "usage: samx sweep SWEEP|CONFIG [KEY=V1,V2 ...] [-j JOBS] [--emit sh|parallel|slurm]\n"
-    "                  [--dry-run] [-o ROOT] [-t THREADS] [-q]\n"
+    "                  [--ntasks N] [--dry-run] [-o ROOT] [-t THREADS] [-q]\n"
     "  SWEEP          a sweep file: config (relative to it), method grid|random (samples: N,\n"
     "                 seed), parameters: {key: [values]}; or a CONFIG and KEY=V1,V2 arguments\n"
     "  KEY=V1,V2      sweep a key over values (commas inside [] or {} do not split); seed=0..4\n"
@@ -61,6 +61,8 @@ static const char *const usage_sweep =
     "  --emit ENGINE  write the sweep's files and print a script that runs it instead: sh,\n"
     "                 parallel (GNU parallel, --joblog/--resume-failed) or slurm (an sbatch\n"
     "                 array job)\n"
+    "  --ntasks N     with --emit slurm: each array task is one run over N MPI processes\n"
+    "                 (srun samx run; THREADS threads each) [1: a single process]\n"
     "  --dry-run      print the run commands; write and run nothing\n"
     "  -o ROOT        results root [results]: runs in ROOT/<name>/<run-id>\n"
     "  -q             errors only (a failed or killed run, with its reason); the runs themselves\n"
@@ -280,6 +282,7 @@ static int cmd_sweep(int argc, char **argv, char *cmdline)
 {
     (void)cmdline;
     static const struct option opts[] = {{"emit", required_argument, NULL, 'E'},
+                                         {"ntasks", required_argument, NULL, 'N'},
                                          {"dry-run", no_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -307,6 +310,10 @@ static int cmd_sweep(int argc, char **argv, char *cmdline)
                 usage_error(usage_sweep, "--emit takes sh, parallel or slurm, got '%s'", optarg);
             o.emit = optarg;
             break;
+        case 'N':
+            o.ntasks = parse_count(usage_sweep, "--ntasks needs a number of processes >= 1, got '%s'",
+                                   optarg);
+            break;
         case 'D':
             o.dry_run = true;
             break;
@@ -319,6 +326,9 @@ static int cmd_sweep(int argc, char **argv, char *cmdline)
     }
     if (optind >= argc)
         usage_error(usage_sweep, "%s", "missing SWEEP or CONFIG");
+    if (o.ntasks > 1 && (!o.emit || strcmp(o.emit, "slurm")))
+        usage_error(usage_sweep, "%s", "--ntasks needs --emit slurm (elsewhere, start each run "
+                                       "with mpirun -np N samx run)");
     o.spec = argv[optind];
     o.args = (const char *const *)argv + optind + 1;
     o.n_args = argc - optind - 1;

@@ -46,8 +46,11 @@ struct cn_node {
     int layer;                 /* dropout: index in the stream address */
     int wt, bt;                /* tensors in m->p (weight, bias), -1 when absent */
     int rm, rv;                /* running mean, var in m->buf (CN_BN) */
-    float *save_mean, *save_invstd; /* (c) CN_BN statistics of the last forward */
+    float *save_mean, *save_invstd; /* CN_BN statistics of the last forward: (c), or
+                                     * (groups, c) with ghost BatchNorm (cn_set_bn_group) */
     double *bn_sums;           /* (3c) CN_BN: the per-channel sums a shard's phases exchange */
+    double *gstats;            /* (groups, 3c) CN_BN with ghost BatchNorm: each group's mean
+                                * and deviation sums, for the running statistics */
     int32_t *arg;              /* CN_MAXPOOL argmax (max_batch, output size) */
     float *mask;               /* CN_DROPOUT (max_batch, size) */
     double *moments;           /* CN_CONV read by the next CN_BN: its output planes' moments */
@@ -64,6 +67,7 @@ struct convnet {
     bool zero_linear_bias;
     bool train;                /* mode of the last forward: batch statistics, dropout on */
     bool hvp_ready;            /* cn_hvp_reserve has allocated the tangents */
+    int bn_group;              /* ghost BatchNorm: examples per statistics group; 0: the call */
     enum act act;              /* nonlinearity of the CN_RELU layers */
     struct conv_ws ws;         /* shared by every convolution: they run one at a time */
     float **pool, **rpool;     /* (n_slot) the gradient buffers and their tangents (cn_hvp) */
@@ -633,6 +637,88 @@ static void lin_backward(struct convnet *n, const struct cn_node *d, const float
     lin_backward_share(n, d, gy, gx, batch, acc, thread_id(), thread_count(), nb);
 }
 
+void cn_set_bn_group(struct model *m, int k)
+{
+    struct convnet *n = m->priv;
+    SAMX_ASSERT(k >= 0);
+    n->bn_group = k;
+    int groups = k > 0 ? (m->max_batch + k - 1) / k : 1;
+    for (int i = 0; i < n->nn; i++) {
+        struct cn_node *d = &n->node[i];
+        if (d->kind != CN_BN)
+            continue;
+        size_t c = (size_t)n->v[d->in].c;
+        free(d->save_mean);
+        free(d->save_invstd);
+        free(d->gstats);
+        d->save_mean = xfloats(groups * c);
+        d->save_invstd = xfloats(groups * c);
+        d->gstats = k > 0 ? xmalloc(groups * 3 * c * sizeof(double)) : NULL;
+    }
+}
+
+/* Ghost BatchNorm in training mode (cn_set_bn_group): the rows of the call, numbered from
+ * shard->row0 in a job of several processes, in groups of k, each normalised with its own
+ * statistics (the phases of nn_conv.h on the group's rows, the same bits as batchnorm_forward
+ * on them). The running statistics (rm, rv, when not NULL) take one update per group, in group
+ * order, as a BatchNorm applied to each group in turn does; a job's ranks exchange the groups'
+ * sums first (zeros outside a rank's own groups), so every rank updates with every group. */
+static void bn_forward_groups(struct model *m, struct cn_node *d, int k, float *y,
+                              const struct cn_value *iv, const double *mo, float *rm, float *rv,
+                              int batch)
+{
+    int c = iv->c, hw = iv->h * iv->w;
+    size_t plane = (size_t)c * hw;
+    int row0 = m->shard ? m->shard->row0 : 0, rows = m->shard ? m->shard->rows : batch;
+    SAMX_ASSERT(row0 % k == 0);
+    int g0 = row0 / k, ng = (rows + k - 1) / k;
+    if (rm && m->shard)
+        memset(d->gstats, 0, (size_t)ng * 3 * c * sizeof(double));
+    for (int lo = 0, gi = 0; lo < batch; lo += k, gi++) {
+        int nr = lo + k <= batch ? k : batch - lo;
+        double cnt = (double)nr * hw, *mean = d->gstats + (size_t)(g0 + gi) * 3 * c,
+               *dev = mean + c;
+        const float *x = iv->x + (size_t)lo * plane;
+        const double *gm = mo ? mo + (size_t)lo * c * 2 : NULL;
+        batchnorm_sums(mean, x, gm, nr, c, hw);
+        for (int ch = 0; ch < c; ch++)
+            mean[ch] /= cnt;
+        batchnorm_devs(dev, x, gm, mean, nr, c, hw);
+        batchnorm_normalize(y + (size_t)lo * plane, d->save_mean + (size_t)gi * c,
+                            d->save_invstd + (size_t)gi * c, x, mean, dev, cnt,
+                            tensor_of(&m->p, m->p.w, d->wt), tensor_of(&m->p, m->p.w, d->bt), NULL,
+                            NULL, nr, c, hw, d->relu, BN_MOMENTUM, BN_EPS);
+    }
+    if (!rm)
+        return;
+    if (m->shard)
+        m->shard->sum(d->gstats, (size_t)ng * 3 * c);
+    for (int g = 0; g < ng; g++) {
+        int nr = (g + 1) * k <= rows ? k : rows - g * k;
+        const double *mean = d->gstats + (size_t)g * 3 * c;
+        batchnorm_update_running(rm, rv, mean, mean + c, (double)nr * hw, c, BN_MOMENTUM);
+    }
+}
+
+/* Its backward: each group's gradient from its own statistics; dgamma and dbeta added over the
+ * groups (and over the processes afterwards, with the rest of the gradient). */
+static void bn_backward_groups(struct model *m, struct cn_node *d, int k, float *gx,
+                               const float *gy, const float *y_relu, const struct cn_value *iv,
+                               int batch)
+{
+    int c = iv->c, hw = iv->h * iv->w;
+    size_t plane = (size_t)c * hw;
+    float *g = m->p.g;
+    for (int lo = 0, gi = 0; lo < batch; lo += k, gi++) {
+        int nr = lo + k <= batch ? k : batch - lo;
+        size_t off = (size_t)lo * plane;
+        batchnorm_backward(gx ? gx + off : NULL, g + m->p.t[d->wt].off, g + m->p.t[d->bt].off,
+                           gy + off, y_relu ? y_relu + off : NULL, iv->x + off,
+                           d->save_mean + (size_t)gi * c, d->save_invstd + (size_t)gi * c,
+                           tensor_of(&m->p, m->p.w, d->wt), nr, c, hw, true, d->acc);
+    }
+}
+
 /* BatchNorm in training mode on a shard of a batch (model.h struct model_shard): the phases
  * of nn_conv.h with the per-channel sums of every shard added between them, so the statistics
  * are the whole batch's. Running statistics (rm, rv, when not NULL) are updated from those, the
@@ -694,6 +780,10 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
             float *rm = update ? m->buf.w + m->buf.t[d->rm].off : NULL;
             float *rv = update ? m->buf.w + m->buf.t[d->rv].off : NULL;
             const double *mo = d->moments_of >= 0 ? n->node[d->moments_of].moments : NULL;
+            if (n->train && n->bn_group > 0) {
+                bn_forward_groups(m, d, n->bn_group, ov->x, iv, mo, rm, rv, batch);
+                break;
+            }
             if (n->train && m->shard) {
                 bn_forward_shard(m, d, ov->x, iv, mo, rm, rv, batch);
                 break;
@@ -760,6 +850,10 @@ void cn_backward(struct model *m, const float *x, const float *dout, int batch, 
                             d->acc);
             break;
         case CN_BN:
+            if (n->train && n->bn_group > 0) {
+                bn_backward_groups(m, d, n->bn_group, gx, gy, d->relu ? ov->x : NULL, iv, batch);
+                break;
+            }
             if (n->train && m->shard) {
                 bn_backward_shard(m, d, gx, gy, d->relu ? ov->x : NULL, iv, batch);
                 break;
@@ -1038,6 +1132,7 @@ void cn_release(struct model *m)
         free(n->node[i].save_mean);
         free(n->node[i].save_invstd);
         free(n->node[i].bn_sums);
+        free(n->node[i].gstats);
         free(n->node[i].arg);
         free(n->node[i].mask);
         free(n->node[i].moments);

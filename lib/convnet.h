@@ -93,10 +93,11 @@ void cn_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *l
             float *hv);
 void cn_hvp_reserve(struct model *m);
 void cn_release(struct model *m);
+void cn_set_bn_group(struct model *m, int k);
 /* Those members in a model_ops initializer: every model is a builder of this graph, so only its
  * name, keys and init differ. */
 #define CN_MODEL_OPS                                                                          \
     .reset = cn_reset, .forward = cn_forward, .backward = cn_backward, .hvp = cn_hvp,           \
-    .hvp_reserve = cn_hvp_reserve, .release = cn_release
+    .hvp_reserve = cn_hvp_reserve, .release = cn_release, .set_bn_group = cn_set_bn_group
 
 #endif

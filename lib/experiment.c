@@ -183,6 +183,21 @@ static int check_shards(const struct experiment *x, struct cfg_node *t, struct c
                        "'optimizer.m' %ld is smaller than the %ld processes of the MPI job (each "
                        "computes a share of every group)",
                        x->optim.m, np);
+    /* Ghost BatchNorm groups stay within a process: every share of every call starts at a
+     * multiple of the group. */
+    long calls[3] = {rows, x->accumulate == 1 ? last : 0, x->optim.m > 0 ? x->optim.m : 0};
+    for (int i = 0; x->bn_group > 0 && i < 3; i++)
+        for (int r = 0; calls[i] > 0 && r < np; r++) {
+            int lo, hi;
+            dist_shard_of((int)calls[i], r, &lo, &hi);
+            if (lo % x->bn_group)
+                return cfg_err(e, cfg_child(t, "bn_group"),
+                               "'train.bn_group' %ld splits the model calls of %ld examples "
+                               "across the %ld processes of the MPI job (process %d's share "
+                               "starts at example %d): each process's share must be whole "
+                               "groups",
+                               x->bn_group, calls[i], np, r, lo);
+        }
     return 0;
 }
 
@@ -226,14 +241,14 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
         if (model_plan(&x->model, mn, x->data.train.dim, chw[0] > 0 ? chw : NULL, n_out,
                        (uint64_t)x->seed, e) < 0)
             return -1;
-    } else if ((x->data.train.channels > 0 /* issue 7: image shape for convolutional models */
+    } else if ((x->data.train.channels > 0 /* image shape for convolutional models */
              ? model_init_image(&x->model, mn, x->data.train.channels, x->data.train.height,
                                 x->data.train.width, n_out, max_batch, (uint64_t)x->seed, e)
              : model_init(&x->model, mn, x->data.train.dim, n_out, max_batch,
                           (uint64_t)x->seed, e)) < 0) {
         return -1;
     }
-    /* issue 7: train.bn_update, read when the model has running statistics (or the key is
+    /* train.bn_update, read when the model has running statistics (or the key is
      * given), so the resolved config of a BatchNorm model says what was done and the configs
      * (and run ids) of models without such state are unchanged. */
     if (x->model.buf.nt > 0 || cfg_child(tn, "bn_update")) {
@@ -241,6 +256,21 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
         if (cfg_enum(tn, "bn_update", bn_update_names, BN_UPDATE_FIRST_PASS, &bnu, e) < 0)
             return -1;
         x->bn_update = (enum bn_update)bnu;
+    }
+    /* train.bn_group (ghost BatchNorm), read only where given: runs without it keep their
+     * resolved configs, and so their ids. */
+    if (cfg_child(tn, "bn_group")) {
+        if (cfg_int(tn, "bn_group", 0, &x->bn_group, e) < 0)
+            return -1;
+        if (x->bn_group < 0 || x->bn_group > 1000000)
+            return cfg_err(e, cfg_child(tn, "bn_group"),
+                           "'train.bn_group' must be in [0, 1000000] (examples per BatchNorm "
+                           "statistics group; 0: the whole model call)");
+        if (x->bn_group > 0 && (x->model.buf.nt == 0 || !x->model.ops->set_bn_group))
+            return cfg_err(e, cfg_child(tn, "bn_group"),
+                           "'train.bn_group': model '%s' has no BatchNorm", x->model.ops->name);
+        if (x->bn_group > 0 && !x->plan)
+            x->model.ops->set_bn_group(&x->model, (int)x->bn_group);
     }
     struct optim_env env = {
         .n = x->model.p.n,
@@ -254,7 +284,7 @@ int experiment_build(struct experiment *x, const struct run_opts *o, struct err 
         return -1;
     if (!x->plan && dist_size() > 1 && check_shards(x, tn, on, e) < 0)
         return -1;
-    /* issue 4: eval.* measurements, after data and model (they copy their probe sets) */
+    /* eval.* measurements, after data and model (they copy their probe sets) */
     if (measure_init(&x->measure, root, x, false, e) < 0)
         return -1;
     if (cfg_check_unused(&x->cfg, e) < 0)

@@ -29,6 +29,7 @@
 
 #include "blas.h"
 #include "data.h"
+#include "dist.h"
 #include "io.h"
 #include "nn.h"
 #include "rundir.h"
@@ -176,29 +177,47 @@ static double probe_chunk(struct probe *pr, int lo, int n, double scale, bool gr
     return sum;
 }
 
+/* The rows of the window this process computes: in a job of several processes (dist.h) its
+ * shard of the window, whose partial sums the callers add over the processes in rank order;
+ * the whole window otherwise. */
+static void probe_rows(const struct probe *pr, int *lo, int *hi)
+{
+    int a, b;
+    dist_shard(pr->count, &a, &b);
+    *lo = pr->lo + a;
+    *hi = pr->lo + b;
+}
+
 double probe_loss(struct probe *pr, double *acc)
 {
-    double sum = 0, hits = 0, h;
-    for (int lo = pr->lo; lo < pr->lo + pr->count; lo += pr->chunk) {
-        int n = lo + pr->chunk <= pr->lo + pr->count ? pr->chunk : pr->lo + pr->count - lo;
-        sum += probe_chunk(pr, lo, n, 0, false, &h);
-        hits += h;
+    double v[2] = {0, 0}, h; /* loss sum, hits */
+    int first, end;
+    probe_rows(pr, &first, &end);
+    for (int lo = first; lo < end; lo += pr->chunk) {
+        int n = lo + pr->chunk <= end ? pr->chunk : end - lo;
+        v[0] += probe_chunk(pr, lo, n, 0, false, &h);
+        v[1] += h;
     }
+    dist_sum_double(v, 2);
     pr->loss_examples += pr->count;
     if (acc)
-        *acc = pr->mse ? NAN : hits / pr->count;
-    return sum / pr->count;
+        *acc = pr->mse ? NAN : v[1] / pr->count;
+    return v[0] / pr->count;
 }
 
 double probe_grad(struct probe *pr, float *g)
 {
     struct params *p = &pr->m->p;
     double sum = 0, h;
+    int first, end;
+    probe_rows(pr, &first, &end);
     vec_zero(p->n, p->g);
-    for (int lo = pr->lo; lo < pr->lo + pr->count; lo += pr->chunk) {
-        int n = lo + pr->chunk <= pr->lo + pr->count ? pr->chunk : pr->lo + pr->count - lo;
+    for (int lo = first; lo < end; lo += pr->chunk) {
+        int n = lo + pr->chunk <= end ? pr->chunk : end - lo;
         sum += probe_chunk(pr, lo, n, 1.0 / pr->count, true, &h);
     }
+    dist_sum_double(&sum, 1);
+    dist_sum_float(p->g, p->n);
     if (g != p->g)
         vec_copy(p->n, p->g, g);
     pr->grad_examples += pr->count;
@@ -220,13 +239,16 @@ void probe_hvp(struct probe *pr, enum hvp_kind kind, const float *v, float *hv)
         SAMX_ASSERT(m->ops->hvp);
         struct hvp_loss l = {.mse = pr->mse, .smoothing = pr->smoothing,
                              .scale = 1.0 / pr->count};
+        int first, end;
+        probe_rows(pr, &first, &end);
         vec_zero(n, hv);
-        for (int lo = pr->lo; lo < pr->lo + pr->count; lo += pr->chunk) {
-            int nb = lo + pr->chunk <= pr->lo + pr->count ? pr->chunk : pr->lo + pr->count - lo;
+        for (int lo = first; lo < end; lo += pr->chunk) {
+            int nb = lo + pr->chunk <= end ? pr->chunk : end - lo;
             l.label = pr->label ? pr->label + lo : NULL;
             l.y = pr->y ? pr->y + lo : NULL;
             m->ops->hvp(m, pr->x + (size_t)lo * pr->dim, nb, &l, v, hv);
         }
+        dist_sum_float(hv, n);
         pr->grad_examples += 2.0 * pr->count;
         return;
     }
@@ -555,8 +577,8 @@ void measure_filter_normalize(const struct params *p, const float *w, float *d, 
 
 /* Losses on the grid alpha_i = -range + 2 range i / (points - 1) (and beta_j likewise) around
  * the current weights along filter-normalised directions drawn from (seed, "eval.landscape",
- * 0 and 1), the same raw draws every epoch; written as CSV to path. d1, d2: P-float
- * workspaces. Weights restored by copy. */
+ * 0 and 1), the same raw draws every epoch; written as CSV to path (NULL: computed only, a
+ * job's follower ranks). d1, d2: P-float workspaces. Weights restored by copy. */
 static int landscape_write(struct measure *ms, const char *path, float *d1, float *d2,
                            struct err *e)
 {
@@ -603,7 +625,7 @@ static int landscape_write(struct measure *ms, const char *path, float *d1, floa
         }
     }
     vec_copy(n, pr->w0, p->w);
-    return io_write_atomic(path, buf, len, e);
+    return path ? io_write_atomic(path, buf, len, e) : 0;
 }
 
 /* ---- configuration ------------------------------------------------------------------------ */
@@ -1002,7 +1024,11 @@ int measure_epoch(struct measure *ms, struct experiment *x, long epoch, const ch
     }
     if (d_density && rc == 0)
         rc = density_epoch(ms, epoch, dir, r, e);
-    if (d_land && rc == 0 && dir) {
+    /* Slices are only written, never recorded: without a directory a lone process skips them,
+     * but a job's other ranks compute their shares of rank 0's losses with it. */
+    if (d_land && rc == 0 && !dir && dist_size() > 1) {
+        rc = landscape_write(ms, NULL, ms->ws[0], ms->ws[1], e);
+    } else if (d_land && rc == 0 && dir) {
         char *sub = xasprintf("%s/landscape", dir);
         char *path = xasprintf("%s/epoch_%04ld.csv", sub, epoch);
         rc = io_mkdir_p(sub, e) < 0 ? -1 : landscape_write(ms, path, ms->ws[0], ms->ws[1], e);

@@ -77,6 +77,13 @@ struct model_ops {
      * first hvp call). NULL when init allocates it. */
     void (*hvp_reserve)(struct model *m);
     void (*release)(struct model *m);
+    /* Optional (NULL: no BatchNorm to group). Ghost BatchNorm (train.bn_group): in training
+     * mode every BatchNorm takes its statistics over groups of k consecutive examples of each
+     * model call (the last group of a call may be smaller; in a job of several processes the
+     * rows are numbered from shard->row0, which must be a multiple of k) and updates its
+     * running statistics once per group, in group order; 0: over the whole call. Build time
+     * (allocates per-group statistics for max_batch examples). */
+    void (*set_bn_group)(struct model *m, int k);
 };
 
 struct model {
@@ -85,7 +92,7 @@ struct model {
     int n_in, n_out, max_batch;
     float *out;  /* (max_batch, n_out), owned by the plugin */
     void *priv;
-    /* Convolutional models (issue 7). The image shape of the input, NCHW with
+    /* Convolutional models. The image shape of the input, NCHW with
      * n_in == in_c * in_h * in_w, or all 0 for tabular inputs; set before ops->init. */
     int in_c, in_h, in_w;
     /* Model state that is not trained but saved with the weights: BatchNorm running statistics,
@@ -100,7 +107,7 @@ struct model {
 };
 
 extern const struct model_ops model_linear, model_mlp;
-extern const struct model_ops model_cnn, model_resnet, model_wrn; /* issue 7: convnets */
+extern const struct model_ops model_cnn, model_resnet, model_wrn; /* convnets */
 extern const struct model_ops *const model_registry[]; /* NULL-terminated */
 const struct model_ops *model_find(const char *name);
 

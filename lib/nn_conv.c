@@ -446,6 +446,14 @@ static inline void bn_dev(double dev[2], const float *x, const double *moments, 
 
 /* Normalise channel ch: batch statistics (mean, dev of bn_dev over cnt values) when train, else
  * the running ones. */
+/* The running statistics' update from a batch's mean and biased variance over cnt values. */
+static inline void bn_running(float *run_mean, float *run_var, double mu, double var_b,
+                              double cnt, float momentum, int ch)
+{
+    run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mu);
+    run_var[ch] = (float)((1.0 - momentum) * run_var[ch] + momentum * var_b * cnt / (cnt - 1));
+}
+
 static inline void bn_normalize(float *y, float *save_mean, float *save_invstd, const float *x,
                                 double mean, const double dev[2], double cnt,
                                 const float *gamma, const float *beta, float *run_mean,
@@ -461,11 +469,8 @@ static inline void bn_normalize(float *y, float *save_mean, float *save_invstd, 
         mu = run_mean[ch];
         var_b = run_var[ch];
     }
-    if (train && run_mean) {
-        run_mean[ch] = (float)((1.0 - momentum) * run_mean[ch] + momentum * mu);
-        run_var[ch] =
-            (float)((1.0 - momentum) * run_var[ch] + momentum * var_b * cnt / (cnt - 1));
-    }
+    if (train && run_mean)
+        bn_running(run_mean, run_var, mu, var_b, cnt, momentum, ch);
     float m = (float)mu, is = (float)(1.0 / sqrt(var_b + eps));
     save_mean[ch] = m;
     save_invstd[ch] = is;
@@ -531,6 +536,17 @@ void batchnorm_normalize(float *y, float *save_mean, float *save_invstd, const f
     for (int ch = 0; ch < c; ch++)
         bn_normalize(y, save_mean, save_invstd, x, mean[ch], dev + 2 * ch, cnt, gamma, beta,
                      run_mean, run_var, batch, c, hw, true, relu, momentum, eps, ch);
+}
+
+void batchnorm_update_running(float *run_mean, float *run_var, const double *mean,
+                              const double *dev, double cnt, int c, float momentum)
+{
+    SAMX_ASSERT(c > 0 && cnt > 1);
+    for (int ch = 0; ch < c; ch++) {
+        const double *dv = dev + 2 * ch;
+        bn_running(run_mean, run_var, mean[ch], (dv[0] - dv[1] * dv[1] / cnt) / cnt, cnt,
+                   momentum, ch);
+    }
 }
 
 /* dy where the fused ReLU was active (y_relu > 0), else 0; dy when there is no ReLU. */

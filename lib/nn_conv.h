@@ -103,6 +103,10 @@ void batchnorm_normalize(float *y, float *save_mean, float *save_invstd, const f
                          const double *mean, const double *dev, double cnt, const float *gamma,
                          const float *beta, float *run_mean, float *run_var, int batch, int c,
                          int hw, bool relu, float momentum, float eps);
+/* The running statistics' update of batchnorm_normalize alone (the same bits), from the mean
+ * and dev of batchnorm_devs over cnt values: for statistics computed before. */
+void batchnorm_update_running(float *run_mean, float *run_var, const double *mean,
+                              const double *dev, double cnt, int c, float momentum);
 void batchnorm_backward_sums(double *sums, float *dgamma, float *dbeta, const float *dy,
                              const float *y_relu, const float *x, const float *save_mean,
                              const float *save_invstd, int batch, int c, int hw);

@@ -765,7 +765,7 @@ static int write_once(const char *path, const char *text, struct err *e)
 /* ---- scripts for other engines ---- */
 
 static void emit_script(const char *engine, const char *name, const char *dir, int n, int jobs,
-                        int threads, const struct run *runs)
+                        int threads, int ntasks, const struct run *runs)
 {
     char *qdir = shell_quote(dir), *cmds = xasprintf("%s/commands.txt", dir);
     char *qcmds = shell_quote(cmds), *jl = xasprintf("%s/joblog", dir), *qjl = shell_quote(jl);
@@ -790,18 +790,32 @@ static void emit_script(const char *engine, const char *name, const char *dir, i
     } else {
         printf("#!/bin/bash\n"
                "#SBATCH --job-name=samx-%s\n"
-               "#SBATCH --array=0-%d\n"
-               "#SBATCH --cpus-per-task=%d\n"
+               "#SBATCH --array=0-%d\n",
+               name, n - 1);
+        if (ntasks > 1)
+            printf("#SBATCH --ntasks=%d\n", ntasks);
+        printf("#SBATCH --cpus-per-task=%d\n"
                "#SBATCH --output=%s/slurm-%%A_%%a.out\n"
-               "# samx sweep '%s': array task i runs line i+1 of %s (%d runs).\n"
+               "# samx sweep '%s': array task i runs line i+1 of %s (%d runs)",
+               threads, dir, name, cmds, n);
+        if (ntasks > 1)
+            printf(",\n# each over %d MPI processes: srun with Slurm's MPI plugin SAMX_SRUN_MPI "
+                   "[pmix]", ntasks);
+        printf(".\n"
                "# Resubmitting skips completed runs and resumes interrupted ones; samx\n"
                "# checkpoints on the SIGTERM Slurm sends at the time limit.\n"
                "export OMP_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n"
                "line=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" %s)\n"
                "[ -n \"$line\" ] || { echo \"no line $((SLURM_ARRAY_TASK_ID + 1)) in %s\" >&2; "
-               "exit 2; }\n"
-               "eval \"exec $line\"\n",
-               name, n - 1, threads, dir, name, cmds, n, qcmds, cmds);
+               "exit 2; }\n",
+               qcmds, cmds);
+        /* srun does not pass the job's --cpus-per-task on to its tasks (Slurm >= 22.05) */
+        if (ntasks > 1)
+            printf("eval \"exec srun --mpi=\\\"${SAMX_SRUN_MPI:-pmix}\\\" --ntasks=%d "
+                   "--cpus-per-task=\\\"$OMP_NUM_THREADS\\\" $line\"\n",
+                   ntasks);
+        else
+            printf("eval \"exec $line\"\n");
     }
     free(qdir);
     free(cmds);
@@ -1069,7 +1083,7 @@ int sweep_main(const struct sweep_opts *o, struct err *e)
     if (rc < 0)
         goto out;
     if (o->emit) {
-        emit_script(o->emit, name, dir, n, o->jobs, threads, runs);
+        emit_script(o->emit, name, dir, n, o->jobs, threads, o->ntasks, runs);
         goto out;
     }
     bool stopped = false;

@@ -67,6 +67,7 @@ struct sweep_opts {
     int jobs;                     /* -j: runs at once (>= 1) */
     int cores;                    /* threads to share out: each run gets max(1, cores / jobs) */
     const char *emit;             /* NULL (run here), "sh", "parallel" or "slurm" */
+    int ntasks;                   /* slurm: MPI processes per run (srun); 0 or 1: one process */
     bool dry_run;                 /* print the commands, write and run nothing */
     bool progress;                /* a line per run started and done on stderr; else errors only */
 };

@@ -72,6 +72,14 @@ static double forward_loss_scaled(struct batch_ctx *b, struct params *p, const f
                         n, dist_size());
             dist_abort(SAMX_EXIT_CONFIG);
         }
+        /* experiment.c checks the calls of a step it knows; a method's own subset (ESAM's
+         * selection) is checked here */
+        if (x->bn_group > 0 && lo % x->bn_group) {
+            fprintf(stderr, "samx: error (rank %d of %d): a model call on %d examples would "
+                            "split the groups of 'train.bn_group' %ld between processes\n",
+                    dist_rank(), dist_size(), n, x->bn_group);
+            dist_abort(SAMX_EXIT_CONFIG);
+        }
         b->ms = (struct model_shard){.sum = dist_sum_double, .rows = n, .row0 = lo};
         m->shard = &b->ms;
         xin += (size_t)lo * b->ds->dim;
@@ -162,7 +170,7 @@ static void gather(struct batch_ctx *b, const int *sel, int n)
     }
 }
 
-/* BatchNorm mode of a pass under train.bn_update (issue 7, train.h enum bn_update). */
+/* BatchNorm mode of a pass under train.bn_update (train.h enum bn_update). */
 static enum pass_mode pass_mode_of(const struct experiment *x, int pass)
 {
     switch (x->bn_update) {
@@ -656,7 +664,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         struct record r;
         record_begin(&r, 0, 0, rundir_now() - t0, 0, f.evals);
         epoch_record(x, &r, &a);
-        if (measure_epoch(&x->measure, x, 0, mdir, &r, e) < 0) /* issue 4: eval.* */
+        if (measure_epoch(&x->measure, x, 0, mdir, &r, e) < 0) /* eval.* */
             goto out;
         bool best = selection_epoch(x, rd, &es, 0, &r);
         say_epoch(x, o, r.obj, 0);
@@ -680,7 +688,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
             int n = lo + x->batch_size <= x->data.train.n ? (int)x->batch_size
                                                            : x->data.train.n - lo;
             team_step_begin(); /* the team size follows the step time (tune.h) */
-            /* issue 7: augmentation drawn from (seed, "augment", step), once per step */
+            /* augmentation drawn from (seed, "augment", step), once per step */
             data_batch_train(&x->data, b.order + lo, n, (uint64_t)x->seed, st->step, b.xb, b.lb,
                              b.yb);
             x->model.step = st->step; /* dropout masks: the same for every pass of the step */
@@ -731,7 +739,7 @@ static int train_loop(struct experiment *x, struct rundir *rd, struct train_stat
         struct record r;
         record_begin(&r, ep, st->step, secs, b.count / (secs > 0 ? secs : 1e-9), f.evals);
         epoch_record(x, &r, &a);
-        if (measure_epoch(&x->measure, x, ep, mdir, &r, e) < 0) /* issue 4: eval.* */
+        if (measure_epoch(&x->measure, x, ep, mdir, &r, e) < 0) /* eval.* */
             goto out;
         say_epoch(x, o, r.obj, ep);
         st->epoch = ep;

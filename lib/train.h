@@ -40,7 +40,7 @@ struct run_opts {
 /* Losses (train.loss). */
 enum loss_kind { LOSS_CROSS_ENTROPY, LOSS_MSE };
 
-/* train.bn_update (issue 7, algorithms.md 1.3): which passes of an optimizer step update
+/* train.bn_update (algorithms.md 1.3): which passes of an optimizer step update
  * BatchNorm running statistics. first_pass: the clean pass at w only (PASS_FIRST; davda54,
  * atorch, GSAM); all_passes: every pass (VaSSO's official code); reference: PASS_FIRST and the
  * passes a method's reference code ran in train mode (PASS_REF_UPDATE: CR-SAM's pass at w - e,
@@ -72,11 +72,12 @@ struct experiment {
     bool drop_last;
     enum loss_kind loss;
     double label_smoothing;
-    enum bn_update bn_update;   /* train.bn_update (issue 7) */
+    enum bn_update bn_update;   /* train.bn_update */
+    long bn_group;              /* train.bn_group: ghost BatchNorm's group (model.h); 0: off */
     double l2;                  /* train.l2: lambda of lambda/2 ||w||^2 in the training loss's
                                    gradient (every pass); not in the recorded losses */
     long steps_per_epoch;
-    struct measure measure;     /* eval.* landscape measurements (issue 4, measure.h) */
+    struct measure measure;     /* eval.* landscape measurements (measure.h) */
     char *resolved;             /* cfg_dump of the resolved config */
     char run_id[256];           /* "<overrides or default>-<8 hex>" */
     /* Built for planning (samx check, sweep --dry-run/--emit and its check of every run, table):

@@ -3,8 +3,11 @@
 #   - np 2 twice: byte-identical records (timing aside) and weights;
 #   - np 2 and np 3 against one process without mpirun: every record's losses and gradient
 #     norm within a relative 1e-5 (only the order of the sums over ranks differs), accuracies
-#     within 1/64, for an MLP with SGD, with SAM, with m-sharpness (SAM m: 16), and a BatchNorm
-#     CNN with SAM; the weights differ by rounding only;
+#     within 1/64, for an MLP with SGD, with SAM, with m-sharpness (SAM m: 16), CR-SAM, GSAM,
+#     a BatchNorm CNN and ResNet-8 with SAM, and an MLP with every eval: measurement (probe
+#     sets sharded; landscape and density files compared too); weights differ by rounding only;
+#   - ghost BatchNorm (train.bn_group): np 2 equals one process; groups that would span
+#     processes are a config error;
 #   - every rank ends with the same weights and BatchNorm running statistics (SAMX_DIST_WEIGHTS);
 #   - only rank 0 writes: ranks started in their own working directories, only rank 0's gets a
 #     results/ tree; meta.json records world_size and the hosts;
@@ -52,6 +55,21 @@ cfg mlp-msam '{name: mlp, hidden: [64]}' "{name: sam, rho: 0.05, m: 16, base: $S
 # batch 50: 512 = 10 * 50 + 12, so the last batch is split unevenly too (12 over 3 ranks)
 cfg cnn '{name: cnn, channels: [4, 8], batchnorm: true}' "{name: sam, rho: 0.05, base: $SGD}" \
     '{epochs: 1, batch_size: 50, eval_batch_size: 128}'
+cfg mlp-crsam '{name: mlp, hidden: [64], activation: gelu}' \
+    "{name: crsam, rho: 0.1, gamma: 0.1, beta: 0.01, base: $SGD}"
+cfg mlp-gsam '{name: mlp, hidden: [64]}' "{name: gsam, rho: 0.05, rho_min: 0.05, alpha: 0.4, base: $SGD}"
+cfg resnet '{name: resnet, depth: 8, width: 4}' "{name: sam, rho: 0.05, base: $SGD}"
+# the eval: measurements, each on its probe set sharded over the ranks; fixed probe and
+# iteration counts, so rounding cannot change how many there are
+cfg mlp-eval '{name: mlp, hidden: [64], activation: gelu}' "{name: sam, rho: 0.05, base: $SGD}"
+cat >>"$T/mlp-eval.yaml" <<EOF
+eval:
+  hessian_trace: {examples: 300, rel_err: 0, probes: 6}
+  lambda_max: {examples: 300, iters: 8, tol: 0, k: 2}
+  sharpness: {examples: 300, m: 100, steps: 3}
+  hessian_density: {examples: 300, steps: 6, bins: 50}
+  landscape: {examples: 300, points: 5}
+EOF
 
 same() { # same DIR-A DIR-B: records (timing aside) and weights identical
     cmp -s <(strip_timing "$1/metrics.jsonl") <(strip_timing "$2/metrics.jsonl") &&
@@ -67,11 +85,13 @@ worst = 0.0
 for ra, rb in zip(a, b):
     assert ra.keys() == rb.keys(), "record keys differ"
     for k in ra:
-        if k in ("seconds", "samples_per_second") or not isinstance(ra[k], (int, float)):
+        if k.endswith("seconds") or k == "samples_per_second" or not isinstance(ra[k], (int, float)):
             continue
         x, y = float(ra[k]), float(rb[k])
         if k.endswith("_acc"):
             assert abs(x - y) <= 1 / 64, f"{k}: {x} vs {y}"
+        elif k.endswith("_rel_change"):  # a difference of nearly equal numbers
+            assert abs(x - y) <= 1e-6, f"epoch {ra['epoch']} {k}: {x} vs {y}"
         else:
             rel = abs(x - y) / max(abs(y), 1e-30)
             worst = max(worst, rel)
@@ -87,7 +107,7 @@ ranks_same() { # ranks_same DIR N: every rank's weights dump equals rank 0's
     [ -s "$1/rank-0.f32" ]
 }
 
-for c in mlp mlp-sam mlp-msam cnn; do
+for c in mlp mlp-sam mlp-msam cnn mlp-crsam mlp-gsam resnet mlp-eval; do
     "$SAMX" run -q -t 1 "$T/$c.yaml" -o "$T/$c-1"
     ok $? "$c: one process without mpirun runs"
     for k in 2 3; do
@@ -103,11 +123,48 @@ for c in mlp mlp-sam mlp-msam cnn; do
     same "$T/$c-2" "$T/$c-2b"
     ok $? "$c: np 2 twice gives byte-identical records and weights"
 done
+python3 - "$T/mlp-eval-1" "$T/mlp-eval-2" <<'PY'
+import csv, glob, os, sys
+a, b = sys.argv[1:]
+files = sorted(os.path.relpath(f, a)
+               for f in glob.glob(a + "/landscape/*.csv") + glob.glob(a + "/density/*.csv"))
+assert files, "no landscape or density files"
+worst = 0.0
+for f in files:
+    ra = list(csv.reader(open(os.path.join(a, f))))
+    rb = list(csv.reader(open(os.path.join(b, f))))
+    assert len(ra) == len(rb) and ra[0] == rb[0], f
+    for x, y in zip(ra[1:], rb[1:]):
+        for u, v in zip(x, y):
+            u, v = float(u), float(v)
+            worst = max(worst, abs(u - v) / max(abs(v), 1e-3))
+assert worst <= 1e-4, f"worst {worst:.1e}"
+print(f"{len(files)} files, worst {worst:.1e}")
+PY
+ok $? "mlp-eval: np 2's landscape and density files equal one process's within rounding"
 np 1 run -q "$T/cnn.yaml" -o "$T/cnn-np1"
 same "$T/cnn-1" "$T/cnn-np1"
 ok $? "cnn: np 1 under mpirun is byte for byte the run without mpirun"
 ! cmp -s "$T/cnn-1/model.safetensors" "$T/cnn-2/model.safetensors"
 ok $? "cnn: np 2's weights are not np 1's bytes (the comparisons above can fail)"
+
+# Ghost BatchNorm (train.bn_group 16, batch 64): np 2 keeps every group in one process and
+# equals one process; np 3 would split groups (shares start at examples 22 and 43): exit 2.
+sed 's/batch_size: 50,/batch_size: 64, bn_group: 16,/' "$T/cnn.yaml" >"$T/ghost.yaml"
+mkdir -p "$T/ghost-2-w"
+"$SAMX" run -q -t 1 "$T/ghost.yaml" -o "$T/ghost-1" &&
+    SAMX_DIST_WEIGHTS="$T/ghost-2-w" np 2 run -q "$T/ghost.yaml" -o "$T/ghost-2" 2>"$T/err"
+ok $? "ghost BatchNorm: one process and np 2 run $(head -c 300 "$T/err")"
+msg=$(close "$T/ghost-2" "$T/ghost-1" 2>&1)
+ok $? "ghost BatchNorm: np 2 equals one process within 1e-5 relative: $msg"
+ranks_same "$T/ghost-2-w" 2
+ok $? "ghost BatchNorm: np 2: both ranks end with the same weights and running statistics"
+! cmp -s "$T/ghost-1/model.safetensors" "$T/cnn-1/model.safetensors"
+ok $? "ghost BatchNorm: other weights than the whole batch's statistics"
+np 3 run -q "$T/ghost.yaml" -o "$T/ghost-3" 2>"$T/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "ghost.yaml:5:[0-9]*: 'train.bn_group' 16 splits the model calls of 64 examples" "$T/err"
+ok $? "ghost BatchNorm: np 3 would split groups across processes: exit 2 ($rc) $(head -c 300 "$T/err")"
 
 # Only rank 0 writes: each rank in its own working directory, results/ relative to it.
 mkdir -p "$T/w0" "$T/w1"

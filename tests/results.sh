@@ -32,6 +32,15 @@ grep -qx '#SBATCH --array=0-3' "$T/job1.sh" && grep -qx '#SBATCH --job-name=samx
     grep -qx 'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"' "$T/job1.sh" &&
     grep -q '^#SBATCH --cpus-per-task=[1-9]' "$T/job1.sh" && bash -n "$T/job1.sh"
 ok $? "slurm script: a 4-task array, its log beside its commands, threads from the allocation, valid bash"
+! grep -q -- '--ntasks\|srun' "$T/job1.sh" &&
+    "$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -o "$T/r" --emit slurm --ntasks 3 \
+        >"$T/job1n.sh" && grep -qx '#SBATCH --ntasks=3' "$T/job1n.sh" &&
+    grep -q '^eval "exec srun --mpi=.* --ntasks=3 ' "$T/job1n.sh" && bash -n "$T/job1n.sh"
+ok $? "--ntasks 3: the tasks run their lines through srun over 3 processes; without it, no srun"
+"$SAMX" sweep tiny.yaml seed=0..1 -o "$T/r" --ntasks 2 --emit parallel >/dev/null 2>"$T/err"
+rc=$?
+[ $rc -eq 2 ] && one_error "$T/err" "--ntasks needs --emit slurm"
+ok $? "--ntasks without --emit slurm: exit 2 ($rc) $(cat "$T/err")"
 md5_1=$(md5sum "$cmds1" "$(dirname "$cmds1")/manifest.jsonl")
 "$SAMX" sweep tiny.yaml optimizer.lr=0.2 seed=0 -o "$T/r" --emit slurm >"$T/job2.sh" &&
     "$SAMX" sweep tiny.yaml optimizer.lr=0.3 seed=0 -o "$T/r" -j 1 --emit parallel >"$T/par.sh"

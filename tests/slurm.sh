@@ -8,7 +8,8 @@
 #     interrupted; resubmitting the same script resumes it, and its records and weights equal an
 #     uninterrupted run's;
 #   - with MPI (second argument `mpi`) and Slurm's PMIx plugin: `srun --ntasks=2 samx run`
-#     trains one run over two processes, with the records of `mpirun -np 2`.
+#     trains one run over two processes, with the records of `mpirun -np 2`, and
+#     `samx sweep --emit slurm --ntasks 2` emits an array job whose tasks do the same.
 # Needs root (the daemons run as root) and slurmctld, slurmd, sbatch; skips otherwise.
 set -u
 SAMX=$(realpath "$1")
@@ -148,6 +149,19 @@ env -u SLURM_CONF "${MPIRUN[@]}" "$SAMX" run tiny.yaml -t 1 -q -o "$T/mpirun" 2>
     cmp -s <(strip_timing "$T/srun/metrics.jsonl") <(strip_timing "$T/mpirun/metrics.jsonl") &&
     cmp -s "$T/srun/model.safetensors" "$T/mpirun/model.safetensors"
 ok $? "... its records and weights equal mpirun -np 2's"
+# a sweep whose every array task is one run over two processes
+"$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 -o "$T/nt" -t 1 --ntasks 2 --emit slurm \
+    >nt.sh 2>err && grep -q '^#SBATCH --ntasks=2$' nt.sh
+ok $? "--emit slurm --ntasks 2 asks for 2 tasks per array task ($(head -c 200 err))"
+timeout 300 sbatch --wait nt.sh >sb3.out 2>&1
+ok $? "sbatch --wait of the 2-process array exits 0 ($(tr '\n' ' ' <sb3.out | head -c 200))"
+ws=$(jq -r '"\(.world_size)"' "$T"/nt/tiny/*=*/meta.json 2>/dev/null | sort | uniq -c | tr -s ' ')
+done_runs=$(grep -l '"status":[[:space:]]*"completed"' "$T"/nt/tiny/*=*/summary.json 2>/dev/null | wc -l)
+[ "$done_runs" -eq 2 ] && [ "$ws" = " 2 2" ]
+ok $? "both runs completed, each over 2 processes (world_size counts: $ws)"
+r01=$(ls -d "$T"/nt/tiny/lr=0.1-*/ | head -1)
+cmp -s <(strip_timing "$r01/metrics.jsonl") <(strip_timing "$T/mpirun/metrics.jsonl")
+ok $? "... the lr 0.1 run's records equal mpirun -np 2's of the same config"
 fi
 
 tap_done

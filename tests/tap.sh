@@ -15,6 +15,6 @@ tap_done() {
     [ $fail -eq 0 ]
 }
 # metrics.jsonl without its timing fields (the only ones allowed to differ between runs)
-strip_timing() { sed -E 's/"seconds":[^,]*,"samples_per_second":[^,]*,//' "$1"; }
+strip_timing() { sed -E 's/"seconds":[^,]*,"samples_per_second":[^,]*,//; s/"measure_seconds":[^,]*,//' "$1"; }
 # file $1 holds exactly one line, "samx: error: ..." matching $2
 one_error() { [ "$(wc -l <"$1")" -eq 1 ] && grep -q "^samx: error: .*$2" "$1"; }

@@ -111,6 +111,35 @@ rc=$?
 cmp -s bn4/model.safetensors bn4b/model.safetensors && ! cmp -s bn1/model.safetensors bn4/model.safetensors
 ok $((rc | $?)) "BatchNorm with accumulate 4: deterministic, and micro-batch statistics give other weights than the full batch"
 
+# Ghost BatchNorm (train.bn_group): a group of the whole batch is the plain run bit for bit;
+# groups of 8 are what accumulate 4 computes (micro-batches of 8 with their own statistics and
+# one running-statistics update each), up to the order of the gradient's sums; SGD with
+# momentum so that no perturbation separates them.
+"$SAMX" run bn.yaml optimizer='{name: sgd, lr: 0.05, momentum: 0.9}' -o gb1 -q -t 2 &&
+    "$SAMX" run bn.yaml optimizer='{name: sgd, lr: 0.05, momentum: 0.9}' train.bn_group=32 \
+        -o gb32 -q -t 2 &&
+    cmp -s <(strip_timing gb1/metrics.jsonl) <(strip_timing gb32/metrics.jsonl) &&
+    cmp -s gb1/model.safetensors gb32/model.safetensors
+ok $? "bn_group = the batch: records and weights byte-identical to the run without it"
+"$SAMX" run bn.yaml optimizer='{name: sgd, lr: 0.05, momentum: 0.9}' train.bn_group=8 \
+    -o gb8 -q -t 2 &&
+    "$SAMX" run bn.yaml optimizer='{name: sgd, lr: 0.05, momentum: 0.9}' train.accumulate=4 \
+        -o ga4 -q -t 2
+rc=$?
+if have_py; then
+    d=$(st_diff gb8/model.safetensors ga4/model.safetensors 2>/dev/null || echo nan)
+    $PY -c "import sys; sys.exit(not (float('$d') <= 1e-5))"
+    ok $((rc | $?)) "bn_group 8 = accumulate 4 with batch 32: weights and running statistics within $d relative"
+else
+    skip "no /usr/bin/python3: ghost BatchNorm weights not compared"
+fi
+! cmp -s gb1/model.safetensors gb8/model.safetensors
+ok $? "bn_group 8 trains other weights than the whole batch's statistics"
+"$SAMX" run bn.yaml model='{name: cnn, channels: [4, 6], batchnorm: false}' train.bn_group=8 \
+    -o bad -q 2>err
+expect_err $? "'train.bn_group': model 'cnn' has no BatchNorm"
+ok $? "bn_group without BatchNorm: config error, exit 2"
+
 # Peak memory: the model's workspace holds one micro-batch. MLP of 3 x 512 on batches of 2048:
 # 2048 x 512 x 4 bytes = 4 MB per activation buffer, about 8 of them, 3/4 of them saved with k 4.
 if [ -x /usr/bin/time ]; then
