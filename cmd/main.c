@@ -534,6 +534,8 @@ static void list_keys(void)
     printf("    train.loss [cross_entropy with class labels, else mse]\n"
            "    train.bn_update [first_pass] (models with BatchNorm: first_pass, all_passes, "
            "reference)\n"
+           "    train.bn_group [0] (ghost BatchNorm: statistics over groups of k examples; "
+           "written when given)\n"
            "    train.accumulate [1] (micro-batches per step; written when given)\n"
            "    train.l2 [0] (lambda/2 ||w||^2 inside the loss; written when given)\n"
            "    train.keep_best [none] (a record key: best.safetensors), train.early_stop "
