@@ -60,6 +60,14 @@ static bool launched(void)
     return false;
 }
 
+/* SAMX_DIST_TRACE: the time spent in the sums (their collectives and the rank-ordered
+ * additions, waiting for the slowest rank included), their count and the bytes each process
+ * sends, reported by dist_finalize. */
+static bool g_trace;
+static double g_sum_s;
+static long g_sum_calls;
+static double g_sum_bytes;
+
 static void *g_ws;        /* the sums' workspace: size slices of at most ceil(cap / size) */
 static size_t g_ws_cap;   /* elements (doubles) the sums may take */
 static int *g_counts, *g_displs, *g_rc, *g_rd; /* (size) each: the collectives' layouts */
@@ -87,6 +95,7 @@ int dist_init(int threads)
     g_rd = xmalloc((size_t)g_size * sizeof *g_rd);
     MPI_Allgather(g_host0, HOST_LEN, MPI_CHAR, g_hosts, HOST_LEN, MPI_CHAR, MPI_COMM_WORLD);
     MPI_Allgather(&threads, 1, MPI_INT, g_threads, 1, MPI_INT, MPI_COMM_WORLD);
+    g_trace = getenv("SAMX_DIST_TRACE") != NULL;
     return 0;
 }
 
@@ -94,6 +103,16 @@ void dist_finalize(void)
 {
     if (!g_mpi)
         return;
+    if (g_trace && g_size > 1) {
+        double mine[2] = {g_sum_s, g_sum_s}, all[2];
+        MPI_Reduce(&mine[0], &all[0], 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+        MPI_Reduce(&mine[1], &all[1], 1, MPI_DOUBLE, MPI_MIN, 0, MPI_COMM_WORLD);
+        if (g_rank == 0)
+            fprintf(stderr,
+                    "samx: dist: %ld sums, %.1f MB sent by each of %d processes, %.3f s in "
+                    "sums on rank 0 (%.3f-%.3f s over the ranks)\n",
+                    g_sum_calls, g_sum_bytes / 1e6, g_size, g_sum_s, all[1], all[0]);
+    }
     MPI_Finalize();
     g_mpi = false;
 }
@@ -135,6 +154,7 @@ static void sum(void *x, size_t n, bool dbl)
     if (g_size == 1 || n == 0)
         return;
     SAMX_ASSERT(n <= g_ws_cap);
+    double t0 = g_trace ? MPI_Wtime() : 0;
     slices(n);
     MPI_Datatype t = dbl ? MPI_DOUBLE : MPI_FLOAT;
     int mine = g_counts[g_rank], lo = g_displs[g_rank];
@@ -153,6 +173,14 @@ static void sum(void *x, size_t n, bool dbl)
             ((float *)x)[lo + i] = (float)s;
     }
     MPI_Allgatherv(MPI_IN_PLACE, 0, t, x, g_counts, g_displs, t, MPI_COMM_WORLD);
+    if (g_trace) {
+        g_sum_s += MPI_Wtime() - t0;
+        g_sum_calls++;
+        /* all but its own slice out in the all-to-all, its slice to the N - 1 others in the
+         * gather: for equal slices, twice (N - 1) / N of the vector */
+        g_sum_bytes += (double)(n - (size_t)mine + (size_t)mine * (g_size - 1)) *
+                       (dbl ? sizeof(double) : sizeof(float));
+    }
 }
 
 void dist_sum_float(float *x, size_t n) { sum(x, n, false); }
