@@ -22,7 +22,7 @@ const struct dataset_ops *const dataset_registry[] = {
     &dataset_idx_mnist,
     &dataset_csv,
     &dataset_synthetic_linear,
-    &dataset_cifar10, /* issue 7 */
+    &dataset_cifar10,
     &dataset_cifar100,
     NULL,
 };
@@ -186,7 +186,7 @@ static int data_limit_key(struct cfg_node *c, const char *key, long *out, struct
     return 0;
 }
 
-/* data.augment (issue 7). Read only when the data set has a default or the key is given, so
+/* data.augment. Read only when the data set has a default or the key is given, so
  * the resolved configs (and run ids) of data sets without augmentation stay as they were. */
 static int data_augment_keys(struct data *d, struct cfg_node *c, struct err *e)
 {

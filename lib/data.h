@@ -35,7 +35,7 @@ struct dataset {
     uint8_t *x8;         /* (n, dim) raw pixels, or NULL */
     float *xf;           /* (n, dim) features, or NULL; exactly one of x8/xf is set when n > 0 */
     float scale, shift;  /* x8 -> float: x = x8 * scale + shift */
-    /* Per-channel normalisation (issue 7, CIFAR): when chan_norm, channel ch of an NCHW image
+    /* Per-channel normalisation (CIFAR): when chan_norm, channel ch of an NCHW image
      * becomes x8 * chan_scale[ch] + chan_shift[ch] instead (channels <= 4). */
     bool chan_norm;
     float chan_scale[4], chan_shift[4];
@@ -50,7 +50,7 @@ struct data_file {
 
 #define SAMX_MAX_DATA_FILES 8
 
-/* Training-time augmentation of images (issue 7), in torchvision's order: random crop of the
+/* Training-time augmentation of images, in torchvision's order: random crop of the
  * original size from the image zero-padded by crop pixels (pad value: pixel 0, normalised as
  * any pixel), horizontal flip with probability 1/2, then cutout: with probability cutout_p a
  * cutout x cutout square centred at a uniform pixel (clipped at the borders) is set to 0 after
@@ -91,7 +91,7 @@ struct dataset_ops {
 
 extern const struct dataset_ops dataset_idx_fashion_mnist, dataset_idx_mnist, dataset_csv,
     dataset_synthetic_linear;
-extern const struct dataset_ops dataset_cifar10, dataset_cifar100; /* issue 7 */
+extern const struct dataset_ops dataset_cifar10, dataset_cifar100;
 /* NULL-terminated registry, in `samx list` order. */
 extern const struct dataset_ops *const dataset_registry[];
 const struct dataset_ops *dataset_find(const char *name);

@@ -6,7 +6,7 @@
 
 const struct model_ops *const model_registry[] = {
     &model_linear, &model_mlp,
-    &model_cnn, &model_resnet, &model_wrn, /* issue 7: convolutional networks */
+    &model_cnn, &model_resnet, &model_wrn, /* convolutional networks */
     NULL,
 };
 

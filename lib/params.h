@@ -13,7 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* 512: ResNet-56 has 167 trainable tensors and 110 BatchNorm buffers, ResNet-110 329 (issue 7). */
+/* 512: ResNet-56 has 167 trainable tensors and 110 BatchNorm buffers, ResNet-110 329. */
 #define SAMX_MAX_TENSORS 512
 #define SAMX_MAX_DIMS 4
 

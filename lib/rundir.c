@@ -303,7 +303,7 @@ static int meta_range(const struct st_file *f, const char *key, double lo, doubl
                    f->path, key, *v, lo, hi, integral ? " or not an integer" : "");
 }
 
-/* Weights, model buffers (BatchNorm running statistics, issue 7), optimizer buffers, records. */
+/* Weights, model buffers (BatchNorm running statistics), optimizer buffers, records. */
 #define MAX_ENTRIES (2 * SAMX_MAX_TENSORS + 2 * OPTIM_MAX_BUF + 1)
 
 /* Append the model's buffers (m->buf) to the entries after its n weight tensors. */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sweep.sh SAMX: samx sweep, table and plot end to end, as TAP (issue 5's acceptance).
+# sweep.sh SAMX: samx sweep, table and plot end to end, as TAP.
 # A -j 2 sweep runs each run once and a second invocation runs nothing; the script for GNU
 # parallel produces the same run directories; an interrupted sweep resumes to an uninterrupted
 # one's records; the table's numbers equal those computed here from summary.json with jq;

@@ -1,4 +1,4 @@
-/* test_conv: the convolutional layers, models, CIFAR loader and BatchNorm pass policy (issue 7).
+/* test_conv: the convolutional layers, models, CIFAR loader and BatchNorm pass policy.
  *
  * Layers: convolution against a direct double-precision convolution; every layer's backward
  * against central differences, directionally (a random unit direction over all inputs and

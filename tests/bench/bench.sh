@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh [SAMX]: samx against PyTorch on the same work, in one run, as ratios (issue 6).
+# bench.sh [SAMX]: samx against PyTorch on the same work, in one run, as ratios.
 # Fashion-MNIST, MLP 784-512-512-10, batch 128, SGD momentum 0.9 (and SAM, CR-SAM), 1 and 2
 # threads. Epoch times are the best training epoch of 2 (samx's `seconds` excludes evaluation,
 # as PyTorch's loop does), best again over BENCH_ROUNDS interleaved rounds (default 2). Prints

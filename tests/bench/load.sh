@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# load.sh [SAMX]: samx's speed on a quiet machine and on a busy one, in one run (issue 12).
+# load.sh [SAMX]: samx's speed on a quiet machine and on a busy one, in one run.
 # The busy machine is one single-threaded busy loop that the script starts in a session of its
 # own (so it gets its own scheduling autogroup, as another user's program would; `nice` then
 # gives samx no priority over it) and stops again. Figures, each the best of BENCH_ROUNDS

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # sweep_j.sh [SAMX]: total wall time of `samx sweep -j J` for J = 1, 2, 4 on the same 8 short
-# runs (issue 12): Fashion-MNIST MLP 784-256-256-10, 12,800 training images, 2 epochs, seeds
+# runs: Fashion-MNIST MLP 784-256-256-10, 12,800 training images, 2 epochs, seeds
 # 0..7. samx sweep gives each run max(1, cores / J) threads. Run it on an otherwise idle machine.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
