@@ -15,7 +15,8 @@
 #   - SIGTERM to one rank stops every rank at the same step (exit 130) and the resume is exact;
 #   - a batch smaller than the job is a config error (exit 2); a rank that fails alone (its
 #     config unreadable; rank 0's disk full) ends the job with its message instead of hanging.
-#   - np 1 under mpirun is byte for byte one process without it.
+#   - np 1 under mpirun is byte for byte one process without it (and, with --nompi, both are
+#     the run of a build without MPI).
 # Skipped (TAP skip) when samx was built without MPI or mpirun is missing.
 set -u
 SAMX=$(realpath "$1")
@@ -106,6 +107,20 @@ ranks_same() { # ranks_same DIR N: every rank's weights dump equals rank 0's
     done
     [ -s "$1/rank-0.f32" ]
 }
+
+# mpi.sh SAMX mpi --nompi SAMX_NOMPI: only the check that a run of the MPI build, alone and as
+# np 1 under mpirun, is byte for byte the run of a build without MPI (meson -Dmpi=disabled).
+if [ "${3:-}" = --nompi ]; then
+    NOMPI=$(realpath "$4")
+    "$NOMPI" run -q -t 1 "$T/cnn.yaml" -o "$T/nompi" 2>"$T/err"
+    ok $? "the build without MPI runs $(head -c 200 "$T/err")"
+    "$SAMX" run -q -t 1 "$T/cnn.yaml" -o "$T/alone" && same "$T/nompi" "$T/alone"
+    ok $? "cnn: the MPI build without mpirun is byte for byte the build without MPI"
+    OMP_NUM_THREADS=1 np 1 run -q -t 1 "$T/cnn.yaml" -o "$T/np1" && same "$T/nompi" "$T/np1"
+    ok $? "cnn: np 1 under mpirun is byte for byte the build without MPI"
+    tap_done
+    exit
+fi
 
 for c in mlp mlp-sam mlp-msam cnn mlp-crsam mlp-gsam resnet mlp-eval; do
     "$SAMX" run -q -t 1 "$T/$c.yaml" -o "$T/$c-1"
