@@ -585,6 +585,17 @@ static bool cfg_key_path_ok(const char *s, size_t len)
     return seg > 0;
 }
 
+/* How many collections deep n is (0 for a scalar), as the parser counts nesting. */
+static int cfg_node_depth(const struct cfg_node *n)
+{
+    int d = 0;
+    for (int i = 0; i < n->n_kid; i++) {
+        int k = cfg_node_depth(n->kid[i]);
+        d = k > d ? k : d;
+    }
+    return n->type == CFG_MAP || n->type == CFG_SEQ ? d + 1 : 0;
+}
+
 int cfg_override(struct cfg *c, const char *assignment, struct err *e)
 {
     const char *eq = strchr(assignment, '=');
@@ -609,6 +620,16 @@ int cfg_override(struct cfg *c, const char *assignment, struct err *e)
         return -1;
     if (!val)
         val = cfg_node_new(CFG_NULL, file, 0, 0);
+    /* The value sits in one mapping per key of the path: deeper than a file may nest, the
+     * config would dump to text that does not load back. */
+    int depth = 1;
+    for (const char *p = assignment; p < eq; p++)
+        depth += *p == '.';
+    if (depth + cfg_node_depth(val) > CFG_MAX_DEPTH) {
+        cfg_node_free(val);
+        return err_cfg(e, "override '%s': nesting is too deep (more than %d levels)", assignment,
+                       CFG_MAX_DEPTH);
+    }
 
     for (;;) {
         const char *dot = memchr(seg, '.', (size_t)(eq - seg));

@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -468,8 +469,6 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
     /* The work split and the BLAS core change the numbers (the thread count does not,
      * blas.h): a resume must use the same. */
     const char *blk = st_meta(&f, "work_blocks"), *core = st_meta(&f, "openblas_core");
-    char now_blk[32];
-    snprintf(now_blk, sizeof now_blk, "%d", work_blocks());
     if (!blk || !core) {
         rc = err_set(e, "'%s': checkpoint lacks 'work_blocks' or 'openblas_core' (an older "
                         "samx, whose results depended on the thread count, wrote it); use "
@@ -477,16 +476,24 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
                      path);
         goto out;
     }
-    if (strcmp(blk, now_blk) || strcmp(core, blas_corename())) {
-        rc = err_cfg(e, "'%s': trained with OpenBLAS core %s and a work split of %s blocks, "
-                        "this run has %s and %s; resume with OPENBLAS_CORETYPE=%s (and a samx "
+    /* Numbers in range before they are compared: a damaged one is the file's fault, not
+     * another samx's split or process count. */
+    double nblk, nworld = 1;
+    if (meta_range(&f, "work_blocks", 1, INT_MAX, true, &nblk, e) < 0 ||
+        (st_meta(&f, "world_size") &&
+         meta_range(&f, "world_size", 1, INT_MAX, true, &nworld, e) < 0)) {
+        rc = -1;
+        goto out;
+    }
+    if ((int)nblk != work_blocks() || strcmp(core, blas_corename())) {
+        rc = err_cfg(e, "'%s': trained with OpenBLAS core %s and a work split of %d blocks, "
+                        "this run has %s and %d; resume with OPENBLAS_CORETYPE=%s (and a samx "
                         "of the same split), or --force to start over",
-                     rd->dir, core, blk, blas_corename(), now_blk, core);
+                     rd->dir, core, (int)nblk, blas_corename(), work_blocks(), core);
         goto out;
     }
     /* The shards, and so the sums' order, follow the number of processes (dist.h). */
-    const char *ws = st_meta(&f, "world_size");
-    int world = ws ? atoi(ws) : 1;
+    int world = (int)nworld;
     if (world != dist_size()) {
         rc = err_cfg(e, "'%s': trained by %d process%s, this run has %d; resume with the same "
                         "number (mpirun -np %d), or --force to start over",

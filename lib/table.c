@@ -322,14 +322,42 @@ static bool planned_already(const struct runset *rs, const char *dir)
     return false;
 }
 
+/* A manifest line (sweep.c) is an object whose run_id names a directory beside the manifest,
+ * with a config file name and overrides, all strings; anything else is a damaged file. */
+static int check_manifest_line(const cJSON *j, const char *path, int line, struct err *e)
+{
+    const char *bad = NULL;
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "run_id");
+    const cJSON *config = cJSON_GetObjectItemCaseSensitive(j, "config");
+    const cJSON *ovs = cJSON_GetObjectItemCaseSensitive(j, "overrides");
+    if (!cJSON_IsObject(j))
+        bad = "not a JSON object (a corrupt or truncated line)";
+    else if (!cJSON_IsString(id) || !id->valuestring[0] || strchr(id->valuestring, '/') ||
+             !strcmp(id->valuestring, ".") || !strcmp(id->valuestring, ".."))
+        bad = "its run_id is not the name of a run directory";
+    else if (config && !cJSON_IsString(config))
+        bad = "its config is not a string";
+    else if (ovs && !cJSON_IsArray(ovs))
+        bad = "its overrides are not a list of strings";
+    for (const cJSON *o = ovs ? ovs->child : NULL; o && !bad; o = o->next)
+        if (!cJSON_IsString(o))
+            bad = "its overrides are not a list of strings";
+    return bad ? err_set(e, "%s:%d: %s; the sweep manifest is damaged", path, line, bad) : 0;
+}
+
 /* A sweep's manifest is NAME/sweeps/HASH/manifest.jsonl, its runs NAME/RUN_ID (sweep.h); an
  * older samx wrote NAME/manifest.jsonl. Every manifest counts: a run planned by any sweep and
  * never run is missing, once. */
 static int load_manifest(struct runset *rs, const char *path, struct err *e)
 {
     char *buf;
-    if (io_read_all(path, &buf, NULL, e) < 0)
+    size_t len;
+    if (io_read_all(path, &buf, &len, e) < 0)
         return -1;
+    if (memchr(buf, 0, len)) {
+        free(buf);
+        return err_set(e, "'%s' holds a NUL byte; the sweep manifest is damaged", path);
+    }
     char *dir = xstrdup(path);
     *strrchr(dir, '/') = 0;
     char *up = strrchr(dir, '/');
@@ -341,13 +369,18 @@ static int load_manifest(struct runset *rs, const char *path, struct err *e)
         else
             *up = '/';
     }
-    char *save = NULL;
-    for (char *line = strtok_r(buf, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
+    int rc = 0, ln = 0;
+    for (char *line = buf, *nl; *line && rc == 0; line = nl ? nl + 1 : line + strlen(line)) {
+        nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        ln++;
+        if (!*line)
+            continue;
         cJSON *j = cJSON_Parse(line);
-        const cJSON *id = j ? cJSON_GetObjectItemCaseSensitive(j, "run_id") : NULL;
-        if (cJSON_IsString(id) && id->valuestring[0] && !strchr(id->valuestring, '/')) {
+        if ((rc = check_manifest_line(j, path, ln, e)) == 0) {
             /* The run lives beside its manifest, wherever the results tree was moved. */
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "run_id");
             char *rd = xasprintf("%s/%s", dir, id->valuestring);
             if (!is_run_dir(rd) && !planned_already(rs, rd))
                 add_missing(rs, rd, j);
@@ -357,7 +390,7 @@ static int load_manifest(struct runset *rs, const char *path, struct err *e)
     }
     free(dir);
     free(buf);
-    return 0;
+    return rc;
 }
 
 /* ---- grouping ---- */
@@ -554,13 +587,34 @@ void runset_free(struct runset *rs)
 
 /* ---- the metric of one run ---- */
 
+/* A record is flat: every value a number, or null for a non-finite one (rundir.h), and its
+ * epoch, if it has one, a non-negative integer. Anything else is a damaged file, named by
+ * where ("FILE:LINE", "FILE (final record)"). */
+static int check_record(const cJSON *rec, const char *where, struct err *e)
+{
+    for (const cJSON *k = rec->child; k; k = k->next) {
+        if (!cJSON_IsNumber(k) && !cJSON_IsNull(k))
+            return err_set(e, "%s: '%s' is not a number (a damaged record)", where, k->string);
+        if (!strcmp(k->string, "epoch") &&
+            (cJSON_IsNull(k) || k->valuedouble < 0 || k->valuedouble != floor(k->valuedouble)))
+            return err_set(e, "%s: epoch %.17g is not a non-negative integer (a damaged record)",
+                           where, cJSON_IsNull(k) ? NAN : k->valuedouble);
+    }
+    return 0;
+}
+
 int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e)
 {
     char *buf;
+    size_t len;
     *recs = NULL;
     *n = 0;
-    if (io_read_all(path, &buf, NULL, e) < 0)
+    if (io_read_all(path, &buf, &len, e) < 0)
         return -1;
+    if (memchr(buf, 0, len)) {
+        free(buf);
+        return err_set(e, "'%s' holds a NUL byte (a damaged file)", path);
+    }
     int line = 0, rc = 0;
     for (char *p = buf, *nl; *p && rc == 0; p = nl ? nl + 1 : p + strlen(p)) {
         nl = strchr(p, '\n');
@@ -573,6 +627,13 @@ int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e)
         if (!cJSON_IsObject(rec)) {
             cJSON_Delete(rec);
             rc = err_set(e, "%s:%d: not a JSON record (a corrupt or truncated line)", path, line);
+            break;
+        }
+        char *where = xasprintf("%s:%d", path, line);
+        rc = check_record(rec, where, e);
+        free(where);
+        if (rc < 0) {
+            cJSON_Delete(rec);
             break;
         }
         *recs = xrealloc(*recs, (size_t)(*n + 1) * sizeof **recs);
@@ -643,14 +704,18 @@ static int run_value(const struct table_run *r, const char *metric, const char *
     if (!best) {
         char *p = xasprintf("%s/summary.json", r->dir);
         cJSON *s = read_json(p, e);
-        free(p);
-        if (!s)
+        if (!s) {
+            free(p);
             return -1;
+        }
         const cJSON *fin = cJSON_GetObjectItemCaseSensitive(s, "final");
+        char *where = xasprintf("%s (final record)", p);
         if (cJSON_IsObject(fin))
-            rc = record_value(fin, metric, r->dir, v, e);
+            rc = check_record(fin, where, e) < 0 ? -1 : record_value(fin, metric, r->dir, v, e);
         else
             *v = NAN;
+        free(where);
+        free(p);
         cJSON_Delete(s);
         return rc;
     }
@@ -659,17 +724,22 @@ static int run_value(const struct table_run *r, const char *metric, const char *
     char *sp = xasprintf("%s/summary.json", r->dir);
     bool has_sum = io_exists(sp);
     cJSON *sum = has_sum ? read_json(sp, e) : NULL;
-    free(sp);
-    if (has_sum && !sum)
+    if (has_sum && !sum) {
+        free(sp);
         return -1;
+    }
     const cJSON *by = sum ? cJSON_GetObjectItemCaseSensitive(sum, "best_by") : NULL;
     const cJSON *brec = sum ? cJSON_GetObjectItemCaseSensitive(sum, "best") : NULL;
     if (cJSON_GetObjectItemCaseSensitive(sum, "best_epoch") && cJSON_IsString(by) &&
         !strcmp(by->valuestring, best) && cJSON_IsObject(brec)) {
-        rc = record_value(brec, metric, r->dir, v, e);
+        char *where = xasprintf("%s (best record)", sp);
+        rc = check_record(brec, where, e) < 0 ? -1 : record_value(brec, metric, r->dir, v, e);
+        free(where);
+        free(sp);
         cJSON_Delete(sum);
         return rc;
     }
+    free(sp);
     cJSON_Delete(sum);
     size_t n = strlen(best);
     bool max = n > 4 && !strcmp(best + n - 4, "_acc");

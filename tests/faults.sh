@@ -231,6 +231,20 @@ for kv in epoch=0x1p+40 step_in_epoch=-0x1p+4 step=-0x1p+0 acc_count=0x1p+60 wal
         test "$(status_of "$T/range" summary.json)" != completed
     ok $? "checkpoint $k = ${kv#*=} is a range error (exit 1, naming the file and field): $(head -c 160 "$T/err")"
 done
+# The work split and world size are compared with this run's: a damaged one is the file's
+# error (exit 1), not another samx's split (exit 2). world_size is written by MPI runs only.
+for kv in 'work_blocks=0' 'work_blocks=4","world_size":"-1'; do
+    v=${kv#*=}
+    k=work_blocks
+    case $v in *world_size*) k=world_size ;; esac
+    rm -rf "$T/range"
+    cp -a "$T/int" "$T/range"
+    st_meta "$T/range/checkpoint.safetensors" work_blocks "$v"
+    run -o "$T/range" 2>"$T/err"
+    rc=$?
+    test $rc -eq 1 && one_error "$T/err" "'$T/range/checkpoint.safetensors': checkpoint field '$k' is .*outside"
+    ok $? "checkpoint $k out of range is the file's error (exit $rc, naming the file and field): $(head -c 160 "$T/err")"
+done
 rm -rf "$T/range"
 cp -a "$T/int" "$T/range"
 st_meta "$T/range/checkpoint.safetensors" status completed

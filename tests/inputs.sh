@@ -217,6 +217,39 @@ test "$(wc -l <"$T/dry")" -eq 100
 ok $? "... lists 100 commands"
 cd "$T" || exit 1
 
+# --- results files: records, summaries and manifests that samx table and plot read ---------------
+"$SAMX" sweep t.yaml seed=0,1 -o "$T/tw" -q 2>/dev/null
+"$SAMX" table "$T/tw" --metric test_loss >/dev/null
+ok $? "a two-run sweep to table"
+# damaged WHAT EDIT WANT [TABLE_OPTIONS]: table (and, for records, plot) on a copy of the sweep
+# with EDIT applied (a sed -i script on the file WHAT, a glob under the copy) exit 1 naming it
+damaged() {
+    local what=$1 edit=$2 want=$3
+    shift 3
+    rm -rf "$T/dw" && cp -a "$T/tw" "$T/dw"
+    sed -i "$edit" "$T"/dw/$what
+    expect 1 "$want" "table on a damaged $what ($edit)" -- \
+        "$SAMX" table "$T/dw" --metric test_loss "$@"
+}
+damaged "t/seed=0-*/summary.json" 's/"test_loss":\t[0-9.e-]*/"test_loss": "x"/' \
+    "/summary.json (final record): 'test_loss' is not a number"
+damaged "t/seed=0-*/metrics.jsonl" '2s/"test_loss":[0-9.e-]*/"test_loss":"abc"/' \
+    "/metrics.jsonl:2: 'test_loss' is not a number" --at best:test_loss
+damaged "t/seed=0-*/metrics.jsonl" '2s/"epoch":1/"epoch":-5/' \
+    "/metrics.jsonl:2: epoch -5 is not a non-negative integer" --at best:test_loss
+expect 1 "/metrics.jsonl:2: epoch -5 is not a non-negative integer" \
+    "plot on a record with a negative epoch" -- \
+    "$SAMX" plot "$T/dw" --y test_loss -o "$T/p.txt"
+damaged "t/seed=1-*/metrics.jsonl" '1s/^/\x00/' "/metrics.jsonl' holds a NUL byte" --at best:test_loss
+damaged "t/sweeps/*/manifest.jsonl" '1s/"run_id":"[^"]*"/"run_id":"..\/..\/etc"/' \
+    "/manifest.jsonl:1: its run_id is not the name of a run directory"
+damaged "t/sweeps/*/manifest.jsonl" '2s/"overrides":\[[^]]*\]/"overrides":[7]/' \
+    "/manifest.jsonl:2: its overrides are not a list of strings"
+damaged "t/sweeps/*/manifest.jsonl" '2s/"config":"[^"]*"/"config":{}/' \
+    "/manifest.jsonl:2: its config is not a string"
+damaged "t/sweeps/*/manifest.jsonl" '$a {"run_id":' \
+    "/manifest.jsonl:3: not a JSON object (a corrupt or truncated line)"
+
 # --- fuzz regressions: every committed crash input replayed --------------------------------------
 if [ -n "$FUZZ" ]; then
     bin=$(dirname "$SAMX")/../tests/fuzz

@@ -617,6 +617,34 @@ static void test_override(void)
                    "malformed value");
     override_fails("seed=*x", "override 'seed=*x': anchors and aliases are not supported",
                    "alias in a value");
+
+    /* A path of 64 keys holds a scalar in 64 mappings, a file's deepest nesting; the dump loads
+     * back. One level more (a 65th key, or a list as the value) is refused. */
+    char deep[256] = "a";
+    for (int i = 1; i < 64; i++)
+        strcat(deep, ".a");
+    size_t nd = strlen(deep);
+    strcpy(deep + nd, "=1");
+    e = (struct err){0};
+    load(&c, example);
+    ok(cfg_override(&c, deep, &e) == 0, "a path of 64 keys: %s", e.msg);
+    dump = cfg_dump(&c);
+    struct cfg back;
+    ok(cfg_load_string(&back, "dump.yaml", dump, &e) == 0,
+       "a path of 64 keys dumps to text that loads back: %s", e.msg);
+    cfg_free(&back);
+    free(dump);
+    cfg_free(&c);
+    strcpy(deep + nd, "=[1]");
+    load(&c, example);
+    ok(cfg_override(&c, deep, &e) < 0 && strstr(e.msg, "': nesting is too deep (more than 64"),
+       "a list at a path of 64 keys is too deep: %s", e.msg);
+    cfg_free(&c);
+    strcpy(deep + nd, ".a=1");
+    load(&c, example);
+    ok(cfg_override(&c, deep, &e) < 0 && strstr(e.msg, "': nesting is too deep (more than 64"),
+       "a path of 65 keys is too deep: %s", e.msg);
+    cfg_free(&c);
 }
 
 static void test_set_scalar(void)
