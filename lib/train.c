@@ -832,6 +832,13 @@ int train_run(const struct run_opts *o, struct err *e)
     struct experiment x;
     int rc = experiment_build(&x, o, e);
     char *dir = NULL;
+    /* A signal breaks a read that blocks (a FIFO's open, a slow network file) with EINTR:
+     * the run was interrupted, not failed, and says so like any signal while loading. */
+    if (rc < 0 && rundir_interrupted()) {
+        rc = err_set(e, "interrupted by %s while loading '%s'; nothing was written",
+                     rundir_signal_name(), o->config);
+        e->status = SAMX_EXIT_INTERRUPTED;
+    }
     if (dist_size() > 1) {
         /* The ranks build the same experiment; one that fails alone (a file it cannot read)
          * says why, and the others stop with it. */
