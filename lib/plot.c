@@ -34,7 +34,7 @@ static int read_curve(const char *dir, const char *xk, const char *yk, struct po
     char *path = xasprintf("%s/metrics.jsonl", dir);
     cJSON **recs;
     int n_rec;
-    int rc = table_read_records(path, &recs, &n_rec, e);
+    int rc = table_read_records(path, (const char *const[]){xk, yk}, 2, &recs, &n_rec, e);
     if (rc < 0) {
         free(path);
         return -1;

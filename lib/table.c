@@ -554,7 +554,8 @@ void runset_free(struct runset *rs)
 
 /* ---- the metric of one run ---- */
 
-int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e)
+int table_read_records(const char *path, const char *const *keys, int n_keys, cJSON ***recs,
+                       int *n, struct err *e)
 {
     char *buf;
     *recs = NULL;
@@ -573,6 +574,16 @@ int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e)
         if (!cJSON_IsObject(rec)) {
             cJSON_Delete(rec);
             rc = err_set(e, "%s:%d: not a JSON record (a corrupt or truncated line)", path, line);
+            break;
+        }
+        for (int k = 0; k < n_keys && rc == 0; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, keys[k]);
+            if (v && !cJSON_IsNumber(v) && !cJSON_IsNull(v))
+                rc = err_set(e, "%s:%d: '%s' is neither a number nor null (a corrupt record)",
+                             path, line, keys[k]);
+        }
+        if (rc < 0) {
+            cJSON_Delete(rec);
             break;
         }
         *recs = xrealloc(*recs, (size_t)(*n + 1) * sizeof **recs);
@@ -622,7 +633,8 @@ static int no_key(struct err *e, const char *key, const cJSON *rec, const char *
 
 /* The metric in record rec: 0 with its value, NAN for null (non-finite); 1 when the record
  * has no such key (a measurement this run did not make, or a misspelt metric: the caller
- * tells them apart by whether any run has it), with e saying so. */
+ * tells them apart by whether any run has it), with e saying so; -1 for a value that is neither
+ * a number nor null. */
 static int record_value(const cJSON *rec, const char *metric, const char *dir, double *v,
                         struct err *e)
 {
@@ -631,6 +643,9 @@ static int record_value(const cJSON *rec, const char *metric, const char *dir, d
         *v = m->valuedouble;
     else if (cJSON_IsNull(m))
         *v = NAN;
+    else if (m) /* records from metrics.jsonl are checked as read: this one is summary.json's */
+        return err_set(e, "'%s/summary.json': '%s' is neither a number nor null (a corrupt "
+                          "record)", dir, metric);
     else
         return no_key(e, metric, rec, dir), 1;
     return 0;
@@ -676,7 +691,7 @@ static int run_value(const struct table_run *r, const char *metric, const char *
     char *p = xasprintf("%s/metrics.jsonl", r->dir);
     cJSON **recs;
     int n_rec;
-    rc = table_read_records(p, &recs, &n_rec, e);
+    rc = table_read_records(p, (const char *const[]){best, metric}, 2, &recs, &n_rec, e);
     free(p);
     if (rc < 0)
         return -1;

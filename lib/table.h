@@ -78,8 +78,11 @@ struct table_opts {
 };
 
 /* The record lines of a metrics.jsonl, each parsed (empty lines skipped). A line that is not a
- * JSON object is an error naming PATH:LINE (status 1): a corrupt record is never skipped. */
-int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e);
+ * JSON object, or whose value of one of the n_keys keys is neither a number nor null (a
+ * non-finite value), is an error naming PATH:LINE (status 1): a corrupt record is never
+ * skipped. */
+int table_read_records(const char *path, const char *const *keys, int n_keys, cJSON ***recs,
+                       int *n, struct err *e);
 void table_free_records(cJSON **recs, int n);
 
 /* The closest of cand to word (at most 2 edits, or a third of its length; or a candidate
