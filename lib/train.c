@@ -898,8 +898,11 @@ int train_run(const struct run_opts *o, struct err *e)
     } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED ||
                st.status == RUN_STOPPED) {
         /* Killed after its final checkpoint: the run is over, only its final files are due. */
+        samx_say("finishing '%s' from its final checkpoint (nothing left to train)", dir);
         if (rundir_finish(&rd, &x, &st, o->command_line, e) < 0)
             rc = -1;
+        else
+            say_end(&x, &rd, &st, st.wall_seconds);
     } else {
         experiment_warn(&x);
         if (st.step_in_epoch > 0)

@@ -192,8 +192,9 @@ ok $? "diverged, killed before summary.json: resuming trains nothing more and en
 
 cp -a "$T/ref" "$T/fin"
 rm "$T/fin/summary.json" "$T/fin/model.safetensors"
-run -o "$T/fin" 2>"$T/err" && same_as_ref "$T/fin"
-ok $? "completed, killed before summary.json: resuming only writes the final files"
+"$SAMX" run "$T/f.yaml" -t 1 -o "$T/fin" 2>"$T/err" && same_as_ref "$T/fin" &&
+    tail -1 "$T/err" | grep -q "^samx: completed 20 epochs in .*; run directory '$T/fin'$"
+ok $? "completed, killed before summary.json: resuming only writes the final files, and says the result ($(tail -1 "$T/err" | head -c 160))"
 
 # A failed write of the final meta.json stands for a kill just before it: the run must be plainly
 # unfinished (no summary.json), not a completed summary beside a running meta.json.
