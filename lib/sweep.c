@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,42 +139,88 @@ static bool parse_range(const char *s, long *a, long *b)
     return end != t && !*end && errno == 0;
 }
 
-static int param_add(struct param *p, const char *val, struct err *e)
+/* A set of strings for the duplicate checks: open addressing over FNV-1a hashes, so the
+ * values of a parameter and the runs of a sweep (up to SWEEP_MAX_RUNS) are checked in O(n),
+ * not O(n^2) comparisons. It holds pointers: the strings must outlive it. */
+struct strset {
+    const char **slot;
+    size_t mask, n;
+};
+
+static size_t strset_hash(const char *s)
 {
-    for (int i = 0; i < p->n; i++)
-        if (!strcmp(p->val[i], val))
-            return err_cfg(e, "sweep parameter '%s' lists '%s' twice", p->key, val);
-    p->val = xrealloc(p->val, (size_t)(p->n + 1) * sizeof *p->val);
-    p->val[p->n++] = xstrdup(val);
-    return 0;
+    uint64_t h = 1469598103934665603u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return (size_t)h;
 }
 
-static int param_add_named(struct param *p, const char *name, const char *val, struct err *e)
+/* Insert s; false if it was there already. */
+static bool strset_add(struct strset *set, const char *s)
 {
-    for (int i = 0; i < p->n; i++)
-        if (!strcmp(p->name[i], name))
-            return err_cfg(e, "sweep parameter '%s' names '%s' twice", p->key, name);
+    if (!set->slot || 2 * (set->n + 1) > set->mask + 1) { /* at most half full */
+        size_t cap = set->slot ? 2 * (set->mask + 1) : 64;
+        struct strset big = {xcalloc(cap, sizeof *big.slot), cap - 1, 0};
+        for (size_t i = 0; set->slot && i <= set->mask; i++)
+            if (set->slot[i])
+                strset_add(&big, set->slot[i]);
+        free(set->slot);
+        *set = big;
+    }
+    for (size_t i = strset_hash(s) & set->mask;; i = (i + 1) & set->mask) {
+        if (!set->slot[i]) {
+            set->slot[i] = s;
+            set->n++;
+            return true;
+        }
+        if (!strcmp(set->slot[i], s))
+            return false;
+    }
+}
+
+/* A value (or an alternative's name) listed twice would be the same run twice. */
+static int param_check_twice(const struct param *p, struct err *e)
+{
+    struct strset set = {0};
+    int rc = 0;
+    for (int i = 0; i < p->n && rc == 0; i++)
+        if (!strset_add(&set, p->name ? p->name[i] : p->val[i]))
+            rc = err_cfg(e, "sweep parameter '%s' %s '%s' twice", p->key,
+                         p->name ? "names" : "lists", p->name ? p->name[i] : p->val[i]);
+    free(set.slot);
+    return rc;
+}
+
+/* (duplicates: param_check_twice, once a parameter has all its values) */
+static void param_add(struct param *p, const char *val)
+{
+    p->val = xrealloc(p->val, (size_t)(p->n + 1) * sizeof *p->val);
+    p->val[p->n++] = xstrdup(val);
+}
+
+static void param_add_named(struct param *p, const char *name, const char *val)
+{
     p->name = xrealloc(p->name, (size_t)(p->n + 1) * sizeof *p->name);
     p->val = xrealloc(p->val, (size_t)(p->n + 1) * sizeof *p->val);
     p->name[p->n] = xstrdup(name);
     p->val[p->n++] = xstrdup(val);
-    return 0;
 }
 
 /* One value text, or a range expanded into its integers. */
 static int param_add_text(struct param *p, const char *text, struct err *e)
 {
     long a, b;
-    if (!parse_range(text, &a, &b))
-        return param_add(p, text, e);
+    if (!parse_range(text, &a, &b)) {
+        param_add(p, text);
+        return 0;
+    }
     if (b < a || b - a >= SWEEP_MAX_RUNS)
         return err_cfg(e, "sweep parameter '%s': range '%s' must run upwards, at most %d values",
                        p->key, text, SWEEP_MAX_RUNS);
     for (long v = a; v <= b; v++) {
         char buf[32];
         snprintf(buf, sizeof buf, "%ld", v);
-        if (param_add(p, buf, e) < 0)
-            return -1;
+        param_add(p, buf);
     }
     return 0;
 }
@@ -244,13 +291,13 @@ static int plan_arg(struct plan *pl, const char *arg, bool *seen_on_cli, struct 
                              chosen.val[i], p->key, near ? " (did you mean '" : "",
                              near ? near : "", near ? "'?)" : "");
             } else {
-                rc = param_add_named(p, named.name[j], named.val[j], e);
+                param_add_named(p, named.name[j], named.val[j]);
             }
         }
         param_clear(&chosen);
         param_clear(&named);
     }
-    return rc;
+    return rc < 0 ? rc : param_check_twice(p, e);
 }
 
 static int plan_arg_values(struct param *p, const char *arg, const char *list, struct err *e)
@@ -354,10 +401,8 @@ static int plan_named(struct param *p, struct cfg_node *v, struct err *e)
             SAMX_BUG("open_memstream failed");
         put_merged(f, shared, alt);
         fclose(f);
-        int rc = param_add_named(p, alt->key, t, e);
+        param_add_named(p, alt->key, t);
         free(t);
-        if (rc < 0)
-            return -1;
         n++;
     }
     if (n == 0)
@@ -410,7 +455,7 @@ static int plan_sweep_file(struct plan *pl, struct cfg *c, struct err *e)
             rc = cfg_err(e, v, "sweep parameter '%s' lists no values", v->key);
         for (int j = 0; v->type == CFG_SEQ && j < v->n_kid && rc == 0; j++) {
             char *t = sweep_value_text(v->kid[j]);
-            rc = param_add(p, t, e);
+            param_add(p, t);
             free(t);
         }
         if (v->type == CFG_MAP)
@@ -419,9 +464,11 @@ static int plan_sweep_file(struct plan *pl, struct cfg *c, struct err *e)
             rc = param_add_text(p, v->str, e);
         else if (v->type != CFG_SEQ) {
             char *t = sweep_value_text(v);
-            rc = param_add(p, t, e);
+            param_add(p, t);
             free(t);
         }
+        if (rc == 0)
+            rc = param_check_twice(p, e);
         if (rc < 0)
             return err_prefix(e, "'%s'", c->path);
     }
@@ -620,6 +667,7 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
         return -1;
     int np = pl->np ? pl->np : 1;
     struct run *runs = xcalloc((size_t)n, sizeof *runs);
+    struct strset ids = {0}; /* the run ids so far */
     char *name = NULL;
     int rc = 0;
     for (long k = 0; k < n && rc == 0; k++) {
@@ -671,10 +719,13 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
         r->run_id = xstrdup(strrchr(r->dir, '/') + 1);
         free(parent);
         experiment_free(&x);
-        for (long j = 0; j < k && rc == 0; j++)
-            if (!strcmp(runs[j].run_id, r->run_id))
-                rc = err_cfg(e, "sweep runs %ld and %ld are the same run '%s'", j + 1, k + 1,
-                             r->run_id);
+        if (rc == 0 && !strset_add(&ids, r->run_id)) {
+            long j = 0;
+            while (strcmp(runs[j].run_id, r->run_id) != 0)
+                j++;
+            rc = err_cfg(e, "sweep runs %ld and %ld are the same run '%s'", j + 1, k + 1,
+                         r->run_id);
+        }
         r->argv = xcalloc((size_t)r->n_ov + 10, sizeof *r->argv);
         r->argv[r->argc++] = xstrdup(exe);
         r->argv[r->argc++] = xstrdup("run");
@@ -687,6 +738,7 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
         r->status = sweep_run_status(r->dir);
     }
     free(combo);
+    free(ids.slot);
     if (rc < 0) {
         for (long k = 0; k < n; k++)
             run_free(&runs[k]);

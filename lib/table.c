@@ -683,7 +683,8 @@ static int no_key(struct err *e, const char *key, const cJSON *rec, const char *
 
 /* The metric in record rec: 0 with its value, NAN for null (non-finite); 1 when the record
  * has no such key (a measurement this run did not make, or a misspelt metric: the caller
- * tells them apart by whether any run has it), with e saying so. */
+ * tells them apart by whether any run has it), with e saying so; -1 for a value that is neither
+ * a number nor null. */
 static int record_value(const cJSON *rec, const char *metric, const char *dir, double *v,
                         struct err *e)
 {
@@ -692,6 +693,9 @@ static int record_value(const cJSON *rec, const char *metric, const char *dir, d
         *v = m->valuedouble;
     else if (cJSON_IsNull(m))
         *v = NAN;
+    else if (m) /* records from metrics.jsonl are checked as read: this one is summary.json's */
+        return err_set(e, "'%s/summary.json': '%s' is neither a number nor null (a corrupt "
+                          "record)", dir, metric);
     else
         return no_key(e, metric, rec, dir), 1;
     return 0;

@@ -78,7 +78,9 @@ struct table_opts {
 };
 
 /* The record lines of a metrics.jsonl, each parsed (empty lines skipped). A line that is not a
- * JSON object is an error naming PATH:LINE (status 1): a corrupt record is never skipped. */
+ * JSON object, holds a value that is neither a number nor null (a non-finite value), or an
+ * epoch that is not a non-negative integer, is an error naming PATH:LINE (status 1): a corrupt
+ * record is never skipped. */
 int table_read_records(const char *path, cJSON ***recs, int *n, struct err *e);
 void table_free_records(cJSON **recs, int n);
 

@@ -840,6 +840,13 @@ int train_run(const struct run_opts *o, struct err *e)
     struct experiment x;
     int rc = experiment_build(&x, o, e);
     char *dir = NULL;
+    /* A signal breaks a read that blocks (a FIFO's open, a slow network file) with EINTR:
+     * the run was interrupted, not failed, and says so like any signal while loading. */
+    if (rc < 0 && rundir_interrupted()) {
+        rc = err_set(e, "interrupted by %s while loading '%s'; nothing was written",
+                     rundir_signal_name(), o->config);
+        e->status = SAMX_EXIT_INTERRUPTED;
+    }
     if (dist_size() > 1) {
         /* The ranks build the same experiment; one that fails alone (a file it cannot read)
          * says why, and the others stop with it. */
@@ -899,8 +906,11 @@ int train_run(const struct run_opts *o, struct err *e)
     } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED ||
                st.status == RUN_STOPPED) {
         /* Killed after its final checkpoint: the run is over, only its final files are due. */
+        samx_say("finishing '%s' from its final checkpoint (nothing left to train)", dir);
         if (rundir_finish(&rd, &x, &st, o->command_line, e) < 0)
             rc = -1;
+        else
+            say_end(&x, &rd, &st, st.wall_seconds);
     } else {
         experiment_warn(&x);
         if (st.step_in_epoch > 0)

@@ -192,8 +192,9 @@ ok $? "diverged, killed before summary.json: resuming trains nothing more and en
 
 cp -a "$T/ref" "$T/fin"
 rm "$T/fin/summary.json" "$T/fin/model.safetensors"
-run -o "$T/fin" 2>"$T/err" && same_as_ref "$T/fin"
-ok $? "completed, killed before summary.json: resuming only writes the final files"
+"$SAMX" run "$T/f.yaml" -t 1 -o "$T/fin" 2>"$T/err" && same_as_ref "$T/fin" &&
+    tail -1 "$T/err" | grep -q "^samx: completed 20 epochs in .*; run directory '$T/fin'$"
+ok $? "completed, killed before summary.json: resuming only writes the final files, and says the result ($(tail -1 "$T/err" | head -c 160))"
 
 # A failed write of the final meta.json stands for a kill just before it: the run must be plainly
 # unfinished (no summary.json), not a completed summary beside a running meta.json.
@@ -309,11 +310,42 @@ if [ -d /usr/share/datasets/fashion-mnist ]; then
     wait $pid
     rc=$?
     test $rc -eq 130 && grep -q "^samx: interrupted" "$T/err"
-    ok $? "SIGTERM during a sweep's pre-check: exit 130 with a reason (rc $rc: $(head -c 160 "$T/err"))"
+    ok $? "SIGTERM to a sweep while its first run starts: exit 130 with a reason (rc $rc: $(head -c 160 "$T/err"))"
 else
     skip "no Fashion-MNIST: SIGTERM while loading data not checked"
     skip "no Fashion-MNIST: SIGTERM during a sweep's pre-check not checked"
 fi
+
+# A read that blocks (a FIFO no one writes) is broken by the signal with EINTR: still an
+# interruption, not a read error.
+mkfifo "$T/fifo"
+"$SAMX" run "$T/f.yaml" model.init_from="$T/fifo" -o "$T/ff" -t 1 -q 2>"$T/err" &
+pid=$!
+for _ in $(seq 500); do
+    grep -q wait_for_partner "/proc/$pid/wchan" 2>/dev/null && break
+    sleep 0.01
+done
+kill -TERM $pid
+# (a samx that let the signal pass would block there for good)
+(sleep 20 && kill -KILL $pid 2>/dev/null) &
+guard=$!
+wait $pid
+rc=$?
+kill $guard 2>/dev/null
+test $rc -eq 130 && [ "$(wc -l <"$T/err")" -eq 1 ] &&
+    grep -q "^samx: interrupted by SIGTERM while loading .*nothing was written" "$T/err" && ! test -e "$T/ff"
+ok $? "SIGTERM while a read blocks: exit 130 with a reason, nothing written (rc $rc: $(head -c 160 "$T/err"))"
+
+# 10000 runs keep the pre-check busy for about a second: the signal comes before any run starts.
+"$SAMX" sweep "$T/f.yaml" seed=0..9999 -o "$T/fpc" 2>"$T/err" &
+pid=$!
+sleep 0.3
+kill -TERM $pid
+wait $pid
+rc=$?
+test $rc -eq 130 && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "^samx: interrupted by SIGTERM" "$T/err" &&
+    ! ls -d "$T"/fpc/f/seed=* >/dev/null 2>&1
+ok $? "SIGTERM during the pre-check of a 10000-run sweep: exit 130 with a reason, no run started (rc $rc: $(tr '\n' '|' <"$T/err" | head -c 160))"
 
 "$SAMX" sweep "$T/f.yaml" seed=5 -o "$T/swk" 2>"$T/err" &
 pid=$!

@@ -187,6 +187,21 @@ ok $? "a sweep file sweeping the optimizer subtree (the idiom for method-specifi
 ok $? "commas inside brackets do not split"
 "$SAMX" sweep tiny.yaml seed=0,0 2>"$T/err"; test $? -eq 2 && one_error "$T/err" "lists '0' twice"
 ok $? "a value listed twice is an error"
+"$SAMX" sweep tiny.yaml seed=0..3,2 2>"$T/err"; test $? -eq 2 && one_error "$T/err" "lists '2' twice"
+ok $? "a value in a range and listed again is an error"
+# The duplicate checks of values and run ids are linear: at the cap of 100000 runs, planning
+# them took over 90 CPU s when each was compared with every other.
+cat >"$T/syn.yaml" <<EOF
+name: syn
+data: {name: synthetic-linear, n_train: 100, n_test: 100}
+model: {name: linear}
+optimizer: {name: sgd, lr: 0.1}
+EOF
+TIMEFORMAT='%U %S'
+{ time timeout 600 "$SAMX" sweep syn.yaml seed=1..100000 --dry-run >"$T/out" 2>"$T/err"; rc=$?; } 2>"$T/cpu"
+cpu=$(awk '{printf "%d", $1 + $2}' "$T/cpu")
+test $rc -eq 0 && [ "$(grep -c ' run .*/syn.yaml seed=' "$T/out")" -eq 100000 ] && [ "$cpu" -lt 45 ]
+ok $? "a 100000-run sweep is planned in linear time ($cpu CPU s, exit $rc: $(head -c 200 "$T/err"))"
 "$SAMX" sweep tiny.yaml -j 0 2>"$T/err"; test $? -eq 2 && one_error "$T/err" "-j needs"
 ok $? "-j 0 is a usage error"
 "$SAMX" table "$T/a" --group optimizer.lr --metric test_acx 2>"$T/err"
