@@ -1052,9 +1052,10 @@ void table_warn_mixed(const struct runset *rs)
     }
     fclose(f);
     if (n_mixed)
-        fprintf(stderr, "samx: warning: %d group%s mix%s BLAS cores or work splits, so %s runs "
-                        "are not bit-comparable (%s)\n",
-                n_mixed, n_mixed == 1 ? "" : "s", n_mixed == 1 ? "es" : "", n_mixed == 1 ? "its" : "their", s);
+        samx_warn("%d group%s mix%s BLAS cores or work splits, so %s runs are not "
+                  "bit-comparable (%s)",
+                  n_mixed, n_mixed == 1 ? "" : "s", n_mixed == 1 ? "es" : "",
+                  n_mixed == 1 ? "its" : "their", s);
     free(s);
 }
 

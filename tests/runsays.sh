@@ -199,6 +199,26 @@ ok $? "table takes -q"
 "$SAMX" plot "$T/sw" --y test_acc -o "$T/p.txt" -q >"$T/out" 2>"$T/err"
 ok $? "plot takes -q"
 
+# Their warnings are not errors either: a group mixing BLAS cores (table, plot), a group left
+# out of a figure, and gnuplot's own (one point per curve: an empty y range).
+mkdir -p "$T/mx/small"
+cp -r "$T"/sw/small/seed=1,* "$T/mx/small/"
+OPENBLAS_CORETYPE=Prescott "$SAMX" run "$T/small.yaml" seed=4 train.epochs=1 -t 2 -q -o "$T/mx/small/core"
+"$SAMX" run "$T/small.yaml" seed=4 train.epochs=1 optimizer.rho=0.1 'eval={}' -t 2 -q -o "$T/mx/small/rho"
+"$SAMX" table "$T/mx" --group optimizer.rho >/dev/null 2>"$T/err.loud" &&
+    "$SAMX" table "$T/mx" --group optimizer.rho -q >"$T/out" 2>"$T/err"
+test $? -eq 0 && grep -q "mixes BLAS cores" "$T/err.loud" && test -s "$T/out" && test ! -s "$T/err"
+ok $? "table -q: no warning for a group mixing BLAS cores ($(head -c 200 "$T/err" | tr '\n' ' '))"
+bad=0
+for a in "$T/mx --group optimizer.rho" "$T/mx/small/core"; do
+    "$SAMX" plot $a --y hessian_trace -o "$T/mx.png" 2>>"$T/err.loud" &&
+        "$SAMX" plot $a --y hessian_trace -o "$T/mx.png" -q >"$T/out" 2>"$T/err" &&
+        test ! -s "$T/out" && test ! -s "$T/err" || { bad=1; head -c 300 "$T/err"; }
+done
+grep -q "mixes BLAS cores" "$T/err.loud" && grep -q "left out of the figure" "$T/err.loud" &&
+    grep -q "^Warning: empty y range" "$T/err.loud" || bad=1
+ok $bad "plot -q: no warning for mixed cores, a group left out or gnuplot's empty y range"
+
 # --- the keys and commands, as the code has them ----------------------------------------------
 "$SAMX" list keys >"$T/keys"
 grep -qx '    train.epochs \[10\]' "$T/keys" && grep -qx '    data.val_split \[0\]' "$T/keys" &&
