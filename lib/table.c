@@ -1112,6 +1112,10 @@ int table_main(const struct table_opts *o, struct err *e)
     out.at = !strcmp(format, "csv") || !strcmp(format, "json") ? at : label;
     if (rc == 0)
         table_warn_mixed(&rs);
+    if (rc == 0 && best && !strncmp(best, "test_", 5))
+        samx_warn("--at best:%s selects each run's best record on the test set, an optimistic "
+                  "estimate (select on a validation split: data.val_split and --at best:val_%s)",
+                  best, best + 5);
     if (rc == 0 && !strcmp(format, "csv"))
         print_csv(&rs, rows, &out);
     else if (rc == 0 && !strcmp(format, "json"))

@@ -138,6 +138,13 @@ ok $? "one line per warning"
 "$SAMX" check "$T/warm.yaml" train.batch_size=5000 -q >/dev/null 2>"$T/err"
 test ! -s "$T/err"
 ok $? "check -q silences warnings"
+"$SAMX" table "$T/warm" --at best:test_acc >"$T/out" 2>"$T/err"
+test $? -eq 0 && test -s "$T/out" && [ "$(wc -l <"$T/err")" -eq 1 ] &&
+    grep -qx "samx: warning: --at best:test_acc selects each run's best record on the test set, an optimistic estimate (select on a validation split: data.val_split and --at best:val_acc)" "$T/err"
+ok $? "table --at best:test_acc says that best is selected on the test set"
+"$SAMX" table "$T/a" --at best:val_acc >"$T/out" 2>"$T/err"
+test $? -eq 0 && test -s "$T/out" && test ! -s "$T/err"
+ok $? "table --at best:val_acc gives no warning"
 
 # --- the run directory's files for other readers --------------------------------------------------
 python3 - "$T/a/config.yaml" <<'EOF'
