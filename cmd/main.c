@@ -41,7 +41,7 @@ static const char *const usage_run =
     "  with the status, the result and the run directory; a progress line on a terminal.\n"
     "  The run directory is found by the config's hash: any spelling of the same config (its\n"
     "  own config.yaml included) resumes or skips the same directory. Exit 0 done, 1 runtime\n"
-    "  error, 2 config or usage error (a resume with other threads or OpenBLAS core too),\n"
+    "  error, 2 config or usage error (a resume with another OpenBLAS core too),\n"
     "  75 busy (another samx is training this run directory), 130 interrupted (resumable).\n";
 static const char *const usage_check =
     "usage: samx check CONFIG [KEY=VALUE ...] [-q]\n"
@@ -94,7 +94,8 @@ static const char *const usage_table =
     "                 runs of a group must not differ in any other key but seed [one group]\n"
     "  --metric NAMES comma-separated keys of metrics.jsonl, a column each [test_acc]\n"
     "  --at WHEN      final: the last record; best:NAME: the record where NAME is best (max\n"
-    "                 for *_acc, min for *_loss) [final]\n"
+    "                 for *_acc, min for *_loss) [final]; best:test_* is warned (selected\n"
+    "                 on the test set)\n"
     "  --format F     md, latex (booktabs), csv or json [md]\n"
     "  --precision P  decimals in md and latex [4]\n"
     "  --counts       every count column in md and latex, not only those with a non-zero count\n"

@@ -157,6 +157,16 @@ struct cfg_node *cfg_child(const struct cfg_node *map, const char *key)
 
 /* A read key makes its ancestors used too, so a mapping reached with cfg_child is not reported
  * as unknown once any key in it has been read. */
+/* Getters number the keys in the order they first ask for them, which is the code's order, not
+ * the input's: the dump's key order then depends on the config, not on how it was written. */
+static unsigned long cfg_read_count;
+
+static void cfg_read_now(struct cfg_node *n)
+{
+    if (!n->read_seq)
+        n->read_seq = ++cfg_read_count;
+}
+
 static void cfg_use(struct cfg_node *n)
 {
     for (; n; n = n->parent)
@@ -172,6 +182,7 @@ static void cfg_use_tree(struct cfg_node *n)
 
 void cfg_mark(struct cfg_node *n)
 {
+    cfg_read_now(n);
     cfg_use(n);
 }
 
@@ -678,6 +689,7 @@ static struct cfg_node *cfg_get(struct cfg_node *map, const char *key)
     k = cfg_child(map, key);
     if (!k)
         return NULL;
+    cfg_read_now(k);
     cfg_use(k);
     return k->type == CFG_NULL ? NULL : k;
 }
@@ -698,6 +710,8 @@ static struct cfg_node *cfg_put(struct cfg_node *map, const char *key, enum cfg_
     k->type = type;
     k->str = text ? xstrdup(text) : NULL;
     k->quoted = quoted;
+    k->read_as = 0;
+    cfg_read_now(k);
     cfg_use(k);
     return k;
 }
@@ -737,7 +751,7 @@ struct cfg_node *cfg_map(struct cfg_node *map, const char *key, struct err *e)
     return k;
 }
 
-static int cfg_scalar_int(const struct cfg_node *n, long *out, struct err *e)
+static int cfg_scalar_int(struct cfg_node *n, long *out, struct err *e)
 {
     const char *p;
     long v;
@@ -757,12 +771,13 @@ static int cfg_scalar_int(const struct cfg_node *n, long *out, struct err *e)
         snprintf(want, sizeof want, "an integer from %ld to %ld", LONG_MIN, LONG_MAX);
         return cfg_type_err(e, n, want);
     }
+    n->read_as = 'i';
     *out = v;
     return 0;
 }
 
 /* The decimal syntax strtod reads, without its hex, inf and nan spellings. */
-static int cfg_scalar_num(const struct cfg_node *n, double *out, struct err *e)
+static int cfg_scalar_num(struct cfg_node *n, double *out, struct err *e)
 {
     const char *p;
     int digits = 0;
@@ -788,6 +803,7 @@ static int cfg_scalar_num(const struct cfg_node *n, double *out, struct err *e)
     v = strtod(n->str, NULL);
     if (!isfinite(v))
         return cfg_type_err(e, n, "a finite number");
+    n->read_as = n->read_as == 'i' ? 'i' : 'n';
     *out = v;
     return 0;
 }
@@ -847,6 +863,7 @@ int cfg_bool(struct cfg_node *map, const char *key, bool def, bool *out, struct 
     for (int v = 0; v < 2 && k->type == CFG_SCALAR && !k->quoted; v++) {
         for (int i = 0; i < 3; i++) {
             if (strcmp(k->str, spelling[v][i]) == 0) {
+                k->read_as = 'b';
                 *out = v;
                 return 0;
             }
@@ -1204,6 +1221,26 @@ static const char *cfg_yaml11_num(const char *s, char *buf, size_t cap)
     return buf;
 }
 
+/* The text the dump writes for scalar n: a value read as an integer, number or bool in one
+ * spelling (+5 and 05 as 5; 0.050, 5e-2 and .05 as 0.05; True as true), so that every spelling
+ * of one config resolves to one text and one hash; else the text as written. */
+static const char *cfg_canon(const struct cfg_node *n, char buf[32])
+{
+    if (n->quoted || n->type != CFG_SCALAR)
+        return n->str;
+    switch (n->read_as) {
+    case 'i':
+        snprintf(buf, 32, "%ld", strtol(n->str, NULL, 10));
+        return buf;
+    case 'n':
+        return cfg_fmt_num(buf, strtod(n->str, NULL));
+    case 'b':
+        return n->str[0] == 't' || n->str[0] == 'T' ? "true" : "false";
+    default:
+        return n->str;
+    }
+}
+
 /* Keys are always strings, so they are written like quoted scalars. */
 static void cfg_put_scalar(struct cfg_buf *b, const char *s, bool quoted, bool flow)
 {
@@ -1216,15 +1253,46 @@ static void cfg_put_scalar(struct cfg_buf *b, const char *s, bool quoted, bool f
         cfg_put_quoted(b, s);
 }
 
+/* A mapping's keys in the order the getters first asked for them (those never asked for, such
+ * as the keys of an unread subtree, after them as written); a malloc'd array of n_kid. */
+struct cfg_rank {
+    unsigned long seq;
+    int i;
+};
+
+static int cfg_rank_cmp(const void *a, const void *b)
+{
+    const struct cfg_rank *x = a, *y = b;
+    if (x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static const struct cfg_node **cfg_in_order(const struct cfg_node *map)
+{
+    int n = map->n_kid;
+    struct cfg_rank *r = xmalloc(((size_t)n + 1) * sizeof *r);
+    const struct cfg_node **out = xmalloc(((size_t)n + 1) * sizeof *out);
+    for (int i = 0; i < n; i++)
+        r[i] = (struct cfg_rank){map->kid[i]->read_seq ? map->kid[i]->read_seq : ULONG_MAX, i};
+    qsort(r, (size_t)n, sizeof *r, cfg_rank_cmp);
+    for (int i = 0; i < n; i++)
+        out[i] = map->kid[r[i].i];
+    free(r);
+    return out;
+}
+
 static void cfg_dump_flow(struct cfg_buf *b, const struct cfg_node *n)
 {
     switch (n->type) {
     case CFG_NULL:
         cfg_buf_puts(b, "null");
         break;
-    case CFG_SCALAR:
-        cfg_put_scalar(b, n->str, n->quoted, true);
+    case CFG_SCALAR: {
+        char canon[32];
+        cfg_put_scalar(b, cfg_canon(n, canon), n->quoted, true);
         break;
+    }
     case CFG_SEQ:
         cfg_buf_puts(b, "[");
         for (int i = 0; i < n->n_kid; i++) {
@@ -1233,16 +1301,19 @@ static void cfg_dump_flow(struct cfg_buf *b, const struct cfg_node *n)
         }
         cfg_buf_puts(b, "]");
         break;
-    case CFG_MAP:
+    case CFG_MAP: {
+        const struct cfg_node **kid = cfg_in_order(n);
         cfg_buf_puts(b, "{");
         for (int i = 0; i < n->n_kid; i++) {
             cfg_buf_puts(b, i ? ", " : "");
-            cfg_put_scalar(b, n->kid[i]->key, true, true);
+            cfg_put_scalar(b, kid[i]->key, true, true);
             cfg_buf_puts(b, ": ");
-            cfg_dump_flow(b, n->kid[i]);
+            cfg_dump_flow(b, kid[i]);
         }
         cfg_buf_puts(b, "}");
+        free(kid);
         break;
+    }
     }
 }
 
@@ -1254,8 +1325,9 @@ static void cfg_indent(struct cfg_buf *b, int indent)
 
 static void cfg_dump_block(struct cfg_buf *b, const struct cfg_node *map, int indent)
 {
+    const struct cfg_node **kid = cfg_in_order(map);
     for (int i = 0; i < map->n_kid; i++) {
-        const struct cfg_node *k = map->kid[i];
+        const struct cfg_node *k = kid[i];
         bool flat = k->type != CFG_MAP || k->n_kid == 0;
 
         cfg_indent(b, indent);
@@ -1266,7 +1338,8 @@ static void cfg_dump_block(struct cfg_buf *b, const struct cfg_node *map, int in
                 flat = false;
         if (flat && k->type == CFG_SCALAR) {
             cfg_buf_puts(b, " ");
-            cfg_put_scalar(b, k->str, k->quoted, false);
+            char canon[32];
+            cfg_put_scalar(b, cfg_canon(k, canon), k->quoted, false);
             cfg_buf_puts(b, "\n");
         } else if (flat) {
             cfg_buf_puts(b, " ");
@@ -1285,6 +1358,7 @@ static void cfg_dump_block(struct cfg_buf *b, const struct cfg_node *map, int in
             }
         }
     }
+    free(kid);
 }
 
 char *cfg_dump(const struct cfg *c)

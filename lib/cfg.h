@@ -7,7 +7,8 @@
  * Getters read one key of a mapping, check its type, mark it used and, when it is missing,
  * insert the default into the tree. So once every plugin has read its keys, the tree IS the
  * resolved config: cfg_dump() prints it with every default written out, in a form that loads
- * back to the same values. Each default is written in exactly one place: the getter call in the
+ * back to the same values, each number and bool in one spelling whatever the input's (the dump
+ * is the run's identity: its hash names the run directory). Each default is written in exactly one place: the getter call in the
  * plugin that owns the key.
  *
  * After all plugins have read their keys, cfg_check_unused() reports the first key nobody read
@@ -35,8 +36,12 @@ enum cfg_type { CFG_NULL, CFG_SCALAR, CFG_MAP, CFG_SEQ };
 struct cfg_node {
     enum cfg_type type;
     char *key;        /* key in the parent mapping; NULL for the root and sequence items */
-    char *str;        /* CFG_SCALAR: the text as written (numbers keep their spelling) */
+    char *str;        /* CFG_SCALAR: the text as written (the dump respells it: read_as) */
     bool quoted;      /* scalar was quoted in YAML: never read as a number or bool */
+    char read_as;     /* 'i', 'n' or 'b' once a getter read it as an integer, number or bool:
+                         cfg_dump writes that value in one spelling (0.050 and 5e-2 as 0.05) */
+    unsigned long read_seq; /* when a getter first asked for it (0: never): cfg_dump writes a
+                               mapping's keys in that order, whatever order they were given in */
     const char *file; /* origin: file path or "override 'a.b=v'"; owned by struct cfg */
     int line, col;    /* 1-based origin; 0 for inserted defaults */
     int key_line, key_col; /* where the key was written (unknown-key errors); 0 if not in a file */

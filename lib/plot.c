@@ -210,8 +210,8 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
                      o->from_set || !strcmp(xk, "epoch") ? " at the x values shown" : "",
                      near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
     } else if (rc == 0 && n_left) {
-        fprintf(stderr, "samx: warning: %d group%s without '%s' left out of the figure: %s\n",
-                n_left, n_left == 1 ? "" : "s", o->y, left);
+        samx_warn("%d group%s without '%s' left out of the figure: %s", n_left,
+                  n_left == 1 ? "" : "s", o->y, left);
     }
     for (int i = 0; i < n_keys; i++)
         free(keys[i]);
@@ -350,19 +350,40 @@ static bool have_program(const char *name)
 }
 
 /* gnuplot draws into a temporary name in the figure's directory, renamed when it succeeded, so
- * a failed or interrupted plot never leaves a half-drawn figure under the final name. */
+ * a failed or interrupted plot never leaves a half-drawn figure under the final name. Under -q
+ * its stderr (warnings such as an empty y range) is held back and shown only if it fails. */
 static int draw(const char *dir, const char *gpname, const char *fig, struct err *e)
 {
     char *tmp = xasprintf("%s.tmp.%ld", fig, (long)getpid());
     char *arg = xasprintf("outfile='%s'", tmp), *gp = xstrdup(gpname);
+    int hold[2] = {-1, -1};
+    if (samx_quiet && pipe(hold) < 0)
+        hold[0] = hold[1] = -1;
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
+        if (hold[1] >= 0 && dup2(hold[1], 2) < 0)
+            _exit(127);
         if (chdir(dir) < 0)
             _exit(127);
         execlp("gnuplot", "gnuplot", "-e", arg, gp, (char *)NULL);
         _exit(127);
+    }
+    char *said = NULL;
+    size_t n_said = 0;
+    if (hold[1] >= 0) {
+        close(hold[1]);
+        FILE *f = open_memstream(&said, &n_said);
+        if (!f)
+            SAMX_BUG("open_memstream failed");
+        char buf[4096];
+        ssize_t got;
+        while ((got = read(hold[0], buf, sizeof buf)) > 0 || (got < 0 && errno == EINTR))
+            if (got > 0)
+                fwrite(buf, 1, (size_t)got, f);
+        fclose(f);
+        close(hold[0]);
     }
     int ws = 0, rc = 0;
     while (pid > 0 && waitpid(pid, &ws, 0) < 0 && errno == EINTR)
@@ -372,11 +393,14 @@ static int draw(const char *dir, const char *gpname, const char *fig, struct err
     if (pid < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0 || stat(tmp_path, &st) < 0 ||
         st.st_size == 0) {
         unlink(tmp_path);
+        if (n_said)
+            fwrite(said, 1, n_said, stderr);
         rc = err_set(e, "gnuplot failed on '%s/%s' (its message is above)", dir, gp);
     } else if (rename(tmp_path, fig_path) < 0) {
         rc = err_set(e, "cannot write '%s': %s", fig_path, strerror(errno));
         unlink(tmp_path);
     }
+    free(said);
     free(tmp);
     free(arg);
     free(gp);

@@ -1126,9 +1126,10 @@ void table_warn_mixed(const struct runset *rs)
     }
     fclose(f);
     if (n_mixed)
-        fprintf(stderr, "samx: warning: %d group%s mix%s BLAS cores or work splits, so %s runs "
-                        "are not bit-comparable (%s)\n",
-                n_mixed, n_mixed == 1 ? "" : "s", n_mixed == 1 ? "es" : "", n_mixed == 1 ? "its" : "their", s);
+        samx_warn("%d group%s mix%s BLAS cores or work splits, so %s runs are not "
+                  "bit-comparable (%s)",
+                  n_mixed, n_mixed == 1 ? "" : "s", n_mixed == 1 ? "es" : "",
+                  n_mixed == 1 ? "its" : "their", s);
     free(s);
 }
 
@@ -1185,6 +1186,10 @@ int table_main(const struct table_opts *o, struct err *e)
     out.at = !strcmp(format, "csv") || !strcmp(format, "json") ? at : label;
     if (rc == 0)
         table_warn_mixed(&rs);
+    if (rc == 0 && best && !strncmp(best, "test_", 5))
+        samx_warn("--at best:%s selects each run's best record on the test set, an optimistic "
+                  "estimate (select on a validation split: data.val_split and --at best:val_%s)",
+                  best, best + 5);
     if (rc == 0 && !strcmp(format, "csv"))
         print_csv(&rs, rows, &out);
     else if (rc == 0 && !strcmp(format, "json"))

@@ -267,6 +267,19 @@ ok $? "samx run of its own config.yaml finds it (complete), no second directory 
 test $? -eq 0 && test "$(ls -d "$T"/id/results/f/*/ | grep -vc '/sweeps/$')" -eq 1 &&
     "$SAMX" table "$T/id/results/f" --metric test_loss --format json 2>/dev/null | grep -qE '"n":\s*1\b'
 ok $? "a sweep of the same config spelled otherwise skips it; samx table counts it once"
+# the same values written otherwise: numbers (0.050, 2e-2, .9), a default given (drop_last),
+# keys in another order; then a sweep over a default value and another
+(cd "$T/id" && "$SAMX" run cfg/f.yaml optimizer.rho=0.050 train.drop_last=false \
+    'optimizer.base={momentum: .9, lr: 2e-2, name: sgd}' -t 1 2>"$T/err")
+test $? -eq 0 && grep -q "already complete" "$T/err" && test "$(ls -d "$T"/id/results/f/*/ | grep -vc '/sweeps/$')" -eq 1
+ok $? "numbers, defaults and key order written otherwise find the same run ($(ls "$T/id/results/f" | tr '\n' ' '))"
+(cd "$T/id" && "$SAMX" sweep cfg/f.yaml train.drop_last=false,true train.epochs=2 -q 2>"$T/err" &&
+    "$SAMX" sweep cfg/f.yaml train.drop_last=false,true -q 2>"$T/err")
+test $? -eq 0 && test "$(ls -d "$T"/id/results/f/*/ | grep -vc '/sweeps/$')" -eq 4 &&
+    "$SAMX" table "$T/id/results/f" --group train.drop_last,train.epochs --format json 2>/dev/null |
+    jq -e 'map([.group["train.drop_last"], .group["train.epochs"], .n]) | sort ==
+           [["false", "2", 1], ["false", "20", 1], ["true", "2", 1], ["true", "20", 1]]' >/dev/null
+ok $? "a sweep over a default value skips the run without it; samx table counts each once ($(head -c 200 "$T/err"))"
 
 cp "$T/ref/model.safetensors" "$T/id/cfg/init.safetensors"
 sed 's/hidden: \[64, 64\]}/hidden: [64, 64], init_from: init.safetensors}/' "$T/f.yaml" >"$T/id/cfg/rel.yaml"
