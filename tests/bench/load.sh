@@ -30,15 +30,7 @@ train: {epochs: 2, batch_size: 128}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}
 EOF
 mkdir -p "$T/cifar"
-$PY - "$T/cifar" <<'PY'
-import sys, numpy as np
-r = np.random.default_rng(0)
-for f in ["data_batch_%d.bin" % i for i in range(1, 6)] + ["test_batch.bin"]:
-    n = 2560 if f == "data_batch_1.bin" else 128
-    lab = r.integers(0, 10, n).astype(np.uint8)
-    pix = r.integers(0, 256, (n, 3072)).astype(np.uint8)
-    open(f"{sys.argv[1]}/{f}", "wb").write(np.concatenate([lab[:, None], pix], 1).tobytes())
-PY
+$PY "$ROOT/tests/bench/synth_cifar.py" "$T/cifar" 2560 128 0
 cat >"$T/r20.yaml" <<EOF
 name: load-resnet20
 data: {name: cifar10, dir: $T/cifar, limit_train: 2560, limit_test: 128}

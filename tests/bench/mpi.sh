@@ -27,15 +27,7 @@ train: {epochs: 2, batch_size: 128}
 optimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}
 YAML
 mkdir -p "$T/cifar"
-$PY - "$T/cifar" <<'PY'
-import sys, numpy as np
-r = np.random.default_rng(0)
-for f in ["data_batch_%d.bin" % i for i in range(1, 6)] + ["test_batch.bin"]:
-    n = 2560 if f == "data_batch_1.bin" else 128
-    lab = r.integers(0, 10, n).astype(np.uint8)
-    pix = r.integers(0, 256, (n, 3072)).astype(np.uint8)
-    open(f"{sys.argv[1]}/{f}", "wb").write(np.concatenate([lab[:, None], pix], 1).tobytes())
-PY
+$PY "$ROOT/tests/bench/synth_cifar.py" "$T/cifar" 2560 128 0
 cat >"$T/r20.yaml" <<YAML
 name: bench-mpi-resnet20
 data: {name: cifar10, dir: $T/cifar, limit_train: 2560, limit_test: 128}
@@ -108,15 +100,7 @@ done
 # 128 / N, measured here (synthetic CIFAR, R18_STEPS steps, best step). Prediction for a CIFAR
 # epoch (391 steps of 128) on N two-core nodes at 10 and 25 Gbit/s.
 [ "${BENCH_R18:-1}" = 0 ] && exit 0
-$PY - "$T/cifar" <<'PY'
-import sys, numpy as np
-r = np.random.default_rng(1)
-for f in ["data_batch_%d.bin" % i for i in range(1, 6)] + ["test_batch.bin"]:
-    n = 512 if f == "data_batch_1.bin" else 16
-    lab = r.integers(0, 10, n).astype(np.uint8)
-    pix = r.integers(0, 256, (n, 3072)).astype(np.uint8)
-    open(f"{sys.argv[1]}/{f}", "wb").write(np.concatenate([lab[:, None], pix], 1).tobytes())
-PY
+$PY "$ROOT/tests/bench/synth_cifar.py" "$T/cifar" 512 16 1
 r18_step() { # r18_step BATCH -> best seconds per step, and the parameter count
     local b=$1 steps=${R18_STEPS:-4}
     cat >"$T/r18.yaml" <<YAML
