@@ -7,7 +7,11 @@ set -u
 SAMX=$(realpath "$1")
 T=$(mktemp -d /tmp/samx-faults.XXXXXX)
 M=$T/mnt
+# A subshell that receives SIGTERM before bash has reset its traps runs this trap too (the
+# guard below is killed that way): only the script itself may clean up.
+TOP=$BASHPID
 cleanup() {
+    [ "$BASHPID" = "$TOP" ] || return 0
     mountpoint -q "$M" 2>/dev/null && umount "$M"
     rm -rf "$T"
 }
