@@ -225,7 +225,8 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
 }
 
 /* A log y axis over the values drawn, with labelled ticks even inside one decade (gnuplot
- * labels only powers of ten): 1-2-5 steps, else 1..9 per decade, else 4 or more linear steps. */
+ * labels only powers of ten): 1-2-5 steps, else 1, 1.5, 2..9 per decade (1.5, so that the
+ * widest gap, just above a power of ten, is labelled too), else 4 or more linear steps. */
 static void put_log_y(FILE *f, const struct figure *fg)
 {
     fprintf(f, "set logscale y\n");
@@ -233,8 +234,8 @@ static void put_log_y(FILE *f, const struct figure *fg)
         return;
     double lo = fg->ymin / 1.05, hi = fg->ymax * 1.05, tick[64];
     int n = 0;
-    static const double mant[2][9] = {{1, 2, 5}, {1, 2, 3, 4, 5, 6, 7, 8, 9}};
-    static const int n_mant[2] = {3, 9};
+    static const double mant[2][10] = {{1, 2, 5}, {1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9}};
+    static const int n_mant[2] = {3, 10};
     for (int pass = 0; pass < 2 && n < 3; pass++) {
         n = 0;
         for (int d = (int)floor(log10(lo)); d <= (int)ceil(log10(hi)) && n < 60; d++)

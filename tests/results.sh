@@ -198,6 +198,23 @@ if command -v gnuplot >/dev/null; then
 else
     skip "gnuplot not installed"
 fi
+# A log y axis is labelled over its whole height: train_loss 0.4 at epoch 1 and 1.6 at epoch 2
+# (one run's records so rewritten) leaves at most 30% of the axis without a labelled tick.
+mkdir -p "$T/lg/tiny" && cp -r "$T/r/tiny/lr=0.1,seed=0-"* "$T/lg/tiny/"
+d=$(ls -d "$T"/lg/tiny/*/)
+jq -c 'if .epoch == 1 then .train_loss = 0.4 elif .epoch == 2 then .train_loss = 1.6 else . end' \
+    "$d/metrics.jsonl" >"$T/m" && cp "$T/m" "$d/metrics.jsonl"
+"$SAMX" plot "$T/lg" --y train_loss --logy -o "$T/fig/lg.png" 2>"$T/err" &&
+    python3 - "$T/fig/lg.png.gp" <<'EOF'
+import math, re, sys
+gp = open(sys.argv[1]).read()
+lo, hi = map(float, re.search(r"^set yrange \[([^:]+):([^\]]+)\]$", gp, re.M).groups())
+tics = [float(t) for t in re.search(r"^set ytics \((.*)\)$", gp, re.M).group(1).split(",")]
+edges = [lo] + sorted(tics) + [hi]
+worst = max(math.log(b / a) for a, b in zip(edges, edges[1:])) / math.log(hi / lo)
+assert worst <= 0.3, (lo, hi, tics, worst)
+EOF
+ok $? "a log y axis from 0.4 to 1.6 has labelled ticks over its whole height ($(grep '^set ytics' "$T/fig/lg.png.gp"))"
 mkdir -p "$T/c/tiny" && cp -r "$T/r/tiny/lr=0.1,seed=0-"* "$T/c/tiny/"
 d=$(ls -d "$T"/c/tiny/*/)
 sed -i '2s/.*/{"epoch": 1, "train_loss": 0.5/' "$d/metrics.jsonl"
