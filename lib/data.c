@@ -172,8 +172,14 @@ static int data_limit_key(struct cfg_node *c, const char *key, long *out, struct
     double v;
     bool present;
     *out = -1;
-    if (n && n->type == CFG_SCALAR && !strcmp(n->str, "all")) {
+    if (n && n->type == CFG_SCALAR && !n->quoted && !strcmp(n->str, "all")) {
         cfg_take(c, key);
+        return 0;
+    }
+    /* absent or null is the default, written as "all" so that every spelling of it is one
+     * resolved config (and one run id) */
+    if (!n || n->type == CFG_NULL) {
+        cfg_set_scalar(c, key, "all");
         return 0;
     }
     if (cfg_num_opt(c, key, &v, &present, e))

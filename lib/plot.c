@@ -135,11 +135,12 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
     for (int j = 0; j < rs->n_grp && rc == 0; j++) {
         const struct table_group *g = &rs->grp[j];
         struct point *pts = NULL;
-        int n = 0, n_runs = 0;
+        int n = 0, n_runs = 0, n_done = 0;
         for (int i = 0; i < g->n_run && rc == 0; i++) {
             const struct table_run *r = &rs->run[g->run[i]];
             if (strcmp(r->status, "completed") != 0)
                 continue;
+            n_done++;
             bool has_y = false;
             rc = read_curve(r->dir, xk, o->y, &pts, &n, &has_y, &keys, &n_keys, e);
             n_runs += has_y;
@@ -152,7 +153,7 @@ static char *make_dat(const struct runset *rs, const struct plot_opts *o, struct
         n = kept;
         if (rc < 0 || n == 0) {
             if (rc == 0) {
-                char *gl = group_label(rs, &(struct plot_opts){0}, j, j, n_runs);
+                char *gl = group_label(rs, &(struct plot_opts){0}, j, j, n_done);
                 fprintf(lf, "%s%s", n_left++ ? "; " : "", gl);
                 free(gl);
             }

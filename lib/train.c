@@ -914,15 +914,16 @@ int train_run(const struct run_opts *o, struct err *e)
     } else {
         experiment_warn(&x);
         if (st.step_in_epoch > 0)
-            samx_say("resuming '%s' in epoch %ld at step %ld of %ld (%d threads)", dir,
-                     st.epoch + 1, st.step_in_epoch, x.steps_per_epoch, threads_get());
+            samx_say("resuming '%s' in epoch %ld at step %ld of %ld (%d thread%s)", dir,
+                     st.epoch + 1, st.step_in_epoch, x.steps_per_epoch, threads_get(),
+                     threads_get() == 1 ? "" : "s");
         else if (st.epoch > 0 || st.have_epoch0)
-            samx_say("resuming '%s' after epoch %ld of %ld (%d threads)", dir, st.epoch,
-                     x.epochs, threads_get());
+            samx_say("resuming '%s' after epoch %ld of %ld (%d thread%s)", dir, st.epoch,
+                     x.epochs, threads_get(), threads_get() == 1 ? "" : "s");
         else
             samx_say("training '%s' into '%s': %ld epochs of %ld steps, %zu parameters, %d "
-                     "threads", o->config, dir, x.epochs, x.steps_per_epoch, x.model.p.n,
-                     threads_get());
+                     "thread%s", o->config, dir, x.epochs, x.steps_per_epoch, x.model.p.n,
+                     threads_get(), threads_get() == 1 ? "" : "s");
         rc = train_loop(&x, &rd, &st, o, e);
         double wall = st.wall_seconds + rundir_now() - rd.started;
         if (rc < 0) {

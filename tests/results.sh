@@ -166,7 +166,7 @@ ok $? "a group of runs with two BLAS cores: one warning line with the counts ($(
 cp -r "$T/r/tiny/lr=0.1,seed=0-"* "$T/h/tiny/"
 "$SAMX" plot "$T/h" --group optimizer.lr --y hessian_trace -o "$T/fig/h.png" 2>"$T/err"
 test $? -eq 0 && [ "$(wc -l <"$T/err")" -eq 1 ] &&
-    grep -qx "samx: warning: 1 group without 'hessian_trace' left out of the figure: optimizer.lr=0.1 (0 runs)" "$T/err" &&
+    grep -qx "samx: warning: 1 group without 'hessian_trace' left out of the figure: optimizer.lr=0.1 (1 run)" "$T/err" &&
     test "$(grep -c '^# block' "$T/fig/h.png.dat")" -eq 1 && grep -q '^# block 0: optimizer.lr=0.05 (1 run)$' "$T/fig/h.png.dat"
 ok $? "--y a key one group lacks: draws the group that has it, names the one left out"
 "$SAMX" table "$T/h" --group optimizer.lr --metric test_acc,hessian_trace --format json |

@@ -315,7 +315,7 @@ jq -e 'select(.epoch == 2) | .hessian_density_steps == 12 and (.hessian_density_
 ok $? "records: hessian_density_* and the trace's achieved rel_err ($(jq -r 'select(.epoch == 2) | .hessian_trace_rel_err' hd/metrics.jsonl), $(jq -r 'select(.epoch == 2) | .hessian_trace_probes' hd/metrics.jsonl) probes)"
 if command -v gnuplot >/dev/null; then
     gnuplot -e "set datafile separator ','; set terminal dumb; plot '$f' skip 1 using 1:2 with lines" >plot.txt 2>&1
-    ok $? "gnuplot draws the density with the command in the README"
+    ok $? "gnuplot draws the density with the command in samx(1)"
 else
     skip "gnuplot not installed"
 fi
