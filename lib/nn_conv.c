@@ -350,16 +350,24 @@ void conv2d_backward(float *dx, float *dw, float *db, const float *dout, const f
         }
     }
     /* Block partials (transposed) added in block order: the same bits for any number of
-     * running threads. */
+     * running threads. Row r of every partial is read contiguously (c_out floats) and summed
+     * into a row of sums that vectorizes; only the final scatter into dw is strided. */
     int c_out = s->c_out;
 #pragma omp parallel for schedule(static) num_threads(team_size()) \
     if (dw && nw * ws->n_blk > PAR_MIN)
-    for (int co = 0; co < (dw ? c_out : 0); co++)
-        for (int r = 0; r < kk; r++) {
-            float sum = 0;
-            for (int bi = 0; bi < ws->n_blk; bi++)
-                sum += ws->dw[bi][(size_t)r * c_out + co];
-            dw[(size_t)co * kk + r] += sum;
+    for (int r = 0; r < (dw ? kk : 0); r++)
+        for (int c0 = 0; c0 < c_out; c0 += 256) {
+            int ncol = c_out - c0 < 256 ? c_out - c0 : 256;
+            float sum[256];
+            for (int co = 0; co < ncol; co++)
+                sum[co] = 0;
+            for (int bi = 0; bi < ws->n_blk; bi++) {
+                const float *p = ws->dw[bi] + (size_t)r * c_out + c0;
+                for (int co = 0; co < ncol; co++)
+                    sum[co] += p[co];
+            }
+            for (int co = 0; co < ncol; co++)
+                dw[(size_t)(c0 + co) * kk + r] += sum[co];
         }
     if (db) {
 #pragma omp parallel for schedule(static) num_threads(team_size())
