@@ -353,8 +353,9 @@ test $rc -eq 130 && [ "$(wc -l <"$T/err")" -eq 1 ] &&
     grep -q "^samx: interrupted by SIGTERM while loading .*nothing was written" "$T/err" && ! test -e "$T/ff"
 ok $? "SIGTERM while a read blocks: exit 130 with a reason, nothing written (rc $rc: $(head -c 160 "$T/err"))"
 
-# 10000 runs keep the pre-check busy for about a second: the signal comes before any run starts.
-"$SAMX" sweep "$T/f.yaml" seed=0..9999 -o "$T/fpc" 2>"$T/err" &
+# 40000 runs keep the pre-check busy for about 2.5 s here: the signal at 0.3 s comes before any
+# run starts, on a machine several times faster too.
+"$SAMX" sweep "$T/f.yaml" seed=0..39999 -o "$T/fpc" 2>"$T/err" &
 pid=$!
 sleep 0.3
 kill -TERM $pid
@@ -362,7 +363,7 @@ wait $pid
 rc=$?
 test $rc -eq 130 && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "^samx: interrupted by SIGTERM" "$T/err" &&
     ! ls -d "$T"/fpc/f/seed=* >/dev/null 2>&1
-ok $? "SIGTERM during the pre-check of a 10000-run sweep: exit 130 with a reason, no run started (rc $rc: $(tr '\n' '|' <"$T/err" | head -c 160))"
+ok $? "SIGTERM during the pre-check of a 40000-run sweep: exit 130 with a reason, no run started (rc $rc: $(tr '\n' '|' <"$T/err" | head -c 160))"
 
 "$SAMX" sweep "$T/f.yaml" seed=5 -o "$T/swk" 2>"$T/err" &
 pid=$!
