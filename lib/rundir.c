@@ -666,6 +666,14 @@ static bool same_config(const char *dir, const char *resolved)
     return same;
 }
 
+bool rundir_holds(const char *dir, const struct experiment *x)
+{
+    char *meta = xasprintf("%s/meta.json", dir);
+    bool run = io_exists(meta);
+    free(meta);
+    return run && same_config(dir, x->resolved);
+}
+
 char *rundir_find(const char *parent, const struct experiment *x)
 {
     char *mine = xasprintf("%s/%s", parent, x->run_id);

@@ -87,6 +87,8 @@ struct rundir {
  * when its config.yaml is x's resolved config, else the first (by name) "*-<hash>" whose
  * config.yaml is. malloc'd. */
 char *rundir_find(const char *parent, const struct experiment *x);
+/* dir is a run directory (meta.json) whose config.yaml is x's resolved config. */
+bool rundir_holds(const char *dir, const struct experiment *x);
 
 /* Open (creating) the directory for experiment x and lock it: start over, resume, or report
  * that the run is already finished (*done = true). Writes config.yaml and meta.json. Errors:

@@ -27,19 +27,32 @@ static const char *const absent = "-";
 const char *table_suggest(const char *word, const char *const *cand, int n)
 {
     size_t len = strlen(word), best = (len / 3 > 2 ? len / 3 : 2) + 1;
-    const char *r = NULL;
+    const char *r = NULL, *inside = NULL, *tail = NULL;
+    const char *last = strrchr(word, '.'), *dot = strchr(word, '.');
     for (int i = 0; i < n; i++) {
         /* a key ending in the word ("lr" for "optimizer.lr") is what a short name means */
         size_t lc = strlen(cand[i]);
         if (lc > len && cand[i][lc - len - 1] == '.' && !strcmp(cand[i] + lc - len, word))
             return cand[i];
+        /* a section ("optimizer"): its name key, else its first key */
+        if (lc > len && cand[i][len] == '.' && !strncmp(cand[i], word, len)) {
+            if (!strcmp(cand[i] + len + 1, "name"))
+                return cand[i];
+            inside = inside ? inside : cand[i];
+        }
+        /* a dotted word with a level left out ("optimizer.lr" for "optimizer.base.lr"): the
+         * same first section and the same last key */
+        size_t ll = last ? strlen(last) : 0;
+        if (last && !tail && lc > ll && !strcmp(cand[i] + lc - ll, last) &&
+            !strncmp(cand[i], word, (size_t)(dot - word + 1)))
+            tail = cand[i];
         size_t d = cfg_distance(word, cand[i]);
         if (d < best && d < len) {
             best = d;
             r = cand[i];
         }
     }
-    return r;
+    return inside ? inside : tail ? tail : r;
 }
 
 /* ---- collecting runs ---- */
@@ -264,6 +277,8 @@ static int load_run(struct runset *rs, char *dir, struct err *e)
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "omp_threads");
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(m, "work_blocks");
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "openblas_core");
+        const cJSON *ws = cJSON_GetObjectItemCaseSensitive(m, "world_size");
+        r->world = cJSON_IsNumber(ws) && ws->valueint > 0 ? ws->valueint : 1;
         r->threads = cJSON_IsNumber(t) ? t->valueint : 0;
         r->blocks = cJSON_IsNumber(b) ? b->valueint : 0;
         r->core = xstrdup(cJSON_IsString(c) ? c->valuestring : "");
@@ -369,6 +384,24 @@ static int load_manifest(struct runset *rs, const char *path, struct err *e)
         else
             *up = '/';
     }
+    /* The hashes of the runs beside it: a planned run whose config was run under another label
+     * (the same "-<hash>", rundir.h) is there, not missing. */
+    char **held = NULL;
+    int n_held = 0;
+    struct dirent **ents;
+    int n_ent = scandir(dir, &ents, NULL, alphasort);
+    for (int i = 0; i < n_ent; i++) {
+        const char *h = strrchr(ents[i]->d_name, '-');
+        char *d = xasprintf("%s/%s", dir, ents[i]->d_name);
+        if (h && h != ents[i]->d_name && is_run_dir(d))
+            push(&held, &n_held, xstrdup(h));
+        free(d);
+        free(ents[i]);
+    }
+    if (n_ent >= 0)
+        free(ents);
+    if (n_held)
+        qsort(held, (size_t)n_held, sizeof *held, cmp_str);
     int rc = 0, ln = 0;
     for (char *line = buf, *nl; *line && rc == 0; line = nl ? nl + 1 : line + strlen(line)) {
         nl = strchr(line, '\n');
@@ -382,12 +415,17 @@ static int load_manifest(struct runset *rs, const char *path, struct err *e)
             /* The run lives beside its manifest, wherever the results tree was moved. */
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "run_id");
             char *rd = xasprintf("%s/%s", dir, id->valuestring);
-            if (!is_run_dir(rd) && !planned_already(rs, rd))
+            const char *h = strrchr(id->valuestring, '-');
+            if (!is_run_dir(rd) && !planned_already(rs, rd) &&
+                !(h && n_held && bsearch(&h, held, (size_t)n_held, sizeof *held, cmp_str)))
                 add_missing(rs, rd, j);
             free(rd);
         }
         cJSON_Delete(j);
     }
+    for (int i = 0; i < n_held; i++)
+        free(held[i]);
+    free(held);
     free(dir);
     free(buf);
     return rc;
@@ -1072,11 +1110,12 @@ static void print_json(const struct runset *rs, const struct row *rows, const st
     cJSON_Delete(arr);
 }
 
-/* Runs whose arithmetic was split alike: the same work blocks, or (older samx, which split by
- * threads) the same thread count. */
+/* Runs whose arithmetic was split alike: the same number of MPI processes and the same work
+ * blocks, or (older samx, which split by threads) the same thread count. */
 static bool same_split(const struct table_run *a, const struct table_run *b)
 {
-    return a->blocks == b->blocks && (a->blocks || a->threads == b->threads);
+    return a->world == b->world && a->blocks == b->blocks &&
+           (a->blocks || a->threads == b->threads);
 }
 
 void table_warn_mixed(const struct runset *rs)
@@ -1106,6 +1145,9 @@ void table_warn_mixed(const struct runset *rs)
             count[k]++;
         }
         if (n_kind > 1) {
+            bool mixed_world = false;
+            for (int k = 1; k < n_kind; k++)
+                mixed_world |= rs->run[first[k]].world != rs->run[first[0]].world;
             fputs(n_mixed++ ? "; " : "", f);
             for (int k = 0; k < rs->n_keys; k++)
                 fprintf(f, "%s%s=%s", k ? "," : "", rs->keys[k], g->gshow[k]);
@@ -1119,6 +1161,10 @@ void table_warn_mixed(const struct runset *rs)
                 else
                     fprintf(f, " at %d thread%s (older samx)", r->threads,
                             r->threads == 1 ? "" : "s");
+                if (r->world > 1)
+                    fprintf(f, " on %d MPI processes", r->world);
+                else if (mixed_world)
+                    fputs(" in one process", f);
             }
         }
         free(first);
@@ -1126,8 +1172,8 @@ void table_warn_mixed(const struct runset *rs)
     }
     fclose(f);
     if (n_mixed)
-        samx_warn("%d group%s mix%s BLAS cores or work splits, so %s runs are not "
-                  "bit-comparable (%s)",
+        samx_warn("%d group%s mix%s BLAS cores, work splits or MPI world sizes, so %s runs "
+                  "are not bit-comparable (%s)",
                   n_mixed, n_mixed == 1 ? "" : "s", n_mixed == 1 ? "es" : "",
                   n_mixed == 1 ? "its" : "their", s);
     free(s);

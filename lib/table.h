@@ -41,6 +41,7 @@ struct table_run {
     int threads;         /* meta.json omp_threads, 0 if unknown */
     int blocks;          /* meta.json work_blocks; 0: an older samx, split by its threads */
     char *core;          /* meta.json openblas_core, NULL if unknown */
+    int world;           /* meta.json world_size: the MPI processes that trained it (1 if absent) */
 };
 
 struct table_group {

@@ -514,8 +514,9 @@ static void warn_schedules(const struct experiment *x)
             for (long t = 0; t < total && zero; t += stride)
                 zero = sched_at(sc, t) == 0;
             if (zero)
-                samx_warn("'%s.%s' is 0 at every step of the run (%ld steps over train.epochs=%ld)",
-                          prefix, h->name, total, x->epochs);
+                samx_warn("'%s.%s' is 0 at every step of the run (%ld step%s over "
+                          "train.epochs=%ld)",
+                          prefix, h->name, total, total == 1 ? "" : "s", x->epochs);
         }
         size_t len = strlen(prefix);
         snprintf(prefix + len, sizeof prefix - len, ".base");
@@ -835,6 +836,47 @@ static int dump_weights(const struct experiment *x, const char *dir, struct err 
     return rc;
 }
 
+/* The directory that holds path (a file or a directory): "." for a bare name. malloc'd. */
+static char *parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return xstrdup(".");
+    char *d = xstrdup(path);
+    d[slash == path ? 1 : slash - path] = 0;
+    return d;
+}
+
+static void say_found(const char *dir, const char *run_id, bool quiet)
+{
+    if (!quiet && strcmp(strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir, run_id) != 0)
+        fprintf(stderr, "samx: '%s' holds this config's run (found by its hash; this "
+                        "invocation's label would be '%s')\n",
+                dir, run_id);
+}
+
+/* The run directory for '-o dir'. An emitted sweep job names its directory LABEL-<hash>; when
+ * that directory has no run yet and a sibling "*-<hash>" already holds this config's run (a
+ * 'samx run' of the same config after the job was emitted), the sibling is the run. Any other
+ * -o is taken as given. malloc'd. */
+static char *find_labelled(const char *dir, const struct experiment *x, bool quiet)
+{
+    const char *hash = strrchr(x->run_id, '-'), *base = strrchr(dir, '/');
+    base = base ? base + 1 : dir;
+    size_t bl = strlen(base), hl = hash ? strlen(hash) : 0;
+    char *cfg = xasprintf("%s/config.yaml", dir);
+    bool fresh = !io_exists(cfg);
+    free(cfg);
+    if (!hash || bl <= hl || strcmp(base + bl - hl, hash) != 0 || !fresh)
+        return xstrdup(dir);
+    char *parent = parent_dir(dir), *found = rundir_find(parent, x);
+    free(parent);
+    if (!found)
+        return xstrdup(dir);
+    say_found(found, base, quiet);
+    return found;
+}
+
 int train_run(const struct run_opts *o, struct err *e)
 {
     struct experiment x;
@@ -865,18 +907,25 @@ int train_run(const struct run_opts *o, struct err *e)
     if (rc < 0)
         goto out;
     if (o->out_dir) {
-        dir = xstrdup(o->out_dir);
+        dir = find_labelled(o->out_dir, &x, o->quiet);
     } else {
-        /* The run is its config: an existing directory of it, whatever its label says. */
-        char *parent = xasprintf("%s/%s", o->results_root ? o->results_root : "results", x.name);
-        dir = rundir_find(parent, &x);
-        if (!dir)
-            dir = xasprintf("%s/%s", parent, x.run_id);
-        else if (!o->quiet && strcmp(strrchr(dir, '/') + 1, x.run_id) != 0)
-            fprintf(stderr, "samx: '%s' holds this config's run (found by its hash; this "
-                            "invocation's label would be '%s')\n",
-                    dir, x.run_id);
-        free(parent);
+        /* The run is its config: the run directory its config.yaml came from ('samx run
+         * DIR/config.yaml', wherever DIR is), else an existing directory of it under the
+         * results root, whatever its label says. */
+        char *cdir = parent_dir(o->config);
+        if (rundir_holds(cdir, &x)) {
+            dir = cdir;
+        } else {
+            free(cdir);
+            char *parent =
+                xasprintf("%s/%s", o->results_root ? o->results_root : "results", x.name);
+            dir = rundir_find(parent, &x);
+            if (!dir)
+                dir = xasprintf("%s/%s", parent, x.run_id);
+            else
+                say_found(dir, x.run_id, o->quiet);
+            free(parent);
+        }
     }
     if (o->dry_run) {
         experiment_warn(&x);

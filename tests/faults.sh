@@ -267,6 +267,23 @@ ok $? "a run with overrides trains into results/f/seed=1-<hash>"
 (cd "$T/id" && "$SAMX" run "$dir1/config.yaml" -t 1 2>"$T/err")
 test $? -eq 0 && grep -q "already complete" "$T/err" && test "$(ls "$T/id/results/f" | wc -l)" -eq 1
 ok $? "samx run of its own config.yaml finds it (complete), no second directory ($(ls "$T/id/results/f" | tr '\n' ' '))"
+# The run's directory under another results root (a sweep -o ROOT): its config.yaml finds it
+mkdir -p "$T/id/alt/f" && cp -a "$dir1" "$T/id/alt/f/"
+(cd "$T/id" && "$SAMX" run "$T/id/alt/f/${dir1##*/}/config.yaml" -t 1 2>"$T/err")
+test $? -eq 0 && grep -q "'$T/id/alt/f/${dir1##*/}' is already complete" "$T/err" &&
+    test "$(ls "$T/id/results/f" | wc -l)" -eq 1
+ok $? "samx run of a config.yaml under another results root finds that run ($(head -c 200 "$T/err"))"
+# A job emitted before the same config ran under another label: the job finds that run, and
+# samx table counts the plan as run, once
+(cd "$T/id" && "$SAMX" sweep cfg/f.yaml seed=1,2 -o "$T/id/em" --emit sh -q >"$T/id/job.sh")
+mkdir -p "$T/id/em/f" && cp -a "$dir1" "$T/id/em/f/default-${dir1##*-}"
+"$SAMX" table "$T/id/em/f" --metric test_loss --format csv 2>/dev/null | tail -1 | grep -q ',1,0,0,0,1$'
+ok $? "samx table: a planned run held under another label is not missing ($("$SAMX" table "$T/id/em/f" --metric test_loss --format csv 2>&1 | tail -1))"
+sed -i '/ seed=2 /d' "$T/id/job.sh"
+(cd "$T/id" && sh job.sh 2>"$T/err")
+test $? -eq 0 && grep -q "'$T/id/em/f/default-${dir1##*-}' holds this config's run" "$T/err" &&
+    test "$(ls "$T/id/em/f" | grep -vc '^sweeps$')" -eq 1
+ok $? "an emitted job whose config ran under another label finds that run, trains nothing ($(ls "$T/id/em/f" | tr '\n' ' '))"
 (cd "$T/id" && "$SAMX" sweep cfg/f.yaml optimizer.rho=0.05 2>"$T/err")
 test $? -eq 0 && test "$(ls -d "$T"/id/results/f/*/ | grep -vc '/sweeps/$')" -eq 1 &&
     "$SAMX" table "$T/id/results/f" --metric test_loss --format json 2>/dev/null | grep -qE '"n":\s*1\b'

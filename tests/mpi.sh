@@ -194,6 +194,13 @@ w=$(jq -r '.world_size, (.hosts | length), (.rank_threads | length)' "$m" | tr '
 ok $? "meta.json records world_size 2, the hosts and the threads of both ranks"
 [ "$(jq -r .world_size "$T/mlp-1/meta.json")" = 1 ]
 ok $? "one process records world_size 1"
+# One group of a run by one process and runs by 2 and 3: samx table warns and counts them.
+mkdir -p "$T/mix/mlp"
+cp -r "$T/mlp-1" "$T/mix/mlp/a" && cp -r "$T/mlp-2" "$T/mix/mlp/b" && cp -r "$T/mlp-3" "$T/mix/mlp/c"
+"$SAMX" table "$T/mix" 2>"$T/err" >/dev/null
+test $? -eq 0 && [ "$(wc -l <"$T/err")" -eq 1 ] &&
+    grep -q "^samx: warning: 1 group mixes BLAS cores, work splits or MPI world sizes, so its runs are not bit-comparable (1 run with [A-Za-z]*/[0-9]* blocks in one process, 1 run with [A-Za-z]*/[0-9]* blocks on 2 MPI processes, 1 run with [A-Za-z]*/[0-9]* blocks on 3 MPI processes)$" "$T/err"
+ok $? "table: a group mixing 1, 2 and 3 processes gets one warning with the counts ($(head -c 300 "$T/err"))"
 
 # Resume with another number of processes: refused with a config error; the same one works.
 np 2 run -q "$T/mlp.yaml" -o "$T/res"

@@ -65,7 +65,7 @@ before=$(find "$T/r/tiny/sweeps" -type f -exec stat -c '%n %y' {} + | sort)
     test "$(find "$T/r/tiny/sweeps" -type f -exec stat -c '%n %y' {} + | sort)" = "$before"
 ok $? "the same sweep again: the same script and files, untouched"
 cp "$cmds1" "$T/keep" && echo "# edited" >>"$cmds1"
-"$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -o "$T/r" --emit slurm >/dev/null 2>"$T/err"
+"$SAMX" sweep tiny.yaml optimizer.lr=0.1,0.05 seed=0..1 -o "$T/r" --emit slurm -q >/dev/null 2>"$T/err"
 test $? -eq 1 && one_error "$T/err" "commands.txt' exists with other content; a sweep's files are never rewritten"
 ok $? "a sweep never rewrites a commands file that differs (exit 1)"
 cp "$T/keep" "$cmds1"
@@ -158,7 +158,7 @@ OPENBLAS_CORETYPE=Prescott "$SAMX" run tiny.yaml seed=2 -t 1 -q -o "$T/th/tiny/c
 core=$(jq -r .openblas_core "$T/th/tiny/a/meta.json")
 blocks=$(jq -r .work_blocks "$T/th/tiny/a/meta.json")
 test $? -eq 0 && [ "$(wc -l <"$T/err")" -eq 1 ] &&
-    grep -qx "samx: warning: 1 group mixes BLAS cores or work splits, so its runs are not bit-comparable (2 runs with $core/$blocks blocks, 1 run with Prescott/$blocks blocks)" "$T/err"
+    grep -qx "samx: warning: 1 group mixes BLAS cores, work splits or MPI world sizes, so its runs are not bit-comparable (2 runs with $core/$blocks blocks, 1 run with Prescott/$blocks blocks)" "$T/err"
 ok $? "a group of runs with two BLAS cores: one warning line with the counts ($(head -c 300 "$T/err"))"
 
 # --- figures for papers -----------------------------------------------------------------------------
@@ -266,6 +266,12 @@ test "$(cd "$T/n/tiny" && ls -d optimizer=* | sed 's/-[0-9a-f]*$//' | tr '\n' ' 
 ok $? "... into optimizer=sam,seed=0-HASH with the shared rho; the manifest keeps the labels"
 "$SAMX" table "$T/n" --group optimizer.name --format json | jq -e 'map(.group["optimizer.name"]) == ["sam", "sgd"]' >/dev/null
 ok $? "table groups them by optimizer.name"
+"$SAMX" table "$T/n" --group optimizer 2>"$T/err"
+test $? -eq 2 && one_error "$T/err" "--group key 'optimizer' is in no run's config (did you mean 'optimizer.name'?)"
+ok $? "--group of a section (the alternatives' key): did you mean its name key"
+"$SAMX" table "$T"/n/tiny/optimizer=sam,seed=0-* --group optimizer.lr 2>"$T/err"
+test $? -eq 2 && one_error "$T/err" "--group key 'optimizer.lr' is in no run's config (did you mean 'optimizer.base.lr'?)"
+ok $? "--group with a level left out: did you mean the key with it"
 "$SAMX" sweep methods.yaml optimizer=sgx -o "$T/n" --dry-run 2>"$T/err"
 test $? -eq 2 && one_error "$T/err" "'sgx' is not one of the alternatives of 'optimizer' (did you mean 'sgd'?)"
 ok $? "an unknown alternative: did you mean"
