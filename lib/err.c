@@ -35,21 +35,28 @@ static void err_one_line(char *msg, size_t size)
 
 bool samx_quiet;
 
-static void say(const char *prefix, const char *fmt, va_list ap)
+static FILE *warn_sink;
+
+void samx_warn_to(FILE *f)
+{
+    warn_sink = f;
+}
+
+static void say(FILE *f, const char *prefix, const char *fmt, va_list ap)
 {
     if (samx_quiet)
         return;
-    fprintf(stderr, "samx: %s", prefix);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    fflush(stderr);
+    fprintf(f, "samx: %s", prefix);
+    vfprintf(f, fmt, ap);
+    fputc('\n', f);
+    fflush(f);
 }
 
 void samx_warn(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    say("warning: ", fmt, ap);
+    say(warn_sink ? warn_sink : stderr, "warning: ", fmt, ap);
     va_end(ap);
 }
 
@@ -57,7 +64,7 @@ void samx_say(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    say("", fmt, ap);
+    say(stderr, "", fmt, ap);
     va_end(ap);
 }
 

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 enum {
     SAMX_EXIT_OK = 0,
@@ -44,6 +45,9 @@ int err_prefix(struct err *e, const char *fmt, ...) __attribute__((format(printf
 extern bool samx_quiet;
 /* "samx: warning: MESSAGE" on stderr, one line, unless samx_quiet. */
 void samx_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Send samx_warn's lines to f instead of stderr (NULL: back to stderr): a sweep collects its
+ * runs' warnings to say each once. */
+void samx_warn_to(FILE *f);
 /* "samx: MESSAGE" on stderr, one line, unless samx_quiet. */
 void samx_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -658,6 +658,50 @@ static void run_free(struct run *r)
 
 /* Resolve every run's config (the full validation samx run does), giving its run id, name and
  * directory. Nothing is written. */
+/* The runs' warnings (experiment_warn), each distinct line once with how many runs gave it
+ * and the first: a sweep says them at planning, as a run would (its runs run with -q). */
+struct warnings {
+    char **msg;
+    long *count, *first;
+    int n;
+};
+
+static void collect_warnings(struct warnings *w, const struct experiment *x, long k)
+{
+    if (samx_quiet)
+        return;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        SAMX_BUG("open_memstream failed");
+    samx_warn_to(f);
+    experiment_warn(x);
+    samx_warn_to(NULL);
+    fclose(f);
+    static const char prefix[] = "samx: warning: ";
+    for (char *line = buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        const char *m = strncmp(line, prefix, sizeof prefix - 1) ? line : line + sizeof prefix - 1;
+        int i = 0;
+        while (i < w->n && strcmp(w->msg[i], m) != 0)
+            i++;
+        if (i == w->n) {
+            w->msg = xrealloc(w->msg, (size_t)(w->n + 1) * sizeof *w->msg);
+            w->count = xrealloc(w->count, (size_t)(w->n + 1) * sizeof *w->count);
+            w->first = xrealloc(w->first, (size_t)(w->n + 1) * sizeof *w->first);
+            w->msg[i] = xstrdup(m);
+            w->count[i] = 0;
+            w->first[i] = k;
+            w->n++;
+        }
+        w->count[i]++;
+    }
+    free(buf);
+}
+
 static int plan_runs(const struct plan *pl, const char *root, const char *exe, struct run **out,
                      int *n_out, char **name_out, struct err *e)
 {
@@ -668,6 +712,7 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
     int np = pl->np ? pl->np : 1;
     struct run *runs = xcalloc((size_t)n, sizeof *runs);
     struct strset ids = {0}; /* the run ids so far */
+    struct warnings warns = {0};
     char *name = NULL;
     int rc = 0;
     for (long k = 0; k < n && rc == 0; k++) {
@@ -699,6 +744,7 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
             rc = -1;
             break;
         }
+        collect_warnings(&warns, &x, k);
         if (!name) {
             name = xstrdup(x.name);
         } else if (strcmp(name, x.name) != 0) {
@@ -739,6 +785,18 @@ static int plan_runs(const struct plan *pl, const char *root, const char *exe, s
     }
     free(combo);
     free(ids.slot);
+    for (int i = 0; i < warns.n; i++) {
+        if (rc == 0 && n == 1)
+            samx_warn("%s", warns.msg[i]);
+        else if (rc == 0)
+            samx_warn("%s (%s%ld of %ld runs, first %s)", warns.msg[i],
+                      warns.count[i] == n ? "all " : "", warns.count[i], n,
+                      runs[warns.first[i]].run_id);
+        free(warns.msg[i]);
+    }
+    free(warns.msg);
+    free(warns.count);
+    free(warns.first);
     if (rc < 0) {
         for (long k = 0; k < n; k++)
             run_free(&runs[k]);

@@ -138,6 +138,17 @@ ok $? "one line per warning"
 "$SAMX" check "$T/warm.yaml" train.batch_size=5000 -q >/dev/null 2>"$T/err"
 test ! -s "$T/err"
 ok $? "check -q silences warnings"
+# A sweep says its runs' warnings when it plans them, each once, with how many runs gave it:
+# the warmup and the test-set selection (all runs), the batch and, with one step, lr 0 (two)
+"$SAMX" sweep "$T/warm.yaml" train.batch_size=100,5000 seed=0,1 --dry-run -o "$T/wsw" >/dev/null 2>"$T/err"
+test $? -eq 0 && [ "$(grep -c '^samx: warning' "$T/err")" -eq 4 ] &&
+    grep -q "^samx: warning: 'optimizer.base.lr' is 0 at every step of the run (1 step over train.epochs=1) (2 of 4 runs, first batch_size=5000,seed=0-" "$T/err" &&
+    grep -qx "samx: warning: 'optimizer.base.lr': warmup 1 is at least the whole run (train.epochs=1), so the run never reaches the scheduled values (all 4 of 4 runs, first batch_size=100,seed=0-[0-9a-f]*)" "$T/err" &&
+    grep -qx "samx: warning: 'train.batch_size' 5000 is larger than the training set (2000 examples): every step is one full batch of the whole set (2 of 4 runs, first batch_size=5000,seed=0-[0-9a-f]*)" "$T/err"
+ok $? "sweep: each run's warning once, with its count of runs ($(grep -c '^samx: warning' "$T/err") warnings: $(head -c 300 "$T/err"))"
+"$SAMX" sweep "$T/warm.yaml" train.batch_size=100,5000 --dry-run -q -o "$T/wsw" >/dev/null 2>"$T/err"
+test $? -eq 0 && test ! -s "$T/err"
+ok $? "sweep -q: no warnings"
 "$SAMX" table "$T/warm" --at best:test_acc >"$T/out" 2>"$T/err"
 test $? -eq 0 && test -s "$T/out" && [ "$(wc -l <"$T/err")" -eq 1 ] &&
     grep -qx "samx: warning: --at best:test_acc selects each run's best record on the test set, an optimistic estimate (select on a validation split: data.val_split and --at best:val_acc)" "$T/err"
