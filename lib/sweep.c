@@ -1040,10 +1040,17 @@ static int run_here(const struct sweep_opts *o, struct run *runs, int n, const c
         free(todo);
         return -1;
     }
+    int n_resume = 0;
+    for (int i = 0; i < n_todo; i++)
+        n_resume += !strcmp(runs[todo[i]].status, "interrupted");
+    char rbuf[48] = "";
+    if (n_resume)
+        snprintf(rbuf, sizeof rbuf, " (%d of them resume)", n_resume);
     if (o->progress)
-        fprintf(stderr, "samx: %d runs, %d done before, %d to run, %d at a time with %d "
+        fprintf(stderr, "samx: %d runs, %d done before, %d to run%s, %d at a time with %d "
                         "thread%s each; logs in %s\n",
-                n, n - n_todo, n_todo, o->jobs, threads, threads == 1 ? "" : "s", logdir);
+                n, n - n_todo, n_todo, rbuf, o->jobs, threads, threads == 1 ? "" : "s",
+                logdir);
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -1095,7 +1102,9 @@ static int run_here(const struct sweep_opts *o, struct run *runs, int n, const c
             running++;
             started++;
             if (o->progress)
-                fprintf(stderr, "samx: start %d/%d %s\n", started, n_todo, r->run_id);
+                fprintf(stderr, "samx: %s %d/%d %s\n",
+                        strcmp(r->status, "interrupted") ? "start" : "resume", started, n_todo,
+                        r->run_id);
         }
         int ws;
         pid_t pid = waitpid(-1, &ws, WNOHANG);

@@ -15,6 +15,7 @@
 #include "rundir.h"
 #include "safetensors.h"
 #include "schedule.h"
+#include "sweep.h"
 #include "tune.h"
 
 /* Sums over the steps of an epoch, reduced to the record's values. */
@@ -951,7 +952,13 @@ int train_run(const struct run_opts *o, struct err *e)
     if (orc < 0) {
         rc = -1;
     } else if (done) {
-        samx_say("skipped: '%s' is already complete (use --force to run it again)", dir);
+        /* what its summary.json says: completed, diverged or stopped (early stopping) */
+        const char *how = sweep_run_status(dir);
+        if (!strcmp(how, "completed"))
+            samx_say("skipped: '%s' is already complete (use --force to run it again)", dir);
+        else
+            samx_say("skipped: '%s' is already finished: %s (use --force to run it again)", dir,
+                     how);
     } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED ||
                st.status == RUN_STOPPED) {
         /* Killed after its final checkpoint: the run is over, only its final files are due. */

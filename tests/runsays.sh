@@ -91,6 +91,10 @@ ok $? "a resumed run says where it resumes"
 ok $? "a diverging run exits 0"
 tail -1 "$T/err" | grep -qE "^samx: diverged: a non-finite loss or gradient at step [0-9]+ \(epoch [0-9]+ of 2\); status 'diverged' \(a result, exit 0\); run directory '$T/div'$"
 ok $? "a diverged run says so in its last line"
+"$SAMX" run "$T/small.yaml" optimizer.base.lr=1.0e6 optimizer.base.momentum=0 -o "$T/div" -t 2 2>"$T/err"
+[ "$(wc -l <"$T/err")" -eq 1 ] &&
+    grep -qx "samx: skipped: '$T/div' is already finished: diverged (use --force to run it again)" "$T/err"
+ok $? "a diverged run run again is skipped, saying it diverged ($(cat "$T/err"))"
 
 # --- warnings for degenerate settings -----------------------------------------------------------
 cat >"$T/warm.yaml" <<EOF

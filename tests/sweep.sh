@@ -233,8 +233,11 @@ rc=$?
 test $rc -eq 130 && grep -q "^samx: sweep 'long': 2 runs: 0 completed, 0 diverged, 2 interrupted" "$T/err" &&
     ! grep -q "error" "$T/err"
 ok $? "SIGINT to the sweep: exit 130, both runs interrupted, no error reported (rc $rc)"
-"$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/int"
+"$SAMX" sweep long.yaml seed=0..1 -j 2 -o "$T/int" 2>"$T/err"
 ok $? "running the sweep again finishes it"
+grep -q "^samx: 2 runs, 0 done before, 2 to run (2 of them resume), " "$T/err" &&
+    [ "$(grep -c '^samx: resume [12]/2 seed=' "$T/err")" -eq 2 ]
+ok $? "... and says that its runs resume ($(head -c 300 "$T/err" | tr '\n' '|'))"
 bad=0
 for d in "$T"/ref/long/*=*/; do
     e="$T/int/long/$(basename "$d")"
