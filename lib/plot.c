@@ -263,6 +263,14 @@ static void put_log_y(FILE *f, const struct figure *fg)
     fprintf(f, ")\nset mytics 1\n");
 }
 
+
+/* The smallest of 1, 2, 5 times a power of ten that is >= s (s >= 1): tick steps that read as
+ * round numbers (0, 50, 100 rather than 0, 39, 78). */
+static double nice_step(double s)
+{
+    double p = pow(10, floor(log10(s)));
+    return s <= p ? p : s <= 2 * p ? 2 * p : s <= 5 * p ? 5 * p : 10 * p;
+}
 static char *make_gp(const struct runset *rs, const struct plot_opts *o, const char *datname,
                      const char *gpname, const char *ext, const char *fig,
                      const struct figure *fg)
@@ -301,15 +309,20 @@ static char *make_gp(const struct runset *rs, const struct plot_opts *o, const c
     fprintf(f, "\nset key below\n%s", dumb ? "" : "set grid\n");
     if (o->logy)
         put_log_y(f, fg);
+    /* the bands' note sits above the frame: without a title, room is made for it */
+    if (!dumb && strcmp(band, "none") != 0 && !o->title)
+        fprintf(f, "set tmargin 2\n");
     if (!dumb && strcmp(band, "none") != 0)
         fprintf(f, "set label 1 '%s' at screen 0.99, screen 0.97 right font ',9'\n",
                 !strcmp(band, "sem") ? "bands: mean ± standard error"
                                      : "bands: mean ± sample std (n-1)");
     /* integer x (epochs): integer ticks, at most about 10, over exactly the data's range */
     if (fg->int_x && fg->xmax >= fg->xmin) {
-        double span = fg->xmax - fg->xmin, step = fmax(1, ceil(span / 10));
+        double span = fg->xmax - fg->xmin, step = nice_step(fmax(1, ceil(span / 10)));
+        /* steps of 5 and more start at a multiple of the step (5, 10, ... from epoch 1) */
+        double first = step >= 5 ? ceil(fg->xmin / step) * step : fg->xmin;
         fprintf(f, "set xrange [%.10g:%.10g]\nset xtics %.10g, %.10g\nset mxtics 1\n",
-                fg->xmin, fg->xmax > fg->xmin ? fg->xmax : fg->xmin + 1, fg->xmin, step);
+                fg->xmin, fg->xmax > fg->xmin ? fg->xmax : fg->xmin + 1, first, step);
     }
     fprintf(f, "plot");
     bool first = true;

@@ -182,6 +182,10 @@ grep -qx "set title 'Tiny MLP, SGD'" "$gp" && grep -qx "set xlabel 'training epo
     grep -q "title 'lr 0.05'" "$gp" && grep -q "title 'lr 0.1'" "$gp" && grep -q "title 'lr 0.3'" "$gp" &&
     grep -qx 'set xtics 1, 1' "$gp" && grep -qx 'set xrange \[1:2\]' "$gp"
 ok $? "the script: title, labels, legend, log y, integer epoch ticks from 1"
+"$SAMX" plot "$T/r/tiny" --group optimizer.lr --y train_loss --x grad_evals -o "$T/fig/ge.png" 2>/dev/null &&
+    grep -x 'set xtics .*' "$T/fig/ge.png.gp" | awk -F'[ ,]+' '{ s = $4; while (s >= 10) s /= 10
+        exit !((s == 1 || s == 2 || s == 5) && $3 % $4 == 0) }'
+ok $? "integer x of another key: round tick steps (1, 2 or 5 times a power of ten) from a multiple of the step ($(grep xtics "$T/fig/ge.png.gp"))"
 # the band: mean ± sample std / sqrt(n), at epoch 2 of lr 0.05, against jq over metrics.jsonl
 want=$(cat "$T"/r/tiny/lr=0.05,seed=*/metrics.jsonl | jq -s 'map(select(.epoch == 2) | .train_loss)
         | (add / length) as $m | [$m, $m + ((map((. - $m) * (. - $m)) | add) / (length - 1) | sqrt) / (length | sqrt)]')
