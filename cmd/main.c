@@ -5,6 +5,7 @@
  * (SIGINT/SIGTERM; samx run saves a checkpoint first). Every non-zero status comes with one
  * line on stderr saying why. Signal handlers are installed first thing, for every command.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -701,6 +702,17 @@ static void tune_process(char **argv)
     sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
+/* What a command printed must have reached stdout: a full disk or a closed descriptor makes
+ * the command fail, with the reason, rather than exit 0 with its output lost. */
+static int output_written(int rc)
+{
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return rc;
+    fprintf(stderr, "samx: error: cannot write the output: %s\n",
+            errno ? strerror(errno) : "write error");
+    return rc ? rc : SAMX_EXIT_RUNTIME;
+}
+
 int main(int argc, char **argv)
 {
     rundir_signals_init();
@@ -710,10 +722,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
         printf("samx %s (%s)\n", SAMX_VERSION, SAMX_GIT);
-        return 0;
+        return output_written(0);
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
-        return cmd_help(1, argv + 1, NULL);
+        return output_written(cmd_help(1, argv + 1, NULL));
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(commands[i].name, argv[1])) {
             if (!strcmp(argv[1], "run") || !strcmp(argv[1], "landscape"))
@@ -721,7 +733,7 @@ int main(int argc, char **argv)
             char *cmdline = join_argv(argc, argv);
             int rc = commands[i].fn(argc - 1, argv + 1, cmdline);
             free(cmdline);
-            return rc;
+            return output_written(rc);
         }
     fprintf(stderr, "samx: error: unknown command '%s' (see 'samx help')\n", argv[1]);
     return SAMX_EXIT_CONFIG;

@@ -1,5 +1,6 @@
 #include "optim.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,7 +167,7 @@ struct hparam *optim_adaptive(struct optim *o, const char *name, double v)
     sched_constant(&h->s, v);
     h->v = v;
     h->adaptive = true;
-    optim_state(o, name, &h->v);
+    optim_state(o, name, &h->v, -DBL_MAX, DBL_MAX, false);
     return h;
 }
 
@@ -183,10 +184,14 @@ float *optim_scratch(struct optim *o)
     return o->scratch[o->n_scratch++] = o->env.plan ? NULL : xfloats(o->env.n);
 }
 
-void optim_state(struct optim *o, const char *name, double *v)
+void optim_state(struct optim *o, const char *name, double *v, double lo, double hi,
+                 bool integral)
 {
-    SAMX_ASSERT(o->n_state < OPTIM_MAX_STATE);
+    SAMX_ASSERT(o->n_state < OPTIM_MAX_STATE && lo <= hi);
     o->state_name[o->n_state] = name;
+    o->state_lo[o->n_state] = lo;
+    o->state_hi[o->n_state] = hi;
+    o->state_int[o->n_state] = integral;
     o->state[o->n_state++] = v;
 }
 

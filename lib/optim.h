@@ -134,6 +134,8 @@ struct optim {
     int *ramp;                        /* wrappers: 0, 1, ..., max_batch-1 (group selections) */
     double *state[OPTIM_MAX_STATE];   /* scalar state, checkpointed (points into priv) */
     const char *state_name[OPTIM_MAX_STATE];
+    double state_lo[OPTIM_MAX_STATE], state_hi[OPTIM_MAX_STATE]; /* its valid range */
+    bool state_int[OPTIM_MAX_STATE];  /* integral (a count or a 0/1 flag) */
     int n_state;
     long t;                           /* step index of the current / next step */
     unsigned char *psel;              /* wrappers: per tensor, 1 when optimizer.perturb selects it
@@ -174,8 +176,10 @@ struct hparam *optim_adaptive(struct optim *o, const char *name, double v);
 float *optim_buf(struct optim *o, const char *name);
 /* A zeroed buffer of n floats for use within one step (not checkpointed). */
 float *optim_scratch(struct optim *o);
-/* Register a double in priv as checkpointed scalar state. */
-void optim_state(struct optim *o, const char *name, double *v);
+/* Register a double in priv as checkpointed scalar state, valid when finite, in [lo, hi] and,
+ * with integral, an integer: a checkpoint holding anything else is refused as damaged. */
+void optim_state(struct optim *o, const char *name, double *v, double lo, double hi,
+                 bool integral);
 /* Visit every hyperparameter of o and its base (wrapper's first), e.g. to report them. */
 void optim_each_hparam(const struct optim *o, void (*fn)(void *ctx, const struct hparam *h),
                        void *ctx);

@@ -554,6 +554,16 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
              {"wall_seconds", 0, INFINITY, &st->wall_seconds}};
     for (size_t i = 0; i < sizeof d / sizeof d[0] && rc == 0; i++)
         rc = meta_range(&f, d[i].key, d[i].lo, d[i].hi, false, d[i].dst, e);
+    /* The optimizers' scalar state, each in the range its method declares (optim_state). */
+    for (struct optim *o = &x->optim; o && rc == 0; o = o->base) {
+        const char *pre = o == &x->optim ? "optim" : "optim.base";
+        for (int i = 0; i < o->n_state && rc == 0; i++) {
+            char key[128];
+            snprintf(key, sizeof key, "%s.%s", pre, o->state_name[i]);
+            rc = meta_range(&f, key, o->state_lo[i], o->state_hi[i], o->state_int[i],
+                            o->state[i], e);
+        }
+    }
     if (rc < 0)
         goto out;
     /* Then the checksum, before a single byte of the tensors is used. */
@@ -578,11 +588,6 @@ static int load_checkpoint(struct rundir *rd, struct experiment *x, struct train
             char name[96];
             snprintf(name, sizeof name, "%s.%s", pre, o->buf_name[i]);
             rc = st_read_raw(&f, name, "F32", o->buf[i], p->n * sizeof(float), e);
-        }
-        for (int i = 0; i < o->n_state && rc == 0; i++) {
-            char key[128];
-            snprintf(key, sizeof key, "%s.%s", pre, o->state_name[i]);
-            rc = meta_get(&f, key, o->state[i], e);
         }
     }
     if (rc == 0)

@@ -226,7 +226,8 @@ test $? -eq 1 && one_error "$T/err" "'$T/flip/checkpoint.safetensors': checksum 
     test "$(status_of "$T/flip" summary.json)" != completed
 ok $? "a flipped weight bit is a checksum error (exit 1, naming the file): $(head -c 160 "$T/err")"
 
-for kv in epoch=0x1p+40 step_in_epoch=-0x1p+4 step=-0x1p+0 acc_count=0x1p+60 wall_seconds=nan; do
+for kv in epoch=0x1p+40 step_in_epoch=-0x1p+4 step=-0x1p+0 acc_count=0x1p+60 wall_seconds=nan \
+    optim.base.momentum_started=0x1p-1 optim.base.momentum_started=nan; do
     k=${kv%%=*}
     rm -rf "$T/range"
     cp -a "$T/int" "$T/range"

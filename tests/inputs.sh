@@ -251,6 +251,15 @@ damaged "t/sweeps/*/manifest.jsonl" '$a {"run_id":' \
     "/manifest.jsonl:3: not a JSON object (a corrupt or truncated line)"
 
 # --- fuzz regressions: every committed crash input replayed --------------------------------------
+# Output that cannot be written (a full disk) fails the command with the reason, never exit 0
+if [ -w /dev/full ]; then
+    "$SAMX" check "$T/t.yaml" -q >/dev/full 2>"$T/err"
+    test $? -eq 1 && one_error "$T/err" "cannot write the output: No space left on device"
+    ok $? "check > /dev/full: exit 1, the reason in one line ($(cat "$T/err"))"
+else
+    skip "no /dev/full"
+fi
+
 if [ -n "$FUZZ" ]; then
     bin=$(dirname "$SAMX")/../tests/fuzz
     for dir in "$FUZZ"/regressions/*/; do

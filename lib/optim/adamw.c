@@ -28,7 +28,7 @@ static int adamw_init(struct optim *o, struct cfg_node *c, struct err *e)
         return -1;
     a->m = optim_buf(o, "exp_avg");
     a->v = optim_buf(o, "exp_avg_sq");
-    optim_state(o, "step", &a->t);
+    optim_state(o, "step", &a->t, 0, 0x1p53, true); /* steps taken */
     return 0;
 }
 

@@ -50,7 +50,7 @@ static int fsam_init(struct optim *o, struct cfg_node *c, struct err *e)
         cfg_bool(c, "adaptive", false, &s->adaptive, e) < 0)
         return -1;
     s->m = optim_buf(o, "fsam_ema");
-    optim_state(o, "fsam_started", &s->started);
+    optim_state(o, "fsam_started", &s->started, 0, 1, true);
     s->d = optim_scratch(o);
     s->e = optim_scratch(o);
     s->saved = optim_scratch(o);

@@ -24,6 +24,8 @@
  * Defaults other than rho and lambda are samx's choices, not the paper's. lambda is reported
  * as an adaptive hyperparameter; the scalar knobs are schedulable.
  */
+#include <float.h>
+
 #include "blas.h"
 #include "optim.h"
 #include "tune.h"
@@ -70,9 +72,9 @@ static int samar_init(struct optim *o, struct cfg_node *c, struct err *e)
     s->lambda = optim_adaptive(o, "lambda", lam0);
     s->lr = optim_hparam_find(o->base, "lr");
     SAMX_ASSERT(s->lr);
-    optim_state(o, "sharpness_ema", &s->s_hat);
-    optim_state(o, "loss_ema", &s->l_hat);
-    optim_state(o, "ema_started", &s->started);
+    optim_state(o, "sharpness_ema", &s->s_hat, -DBL_MAX, DBL_MAX, false);
+    optim_state(o, "loss_ema", &s->l_hat, -DBL_MAX, DBL_MAX, false);
+    optim_state(o, "ema_started", &s->started, 0, 1, true);
     s->hist = optim_buf(o, "sharpness_history");
     s->saved = optim_scratch(o);
     s->g = optim_scratch(o); /* no e: the perturbation is a scale of g, never formed */

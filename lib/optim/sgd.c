@@ -34,7 +34,7 @@ static int sgd_init(struct optim *o, struct cfg_node *c, struct err *e)
         return cfg_err(e, cfg_child(c, "nesterov"),
                        "nesterov momentum requires momentum > 0 and zero dampening");
     s->buf = optim_buf(o, "momentum_buffer");
-    optim_state(o, "momentum_started", &s->started);
+    optim_state(o, "momentum_started", &s->started, 0, 1, true);
     return 0;
 }
 

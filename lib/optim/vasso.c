@@ -33,7 +33,7 @@ static int vasso_init(struct optim *o, struct cfg_node *c, struct err *e)
         !(s->eps = optim_hparam(o, c, "perturb_eps", 1e-7, 0, 1, e)))
         return -1;
     s->d = optim_buf(o, "ema");
-    optim_state(o, "ema_started", &s->started);
+    optim_state(o, "ema_started", &s->started, 0, 1, true);
     s->saved = optim_scratch(o);
     s->e = optim_scratch(o);
     return 0;
