@@ -22,11 +22,12 @@ echo "| optimizer | config | test acc | s/epoch (fastest) | s/epoch (median) | g
 echo "|---|---|---|---|---|---|"
 for n in "${names[@]}"; do
     "$SAMX" run "$ROOT/configs/$n.yaml" -t 2 -q -o "$OUT/$n"
-    jq -rs --arg n "$n" '
-        (map(select(.epoch > 0)) | map(.seconds) | sort) as $s
-        | .[-1] as $l
-        | "| \($n) | `samx run configs/\($n).yaml -t 2` | \($l.test_acc * 10000 | round / 10000)"
-          + " | \($s[0] * 10 | round / 10) | \($s[($s | length - 1) / 2 | floor] * 10 | round / 10)"
-          + " | \($l.grad_evals / $l.step * 100 | round / 100) |"' "$OUT/$n/metrics.jsonl"
+    jq -rs '(map(select(.epoch > 0)) | map(.seconds) | sort) as $s | .[-1] as $l
+        | [$l.test_acc, $s[0], $s[($s | length - 1) / 2 | floor], $l.grad_evals / $l.step]
+        | @tsv' "$OUT/$n/metrics.jsonl" |
+        while IFS=$'\t' read -r acc fast med ge; do
+            printf '| %s | `samx run configs/%s.yaml -t 2` | %.4f | %.1f | %.1f | %.3g |\n' \
+                "$n" "$n" "$acc" "$fast" "$med" "$ge"
+        done
 done
 $keep || rm -rf "$OUT"
