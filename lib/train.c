@@ -958,7 +958,7 @@ int train_run(const struct run_opts *o, struct err *e)
             samx_say("skipped: '%s' is already complete (use --force to run it again)", dir);
         else
             samx_say("skipped: '%s' is already finished: %s (use --force to run it again)", dir,
-                     how);
+                     !strcmp(how, "stopped") ? "stopped early" : how);
     } else if (st.status == RUN_COMPLETED || st.status == RUN_DIVERGED ||
                st.status == RUN_STOPPED) {
         /* Killed after its final checkpoint: the run is over, only its final files are due. */

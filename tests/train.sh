@@ -205,7 +205,7 @@ ok $? "best.safetensors = model.safetensors of a run trained $best epochs, byte 
 cp es/metrics.jsonl es-records
 "$SAMX" run es.yaml -o es -t 2 2>err
 rc=$?
-test $rc -eq 0 && grep -q "already complete" err && cmp -s es-records es/metrics.jsonl
+test $rc -eq 0 && grep -q "already finished: stopped early" err && cmp -s es-records es/metrics.jsonl
 ok $? "a rerun of a stopped run does not train on"
 cp -r es es-crash && rm es-crash/summary.json
 "$SAMX" run es.yaml -o es-crash -q -t 2 && jq -e '.status == "stopped"' es-crash/summary.json >/dev/null &&
