@@ -55,6 +55,8 @@ struct cn_node {
     float *mask;               /* CN_DROPOUT (max_batch, size) */
     double *moments;           /* CN_CONV read by the next CN_BN: its output planes' moments */
     int moments_of;            /* CN_BN: the node whose `moments` describe the input, or -1 */
+    size_t log_off;            /* CN_BN: its entry in each slot of the running-statistics log */
+    int log_group, log_j;      /* CN_BN: the group of its last logged update, the next slot */
 };
 
 struct convnet {
@@ -68,6 +70,12 @@ struct convnet {
     bool train;                /* mode of the last forward: batch statistics, dropout on */
     bool hvp_ready;            /* cn_hvp_reserve has allocated the tangents */
     int bn_group;              /* ghost BatchNorm: examples per statistics group; 0: the call */
+    /* The running-statistics log (model.h struct model_runlog): log_groups * log_per_group
+     * slots of log_stride doubles; a BatchNorm's entry in a slot is {count, mean (c),
+     * deviation sums (2c)}, count 0 when empty. */
+    double *runlog;
+    size_t log_stride;
+    int log_groups, log_per_group;
     enum act act;              /* nonlinearity of the CN_RELU layers */
     struct conv_ws ws;         /* shared by every convolution: they run one at a time */
     float **pool, **rpool;     /* (n_slot) the gradient buffers and their tangents (cn_hvp) */
@@ -757,6 +765,81 @@ static void bn_backward_shard(struct model *m, struct cn_node *d, float *gx, con
                           c, hw, d->acc);
 }
 
+size_t cn_runlog_reserve(struct model *m, int groups, int per_group)
+{
+    struct convnet *n = m->priv;
+    SAMX_ASSERT(groups > 0 && per_group > 0 && !n->runlog);
+    n->log_stride = 0;
+    for (int i = 0; i < n->nn; i++) {
+        struct cn_node *d = &n->node[i];
+        if (d->kind != CN_BN)
+            continue;
+        d->log_off = n->log_stride;
+        d->log_group = -1;
+        n->log_stride += 1 + 3 * (size_t)n->v[d->in].c;
+    }
+    n->log_groups = groups, n->log_per_group = per_group;
+    size_t size = (size_t)groups * per_group * n->log_stride;
+    n->runlog = xcalloc(size ? size : 1, sizeof(double));
+    return size;
+}
+
+/* Log node d's update from the statistics {mean (c), dev (2c)} of cnt values as the next of
+ * the current group's (struct model_runlog). */
+static void runlog_put(struct convnet *n, struct cn_node *d, int c, const double *stats,
+                       double cnt)
+{
+    int g = n->m->runlog->group;
+    SAMX_ASSERT(g >= 0 && g < n->log_groups);
+    if (d->log_group != g)
+        d->log_group = g, d->log_j = 0;
+    SAMX_ASSERT(d->log_j < n->log_per_group);
+    size_t slot = (size_t)g * n->log_per_group + (size_t)d->log_j++;
+    double *x = n->runlog + slot * n->log_stride + d->log_off;
+    x[0] = cnt;
+    memcpy(x + 1, stats, 3 * (size_t)c * sizeof(double));
+}
+
+void cn_runlog_apply(struct model *m, void (*sum)(double *x, size_t n))
+{
+    struct convnet *n = m->priv;
+    SAMX_ASSERT(n->runlog != NULL);
+    size_t slots = (size_t)n->log_groups * n->log_per_group;
+    sum(n->runlog, slots * n->log_stride);
+    for (size_t s = 0; s < slots; s++)
+        for (int i = 0; i < n->nn; i++) {
+            struct cn_node *d = &n->node[i];
+            if (d->kind != CN_BN)
+                continue;
+            const double *x = n->runlog + s * n->log_stride + d->log_off;
+            int c = n->v[d->in].c;
+            if (x[0] > 0)
+                batchnorm_update_running(m->buf.w + m->buf.t[d->rm].off,
+                                         m->buf.w + m->buf.t[d->rv].off, x + 1, x + 1 + c, x[0],
+                                         c, BN_MOMENTUM);
+            d->log_group = -1;
+        }
+    memset(n->runlog, 0, slots * n->log_stride * sizeof(double));
+}
+
+/* BatchNorm in training mode whose running-statistics update goes to the log: the phases of
+ * nn_conv.h (the same bits as batchnorm_forward), the statistics kept for runlog_put. */
+static void bn_forward_logged(struct convnet *n, struct cn_node *d, float *y,
+                              const struct cn_value *iv, const double *mo, int batch)
+{
+    struct model *m = n->m;
+    int c = iv->c, hw = iv->h * iv->w;
+    double cnt = (double)batch * hw, *mean = d->bn_sums, *dev = d->bn_sums + c;
+    batchnorm_sums(mean, iv->x, mo, batch, c, hw);
+    for (int ch = 0; ch < c; ch++)
+        mean[ch] /= cnt;
+    batchnorm_devs(dev, iv->x, mo, mean, batch, c, hw);
+    batchnorm_normalize(y, d->save_mean, d->save_invstd, iv->x, mean, dev, cnt,
+                        tensor_of(&m->p, m->p.w, d->wt), tensor_of(&m->p, m->p.w, d->bt), NULL,
+                        NULL, batch, c, hw, d->relu, BN_MOMENTUM, BN_EPS);
+    runlog_put(n, d, c, d->bn_sums, cnt);
+}
+
 void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
 {
     struct convnet *n = m->priv;
@@ -780,6 +863,20 @@ void cn_forward(struct model *m, const float *x, int batch, enum pass_mode mode)
             float *rm = update ? m->buf.w + m->buf.t[d->rm].off : NULL;
             float *rv = update ? m->buf.w + m->buf.t[d->rv].off : NULL;
             const double *mo = d->moments_of >= 0 ? n->node[d->moments_of].moments : NULL;
+            bool logged = n->train && rm && m->runlog;
+            SAMX_ASSERT(!logged || !m->shard); /* a logged call is one process's alone */
+            if (logged && n->bn_group > 0) {
+                int k = n->bn_group, c = iv->c, hw = iv->h * iv->w;
+                bn_forward_groups(m, d, k, ov->x, iv, mo, NULL, NULL, batch);
+                for (int lo = 0, gi = 0; lo < batch; lo += k, gi++)
+                    runlog_put(n, d, c, d->gstats + (size_t)gi * 3 * c,
+                               (double)(lo + k <= batch ? k : batch - lo) * hw);
+                break;
+            }
+            if (logged) {
+                bn_forward_logged(n, d, ov->x, iv, mo, batch);
+                break;
+            }
             if (n->train && n->bn_group > 0) {
                 bn_forward_groups(m, d, n->bn_group, ov->x, iv, mo, rm, rv, batch);
                 break;
@@ -1146,6 +1243,7 @@ void cn_release(struct model *m)
     for (int b = 0; b < MAX_BLOCKS; b++)
         free(n->part[b]);
     free(n->zero);
+    free(n->runlog);
     free(n->ws.col);
     free(n->ws.dw);
     free(n->v);

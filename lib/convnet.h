@@ -94,10 +94,13 @@ void cn_hvp(struct model *m, const float *x, int batch, const struct hvp_loss *l
 void cn_hvp_reserve(struct model *m);
 void cn_release(struct model *m);
 void cn_set_bn_group(struct model *m, int k);
+size_t cn_runlog_reserve(struct model *m, int groups, int per_group);
+void cn_runlog_apply(struct model *m, void (*sum)(double *x, size_t n));
 /* Those members in a model_ops initializer: every model is a builder of this graph, so only its
  * name, keys and init differ. */
 #define CN_MODEL_OPS                                                                          \
     .reset = cn_reset, .forward = cn_forward, .backward = cn_backward, .hvp = cn_hvp,           \
-    .hvp_reserve = cn_hvp_reserve, .release = cn_release, .set_bn_group = cn_set_bn_group
+    .hvp_reserve = cn_hvp_reserve, .release = cn_release, .set_bn_group = cn_set_bn_group,    \
+    .runlog_reserve = cn_runlog_reserve, .runlog_apply = cn_runlog_apply
 
 #endif

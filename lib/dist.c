@@ -35,12 +35,15 @@ int dist_size(void) { return g_size; }
 const char *dist_host(int r) { return g_hosts ? g_hosts + (size_t)r * HOST_LEN : g_host0; }
 int dist_threads(int r) { return g_threads ? g_threads[r] : g_threads0; }
 
-void dist_shard_of(int n, int r, int *lo, int *hi)
+void dist_split(int n, int parts, int r, int *lo, int *hi)
 {
-    int base = n / g_size, extra = n % g_size;
+    SAMX_ASSERT(parts > 0 && r >= 0 && r < parts);
+    int base = n / parts, extra = n % parts;
     *lo = r * base + (r < extra ? r : extra);
     *hi = *lo + base + (r < extra ? 1 : 0);
 }
+
+void dist_shard_of(int n, int r, int *lo, int *hi) { dist_split(n, g_size, r, lo, hi); }
 
 void dist_shard(int n, int *lo, int *hi) { dist_shard_of(n, g_rank, lo, hi); }
 

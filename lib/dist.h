@@ -7,7 +7,10 @@
  * statistics are summed over the ranks in rank order (dist_sum_*), so every rank takes the same
  * step with the same bits, and a result differs from the single-process one only by the order
  * of those sums. Evaluation (train.h evaluate_split) shards each split the same way. Rank 0
- * alone writes the run directory (rundir.h).
+ * alone writes the run directory (rundir.h). m-sharpness groups are the exception: they are
+ * dealt out whole (optim.h optim_groups), each process evaluates its own unsplit, and the
+ * step's sums are taken once at its end (closure_combine), with the BatchNorm running
+ * statistics replayed from every process's log (model.h struct model_runlog).
  *
  * Determinism: MPI_Allreduce does not promise a summation order, so nothing here uses it for
  * floating point. A sum is an all-to-all of slices (rank r receives slice r of every rank's
@@ -49,6 +52,8 @@ int dist_threads(int r);
 /* The rows [*lo, *hi) of n that rank r works on: the first n % N ranks take n / N + 1 rows,
  * the others n / N, in rank order. */
 void dist_shard_of(int n, int r, int *lo, int *hi);
+/* The same rule for `parts` parts: part r of n, the first n % parts taking one more. */
+void dist_split(int n, int parts, int r, int *lo, int *hi);
 /* dist_shard_of for this rank. */
 void dist_shard(int n, int *lo, int *hi);
 

@@ -165,7 +165,8 @@ static int build_train(struct experiment *x, struct cfg_node *t, struct err *e)
 
 /* An MPI job (dist.h) splits every model call of a step between its processes, one example
  * each at least: the batch (its micro-batches with train.accumulate, the last batch unless
- * drop_last) and the m-sharpness groups (optimizer.m) must not be smaller than the job.
+ * drop_last) must not be smaller than the job. m-sharpness groups (optimizer.m) are dealt out
+ * whole instead (optim.h optim_groups): a full batch must have a group for every process.
  * Calls on a method's own subsets (ESAM's selection) are checked when they happen. */
 static int check_shards(const struct experiment *x, struct cfg_node *t, struct cfg_node *o,
                         struct err *e)
@@ -178,15 +179,17 @@ static int check_shards(const struct experiment *x, struct cfg_node *t, struct c
                        "the %ld processes of the MPI job (each computes a share of every call)",
                        x->batch_size, x->accumulate > 1 ? " with train.accumulate" : "",
                        rows < np ? rows : last, np);
-    if (x->optim.m > 0 && x->optim.m < np)
+    long gm = x->optim.m, groups = gm > 0 ? (x->batch_size + gm - 1) / gm : 1;
+    if (groups > 1 && groups < np)
         return cfg_err(e, cfg_child(o, "m"),
-                       "'optimizer.m' %ld is smaller than the %ld processes of the MPI job (each "
-                       "computes a share of every group)",
-                       x->optim.m, np);
-    /* Ghost BatchNorm groups stay within a process: every share of every call starts at a
-     * multiple of the group. */
-    long calls[3] = {rows, x->accumulate == 1 ? last : 0, x->optim.m > 0 ? x->optim.m : 0};
-    for (int i = 0; x->bn_group > 0 && i < 3; i++)
+                       "'optimizer.m' %ld makes %ld perturbation groups of a batch of %ld, fewer "
+                       "than the %ld processes of the MPI job (each process evaluates whole "
+                       "groups: m at most %ld)",
+                       gm, groups, x->batch_size, np, x->batch_size / np);
+    /* Ghost BatchNorm groups stay within a process: every share of every split call starts at
+     * a multiple of the group (a process's own m-sharpness groups are not split). */
+    long calls[2] = {rows, x->accumulate == 1 ? last : 0};
+    for (int i = 0; x->bn_group > 0 && i < 2; i++)
         for (int r = 0; calls[i] > 0 && r < np; r++) {
             int lo, hi;
             dist_shard_of((int)calls[i], r, &lo, &hi);

@@ -48,6 +48,17 @@ struct model_shard {
     int rows, row0;
 };
 
+/* Data parallelism over m-sharpness groups (optim.h optim_groups): each process evaluates its
+ * own groups whole, so each updates the running statistics (BatchNorm) with its groups only.
+ * While m->runlog is set, a pass that would update them writes each update (the statistics it
+ * would apply) into a log instead, at the j-th slot of group `group` for its j-th update in that
+ * group; ops->runlog_apply then sums the log over the processes (the other processes' slots are
+ * zeros here) and applies the updates in slot order: group by group, as one process applies
+ * them, the same bits on every process. */
+struct model_runlog {
+    int group;
+};
+
 struct model_ops {
     const char *name;
     const char *summary; /* one line for `samx list models` */
@@ -84,6 +95,13 @@ struct model_ops {
      * running statistics once per group, in group order; 0: over the whole call. Build time
      * (allocates per-group statistics for max_batch examples). */
     void (*set_bn_group)(struct model *m, int k);
+    /* Optional (NULL: no running statistics). Allocate the log of struct model_runlog for
+     * `groups` groups of at most `per_group` updates each (build time); returns its size in
+     * doubles, the size of the sums runlog_apply asks of `sum`. */
+    size_t (*runlog_reserve)(struct model *m, int groups, int per_group);
+    /* sum the log over the processes (sum: x := the sum over processes of x, the same bits on
+     * each), apply its updates in slot order, and clear it. */
+    void (*runlog_apply)(struct model *m, void (*sum)(double *x, size_t n));
 };
 
 struct model {
@@ -104,6 +122,7 @@ struct model {
     bool plan;      /* built by model_plan: init may leave its workspace unallocated */
     long step;      /* the optimizer step being computed, set by the training loop */
     const struct model_shard *shard; /* NULL: this process has the whole batch (dist.h) */
+    const struct model_runlog *runlog; /* NULL: running statistics are updated in place */
 };
 
 extern const struct model_ops model_linear, model_mlp;

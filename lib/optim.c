@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "dist.h"
 #include "tune.h"
 
 const struct optim_ops *const optim_registry[] = {
@@ -25,8 +26,31 @@ const struct optim_ops *optim_find(const char *name)
 double closure_grad(struct closure *f, struct params *p, int pass, const int *sel, int n)
 {
     double loss = f->grad(f, p, pass, sel, n);
-    f->evals += sel ? (double)n / f->batch : 1.0;
+    *(pass & PASS_LOCAL ? &f->evals_local : &f->evals) += sel ? (double)n / f->batch : 1.0;
     return loss;
+}
+
+void optim_groups(const struct optim *o, const struct closure *f, struct optim_groups *g)
+{
+    int batch = f->batch;
+    g->m = o->m > 0 && o->m < batch ? (int)o->m : batch;
+    g->n = (batch + g->m - 1) / g->m;
+    g->local = f->procs > 1 && g->n > 1;
+    g->lo = 0, g->hi = g->n;
+    if (g->local)
+        dist_split(g->n, f->procs, f->proc, &g->lo, &g->hi);
+}
+
+void closure_combine(struct closure *f, const struct optim_groups *g, float *const *v, int nv,
+                     size_t n, double *d, int nd)
+{
+    if (!g->local)
+        return;
+    SAMX_ASSERT(f->combine != NULL);
+    if (g->lo == g->hi) /* no group here: this process adds nothing */
+        for (int i = 0; i < nv; i++)
+            vec_zero(n, v[i]);
+    f->combine(f, v, nv, n, d, nd);
 }
 
 enum { PERTURB_ALL, PERTURB_NORM, PERTURB_NO_NORM };
@@ -317,18 +341,20 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
 {
     size_t n = p->n;
     int batch = f->batch;
-    int m = o->m > 0 && o->m < batch ? (int)o->m : batch;
-    int n_group = (batch + m - 1) / m;
+    struct optim_groups gr;
+    optim_groups(o, f, &gr);
+    int m = gr.m, n_group = gr.n, local = gr.local ? PASS_LOCAL : 0;
     SAMX_ASSERT(batch <= o->env.max_batch);
     /* Single group only: g == NULL keeps no copy of the clean gradient, and gs[last] == p->g
      * leaves the last perturbed gradient where the closure wrote it (two fewer passes over n
      * floats per step for methods that need neither copy). */
     SAMX_ASSERT(n_group == 1 || g != NULL);
     SAMX_ASSERT(g != NULL || n_signs == 1);
+    SAMX_ASSERT(n_signs >= 1 && n_signs <= SAM_MAX_SIGNS);
     for (int k = 0; k < n_signs; k++)
         SAMX_ASSERT(gs[k] != p->g || (n_group == 1 && k == n_signs - 1));
     double loss = 0, loss_p = 0, gnorm = 0;
-    for (int c = 0; c < n_group; c++) {
+    for (int c = gr.lo; c < gr.hi; c++) {
         int lo = c * m, cnt = lo + m <= batch ? m : batch - lo;
         /* Groups are consecutive examples of the (already shuffled) batch. */
         const int *sel = n_group == 1 ? NULL : o->ramp + lo;
@@ -336,14 +362,15 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
         /* Every group's clean pass is a PASS_FIRST: running statistics update per group, as on
          * a multi-device run (algorithms.md 1.4), and the trainer's clean loss and accuracy
          * cover the whole batch. */
-        double l0 = closure_grad(f, p, PASS_FIRST, sel, cnt);
+        f->group = c;
+        double l0 = closure_grad(f, p, PASS_FIRST | local, sel, cnt);
         loss += l0 * cnt / batch;
         double gn = params_nrm2(p, p->g);
         if (n_group == 1)
             gnorm = gn;
         if (n_group == 1 && g)
             params_copy(p, p->g, g);
-        else if (c == 0 && g)
+        else if (c == gr.lo && g)
             vec_axpby(n, wgt, p->g, 0.0f, g);
         else if (g)
             vec_axpy(n, wgt, p->g, g);
@@ -386,17 +413,26 @@ void sam_family_passes(struct optim *o, struct params *p, struct closure *f, per
         }
         for (int k = 0; k < n_signs; k++) {
             perturb_to(p, p->w, saved, k == 0, signs[k], scaled, s, src);
-            double lk = closure_grad(f, p, pass_of[k], sel, cnt);
+            double lk = closure_grad(f, p, pass_of[k] | local, sel, cnt);
             if (k == 0)
                 loss_p += lk * cnt / batch;
             if (n_group == 1)
                 params_copy(p, p->g, gs[k]); /* a no-op when gs[k] == p->g */
-            else if (c == 0)
+            else if (c == gr.lo)
                 vec_axpby(n, wgt, p->g, 0.0f, gs[k]);
             else
                 vec_axpy(n, wgt, p->g, gs[k]);
         }
         params_copy(p, saved, p->w);
+    }
+    if (gr.local) {
+        float *v[1 + SAM_MAX_SIGNS];
+        v[0] = g;
+        for (int k = 0; k < n_signs; k++)
+            v[1 + k] = gs[k];
+        double d[2] = {loss, loss_p};
+        closure_combine(f, &gr, v, 1 + n_signs, n, d, 2);
+        loss = d[0], loss_p = d[1];
     }
     info->loss = loss;
     info->loss_perturbed = loss_p;

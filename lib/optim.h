@@ -45,7 +45,13 @@ enum {
     PASS_FIRST = 0,
     PASS_EXTRA = 1,
     PASS_REF_UPDATE = 2,
+    /* Or-ed into one of the above: the call is on an m-sharpness group that this process owns
+     * whole (struct closure's procs): it runs here alone, unsplit and with nothing summed over
+     * the processes until closure_combine. */
+    PASS_LOCAL = 4,
 };
+
+struct optim;
 
 /* The gradient closure: evaluates the loss of the CURRENT batch at p->w. */
 struct closure {
@@ -55,14 +61,44 @@ struct closure {
     /* Forward only: per-example losses of sel[0..n) (NULL: all) into out. */
     void (*losses)(struct closure *f, const struct params *p, int pass, const int *sel, int n,
                    float *out);
+    /* After a step's PASS_LOCAL calls: replace each of v[0..nv) (n floats) and d[0..nd)
+     * with its sum over the processes, in process order, the same bits on every process, and
+     * complete what those calls left local (the clean-pass loss and accuracy sums, evals, the
+     * model's running statistics). NULL on a single process. */
+    void (*combine)(struct closure *f, float *const *v, int nv, size_t n, double *d, int nd);
     int batch;     /* examples in the current batch */
     double evals;  /* gradient evaluations so far, in units of full batches (a call on k of the
                       batch's examples adds k/batch); updated by closure_grad */
+    double evals_local; /* the evaluations of PASS_LOCAL calls, until closure_combine */
+    /* Data parallelism (dist.h): the processes sharing every step (0 or 1: a single process)
+     * and which one this is. With several, a step of several m-sharpness groups deals them out
+     * (optim_groups) and each process evaluates its own groups whole; otherwise every call is
+     * split between the processes inside the closure and returns the whole batch's result. */
+    int procs, proc;
+    int group;     /* the m-sharpness group of the current PASS_LOCAL calls (optim_groups) */
     void *ctx;
 };
 
 /* Call f->grad and count the evaluation. */
 double closure_grad(struct closure *f, struct params *p, int pass, const int *sel, int n);
+
+/* The m-sharpness groups of a step: consecutive groups of m examples of the batch (the last
+ * may be smaller), n of them. On a single process, or with one group, this process evaluates
+ * all of them (lo = 0, hi = n, local false). With several processes and several groups the
+ * groups are dealt out whole, contiguous ranges in process order, the first n % procs
+ * processes taking one group more (dist_shard_of's rule on groups): this process evaluates
+ * groups [lo, hi) with PASS_LOCAL calls (setting f->group to each before its calls), adds their
+ * weighted results into its accumulators (zeros when it has none) and calls closure_combine
+ * once, so the step needs no communication for the ascent and the groups' sum equals one
+ * process's up to the order of the sums over processes. */
+struct optim_groups {
+    int m, n, lo, hi;
+    bool local;
+};
+void optim_groups(const struct optim *o, const struct closure *f, struct optim_groups *g);
+/* f->combine (see there) where the groups were local; nothing otherwise. */
+void closure_combine(struct closure *f, const struct optim_groups *g, float *const *v, int nv,
+                     size_t n, double *d, int nd);
 
 /* A scheduled scalar hyperparameter; `v` is its value for the current step. Adaptive ones (set by
  * the method itself, like SAMAR's lambda) have adaptive = true and keep v across steps. */
@@ -93,8 +129,6 @@ struct optim_env {
     uint64_t seed;                /* for methods that draw random numbers (stream "optim.*") */
     bool plan;                    /* only checking the config: optim_buf/optim_scratch give NULL */
 };
-
-struct optim;
 
 struct optim_ops {
     const char *name;
@@ -209,7 +243,10 @@ typedef float (*perturb_fn)(struct optim *o, const struct params *p, const float
  * perturb receives the norm of the filtered g; a method that writes e filters it itself
  * (optim_perturb_filter) and takes its norm over the selected tensors.
  * With a single group (o->m == 0 or >= the batch) a method that needs neither copy may pass
- * g = NULL (only ||g|| is reported) and gs[n_signs-1] = p->g (the gradient stays in place). */
+ * g = NULL (only ||g|| is reported) and gs[n_signs-1] = p->g (the gradient stays in place).
+ * Over several processes the groups are dealt out (optim_groups): g, gs and the losses are
+ * this process's groups' sums until one closure_combine at the end makes them the batch's. */
+#define SAM_MAX_SIGNS 2 /* n_signs of sam_family_passes: at most CR-SAM's two points */
 void sam_family_passes(struct optim *o, struct params *p, struct closure *f, perturb_fn perturb,
                        const float *signs, const int *pass_of, int n_signs, float *g,
                        float *const *gs, float *saved, float *e, struct step_info *info);

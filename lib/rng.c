@@ -54,6 +54,12 @@ uint64_t rng_below(struct rng *r, uint64_t n)
     return x % n;
 }
 
+void rng_skip(struct rng *r, uint64_t k)
+{
+    for (uint64_t i = 0; i < k; i++)
+        rng_u64(r);
+}
+
 double rng_normal(struct rng *r)
 {
     double u1 = 1.0 - rng_uniform(r); /* (0, 1]: log is finite */

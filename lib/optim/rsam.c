@@ -97,6 +97,15 @@ static void rsam_noise(const struct optim *o, const struct rsam *s, const struct
     optim_perturb_filter(o, p, delta);
 }
 
+/* The normals rsam_noise draws for one group (rng_normal takes two draws each). */
+static uint64_t rsam_normals(const struct params *p)
+{
+    uint64_t k = 0;
+    for (int i = 0; i < p->nt; i++)
+        k += p->t[i].n;
+    return k;
+}
+
 /* w = saved + x, elementwise. */
 static void rsam_move(size_t n, const float *saved, const float *x, float *w)
 {
@@ -111,15 +120,19 @@ static void rsam_step(struct optim *o, struct params *p, struct closure *f,
     struct rsam *s = o->priv;
     size_t n = p->n;
     int batch = f->batch;
-    int m = o->m > 0 && o->m < batch ? (int)o->m : batch;
-    int n_group = (batch + m - 1) / m;
+    struct optim_groups gr;
+    optim_groups(o, f, &gr);
+    int m = gr.m, n_group = gr.n, local = gr.local ? PASS_LOCAL : 0;
     SAMX_ASSERT(batch <= o->env.max_batch && (n_group == 1 || (s->g && s->gs)));
     float lam = (float)s->lambda->v;
     struct rng r;
     rng_init(&r, o->env.seed, "optim.rsam", (uint64_t)o->t);
     params_copy(p, p->w, s->saved);
     double loss = 0, loss_p = 0, gnorm = 0;
-    for (int c = 0; c < n_group; c++) {
+    /* The groups before this process's own draw from the stream first (one process's noise). */
+    if (s->sigma->v != 0)
+        rng_skip(&r, 2 * rsam_normals(p) * (uint64_t)gr.lo);
+    for (int c = gr.lo; c < gr.hi; c++) {
         int lo = c * m, cnt = lo + m <= batch ? m : batch - lo;
         const int *sel = n_group == 1 ? NULL : o->ramp + lo;
         float wgt = (float)cnt / (float)batch;
@@ -127,11 +140,12 @@ static void rsam_step(struct optim *o, struct params *p, struct closure *f,
          * first group). */
         rsam_noise(o, s, p, s->saved, &r, s->d);
         rsam_move(n, s->saved, s->d, p->w);
-        loss += closure_grad(f, p, PASS_FIRST, sel, cnt) * cnt / batch;
+        f->group = c;
+        loss += closure_grad(f, p, PASS_FIRST | local, sel, cnt) * cnt / batch;
         const float *gt = p->g;
         if (n_group == 1)
             gnorm = params_nrm2(p, gt);
-        else if (c == 0)
+        else if (c == gr.lo)
             vec_axpby(n, wgt, gt, 0.0f, s->g);
         else
             vec_axpy(n, wgt, gt, s->g);
@@ -142,14 +156,17 @@ static void rsam_step(struct optim *o, struct params *p, struct closure *f,
         /* optim_ascent's adaptive form is not offered: |w| would be read at w + delta. */
         optim_ascent(o, p, d, s->rho->v, 1e-12, false, s->e);
         rsam_move(n, s->saved, s->e, p->w);
-        loss_p += closure_grad(f, p, PASS_EXTRA, sel, cnt) * cnt / batch;
+        loss_p += closure_grad(f, p, PASS_EXTRA | local, sel, cnt) * cnt / batch;
         /* One group: gs stays in p->g. */
-        if (n_group > 1 && c == 0)
+        if (n_group > 1 && c == gr.lo)
             vec_axpby(n, wgt, p->g, 0.0f, s->gs);
         else if (n_group > 1)
             vec_axpy(n, wgt, p->g, s->gs);
     }
     params_copy(p, s->saved, p->w);
+    double dl[2] = {loss, loss_p};
+    closure_combine(f, &gr, (float *[]){s->g, s->gs}, 2, n, dl, 2);
+    loss = dl[0], loss_p = dl[1];
     info->loss = loss;
     info->loss_perturbed = loss_p;
     info->grad_norm = n_group == 1 ? gnorm : vec_nrm2(n, s->g);
